@@ -1,0 +1,1 @@
+"""PyTorch checkpoint -> ONNX bundle; ONNX -> TensorRT engine (the builder imports without torch)."""

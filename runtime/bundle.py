@@ -1,0 +1,144 @@
+"""The bundle a Jetson runs: model.onnx + model.json (+ threshold.json, engines/).
+
+export/ writes bundles through `write_metadata`; everything else opens them with `open_bundle`,
+which refuses a missing, corrupt, foreign or mismatched file with a message naming the file and
+the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.atomic import atomic_write_json
+from runtime.errors import BundleError
+from runtime.preprocess import PreprocessConfig
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "model.json"
+THRESHOLD_FILE = "threshold.json"
+ENGINES_DIR = "engines"
+INPUT_NAME = "frames"
+OUTPUT_NAMES = ("score", "anomaly_map")
+
+
+@dataclass
+class BundleMetadata:
+    """What model.json holds: enough to feed the graph and to know what it was trained for."""
+
+    onnx_sha256: str
+    preprocess: dict[str, Any]
+    model_kind: str
+    model_config: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    input_name: str = INPUT_NAME
+    input_shape: list[Any] = field(default_factory=list)  # ["batch", H, W, C]; batch may be an int
+    input_dtype: str = "uint8"
+    channel_order: str = "BGR"
+    output_names: list[str] = field(default_factory=lambda: list(OUTPUT_NAMES))
+    score_definition: str = ""
+    opset: int = 17
+    training: dict[str, Any] = field(default_factory=dict)
+    model_stats: dict[str, Any] = field(default_factory=dict)  # parameters, flops_per_image
+    parity: dict[str, Any] = field(default_factory=dict)
+    package_version: str = ""
+    exporter: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.preprocess)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BundleMetadata":
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An opened, verified bundle folder."""
+
+    root: Path
+    metadata: BundleMetadata
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.root / MODEL_FILE
+
+    @property
+    def threshold_path(self) -> Path:
+        return self.root / THRESHOLD_FILE
+
+    @property
+    def engines_dir(self) -> Path:
+        return self.root / ENGINES_DIR
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.metadata.preprocess_config
+
+    @property
+    def sha256(self) -> str:
+        return self.metadata.onnx_sha256
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_metadata(root: str | Path, metadata: BundleMetadata) -> Path:
+    """Write model.json atomically (export/ calls this after model.onnx is in place)."""
+    return atomic_write_json(Path(root) / METADATA_FILE, metadata.to_dict())
+
+
+def read_metadata(root: str | Path) -> BundleMetadata:
+    path = Path(root) / METADATA_FILE
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: this is not a daad bundle. Create one with `daad export`.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is corrupt ({exc}): re-export the bundle with `daad export`.") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} is corrupt (not a JSON object): re-export the bundle with `daad export`.")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path} has bundle format version {version!r}; this daad-edge reads version {FORMAT_VERSION}. "
+            "Re-export the bundle with this version of daad-edge, or install the version that wrote it."
+        )
+    try:
+        return BundleMetadata.from_dict(data)
+    except TypeError as exc:
+        raise BundleError(f"{path} lacks required fields ({exc}): re-export the bundle with `daad export`.") from exc
+
+
+def open_bundle(root: str | Path, verify: bool = True) -> Bundle:
+    """Open a bundle folder; with `verify`, check model.onnx against the sha256 in model.json."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BundleError(f"bundle folder {root} does not exist: create it with `daad export --out {root}`.")
+    metadata = read_metadata(root)
+    onnx_path = root / MODEL_FILE
+    if not onnx_path.is_file():
+        raise BundleError(f"{onnx_path} is missing: re-export the bundle with `daad export`.")
+    if verify:
+        actual = file_sha256(onnx_path)
+        if actual != metadata.onnx_sha256:
+            raise BundleError(
+                f"{onnx_path} does not match {root / METADATA_FILE} (sha256 {actual[:12]}… on disk, "
+                f"{metadata.onnx_sha256[:12]}… recorded): the file was changed, truncated or copied from "
+                "another bundle. Re-export the bundle with `daad export`."
+            )
+    return Bundle(root=root, metadata=metadata)

@@ -1,0 +1,140 @@
+"""Preprocessing, defined once: training, export, calibration and the camera loop all call this.
+
+A frame leaves here as uint8, H x W x C, in OpenCV's channel order (BGR, or one grey channel).
+Cast, scaling, normalisation and the NCHW layout happen inside the model graph, so the host
+moves 4x fewer bytes to the device and no Python runs in the hot path. `normalise` is the numpy
+statement of what the graph does, for tests and reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from runtime.errors import DataError
+from runtime.optional import cv2
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Geometry and colour of the model input; stored in checkpoints and model.json."""
+
+    height: int = 128
+    width: int = 128
+    channels: int = 3  # 3: BGR as OpenCV delivers it; 1: grayscale
+    center_crop: float = 1.0  # fraction of each side kept around the centre before resizing
+    mean: tuple[float, ...] = field(default=(0.5, 0.5, 0.5))  # per channel, on the [0, 1] scale
+    std: tuple[float, ...] = field(default=(0.5, 0.5, 0.5))
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.height < 8 or self.width < 8:
+            raise ValueError(f"image size must be at least 8x8, got {self.height}x{self.width}")
+        if not 0.0 < self.center_crop <= 1.0:
+            raise ValueError(f"center_crop must be in (0, 1], got {self.center_crop}")
+        # A grey model keeps one statistic; a colour one keeps three.
+        object.__setattr__(self, "mean", _per_channel(self.mean, self.channels, "mean"))
+        object.__setattr__(self, "std", _per_channel(self.std, self.channels, "std"))
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    @property
+    def channel_order(self) -> str:
+        return "BGR" if self.channels == 3 else "GRAY"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """H, W, C of one prepared frame."""
+        return (self.height, self.width, self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        data["channel_order"] = self.channel_order
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+        known = {k: data[k] for k in ("height", "width", "channels", "center_crop", "mean", "std") if k in data}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(v) for v in known[key])
+        return cls(**known)
+
+
+def _per_channel(values: Iterable[float], channels: int, name: str) -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    if len(values) == channels:
+        return values
+    if len(values) == 1 or len(set(values)) == 1:
+        return (values[0],) * channels
+    raise ValueError(f"{name} has {len(values)} values for {channels} channel(s)")
+
+
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    """Bring 16-bit or float frames (TIFF, some industrial cameras) to uint8."""
+    if frame.dtype == np.uint8:
+        return frame
+    if frame.dtype == np.uint16:
+        return (frame >> 8).astype(np.uint8)
+    if np.issubdtype(frame.dtype, np.floating):
+        finite = np.nan_to_num(frame, nan=0.0, posinf=1.0, neginf=0.0)
+        scale = 255.0 if finite.max(initial=0.0) <= 1.0 else 1.0
+        return np.clip(finite * scale, 0, 255).astype(np.uint8)
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def to_channels(frame: np.ndarray, channels: int) -> np.ndarray:
+    """Grey, BGR or BGRA in; H x W x `channels` out, in OpenCV's channel order."""
+    cv = cv2()
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim == 2:
+        return frame[:, :, None] if channels == 1 else cv.cvtColor(frame, cv.COLOR_GRAY2BGR)
+    if frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        raise DataError(f"cannot use a frame of shape {frame.shape}: expected H x W, H x W x 3 or H x W x 4")
+    if frame.shape[2] == 4:
+        frame = cv.cvtColor(frame, cv.COLOR_BGRA2BGR)
+    return frame if channels == 3 else cv.cvtColor(frame, cv.COLOR_BGR2GRAY)[:, :, None]
+
+
+def center_crop(frame: np.ndarray, fraction: float) -> np.ndarray:
+    if fraction >= 1.0:
+        return frame
+    height, width = frame.shape[:2]
+    crop_h, crop_w = max(1, round(height * fraction)), max(1, round(width * fraction))
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return frame[top : top + crop_h, left : left + crop_w]
+
+
+def prepare_frame(frame: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Any frame OpenCV can deliver -> contiguous uint8 H x W x C at the model's size."""
+    if frame is None or not isinstance(frame, np.ndarray) or frame.size == 0:
+        raise DataError("empty frame: the source delivered no pixels")
+    cv = cv2()
+    image = center_crop(to_uint8(frame), config.center_crop)
+    height, width = image.shape[:2]
+    if (height, width) != (config.height, config.width):
+        shrinking = height * width > config.height * config.width
+        interpolation = cv.INTER_AREA if shrinking else cv.INTER_LINEAR
+        image = cv.resize(image, (config.width, config.height), interpolation=interpolation)
+    return np.ascontiguousarray(to_channels(image, config.channels))
+
+
+def prepare_batch(frames: Iterable[np.ndarray], config: PreprocessConfig) -> np.ndarray:
+    """Frames -> uint8 N x H x W x C, the input every backend and the model take."""
+    prepared = [prepare_frame(frame, config) for frame in frames]
+    if not prepared:
+        return np.empty((0, *config.shape), dtype=np.uint8)
+    return np.stack(prepared)
+
+
+def normalise(batch: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """uint8 N x H x W x C -> float32 N x C x H x W, exactly as the model graph does it."""
+    scaled = batch.astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(config.mean, dtype=np.float32)
+    std = np.asarray(config.std, dtype=np.float32)
+    return np.ascontiguousarray(((scaled - mean) / std).transpose(0, 3, 1, 2))
