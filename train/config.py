@@ -1,0 +1,179 @@
+"""Model and training configuration: plain dataclasses, stored in checkpoints as plain dicts.
+
+Checkpoints are read with `torch.load(weights_only=True)`, so configs travel as dicts of
+primitives (`to_dict` / `from_dict`), never as pickled objects. A `--config` file (JSON or YAML)
+holds the same dicts: `{"model": {...}, "train": {...}}`, any key may be left out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import DaadError
+from runtime.optional import require
+
+MODEL_KINDS = ("ae", "memae", "daad", "daad+")
+SCALES = ("skip1", "skip2", "skip3", "bottleneck")  # 1/2, 1/4, 1/8, 1/16 of the input
+
+
+class ConfigError(DaadError):
+    """A configuration file or value that cannot build a model."""
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """One block-wise memory: blocks of block_h x block_w x block_c, a bank of `slots` rows.
+
+    block_c = 0 means all channels of the feature map (the paper's r_c = C).
+    shrink_threshold = 0 turns MemAE's hard shrinkage off.
+    """
+
+    block_h: int = 4
+    block_w: int = 4
+    block_c: int = 0
+    slots: int = 200
+    temperature: float = 0.1
+    shrink_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.block_h, self.block_w) < 1 or self.block_c < 0 or self.slots < 1:
+            raise ConfigError(f"memory block and slots must be positive, got {self}")
+        if self.temperature <= 0:
+            raise ConfigError(f"memory temperature must be positive, got {self.temperature}")
+        if not 0.0 <= self.shrink_threshold < 1.0:
+            raise ConfigError(f"shrink_threshold must be in [0, 1), got {self.shrink_threshold}")
+
+
+def _default_memories() -> tuple[MemoryConfig, ...]:
+    return (
+        MemoryConfig(block_h=8, block_w=8, slots=50),
+        MemoryConfig(block_h=8, block_w=8, slots=50),
+        MemoryConfig(block_h=4, block_w=4, slots=50),
+        MemoryConfig(block_h=2, block_w=2, slots=50),
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One network, four kinds: which memories exist and whether a discriminator scores too.
+
+    ae: encoder-decoder, no skips, no memory. memae: `memae_memory` (per pixel) at the bottleneck.
+    daad: a memory on each of the four skip paths (`memories`, shallow to deep).
+    daad+: daad plus a discriminator; score = gamma * R + (1 - gamma) * L on standardised terms.
+    """
+
+    kind: str = "daad+"
+    widths: tuple[int, int, int, int] = (16, 32, 64, 128)
+    memories: tuple[MemoryConfig, ...] = field(default_factory=_default_memories)
+    memae_memory: MemoryConfig = field(
+        default_factory=lambda: MemoryConfig(block_h=1, block_w=1, slots=500, temperature=1.0, shrink_threshold=0.0025)
+    )
+    discriminator_widths: tuple[int, int, int, int] = (16, 32, 64, 64)
+    l_rec: float = 1.0
+    l_adv: float = 0.01
+    l_ali: float = 0.1
+    entropy_weight: float = 0.0002
+    gamma: float = 0.5
+    map_sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in input pixels
+    score_reduction: str = "max"  # R = max or mean of the smoothed map
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ConfigError(f"model kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        if len(self.widths) != 4 or min(self.widths) < 1:
+            raise ConfigError(f"widths needs four positive channel counts, got {self.widths}")
+        if len(self.memories) != 4:
+            raise ConfigError(f"memories needs one entry per scale ({', '.join(SCALES)}), got {len(self.memories)}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.score_reduction not in ("max", "mean"):
+            raise ConfigError(f"score_reduction must be 'max' or 'mean', got {self.score_reduction!r}")
+
+    @property
+    def has_discriminator(self) -> bool:
+        return self.kind == "daad+"
+
+    @property
+    def uses_skips(self) -> bool:
+        return self.kind in ("daad", "daad+")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["widths"] = list(self.widths)
+        data["discriminator_widths"] = list(self.discriminator_widths)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        values = _known(cls, data)
+        for key in ("widths", "discriminator_widths"):
+            if key in values:
+                values[key] = tuple(int(v) for v in values[key])
+        if "memories" in values:
+            values["memories"] = tuple(MemoryConfig(**_known(MemoryConfig, m)) for m in values["memories"])
+        if "memae_memory" in values:
+            values["memae_memory"] = MemoryConfig(**_known(MemoryConfig, values["memae_memory"]))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation: Adam on the generator (and the discriminator for daad+)."""
+
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 2e-3
+    discriminator_lr: float = 2e-4
+    seed: int = 0
+    device: str = "cpu"
+    validate_every: int = 1  # epochs between validation AUROCs (0: never)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(f"epochs, batch_size and lr must be positive, got {self}")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return cls(**_known(cls, data))
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    return dict(data)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or YAML file -> {"model": {...}, "train": {...}} (either may be missing)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if path.suffix.lower() in (".yaml", ".yml"):
+        yaml = require("yaml", "train", "YAML config files")
+        parse, parse_errors = yaml.safe_load, (ValueError, yaml.YAMLError)
+    else:
+        parse, parse_errors = json.loads, (ValueError,)
+    try:
+        data = parse(text)
+    except parse_errors as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from exc
+    if not isinstance(data, dict) or set(data) - {"model", "train"}:
+        raise ConfigError(f"config file {path} must be a mapping with 'model' and/or 'train' sections")
+    return data
+
+
+def with_overrides(config: Any, **overrides: Any) -> Any:
+    """`replace` that ignores None values, for command-line flags left unset."""
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})

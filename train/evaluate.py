@@ -1,0 +1,153 @@
+"""Evaluation of any scorer on a data set's test split: metrics, and a picture to look at.
+
+The scorer is a plain function (uint8 N x H x W x C -> scores N, maps N x 1 x H x W as numpy),
+so the same code evaluates a PyTorch checkpoint (`checkpoint_scorer`) or an exported bundle
+through a runtime backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from runtime.dataset import ImageSet, find_samples, load_images, load_masks
+from runtime.errors import DataError
+from runtime.optional import require
+from runtime.preprocess import PreprocessConfig
+from train.metrics import evaluate_scores
+
+ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+ReconstructFn = Callable[[np.ndarray], np.ndarray]  # uint8 frames -> uint8 reconstructions
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, Any]  # image_auroc, pixel_auroc, aupro, f1_max, f1_threshold, per_defect
+    test_set: ImageSet
+    masks: np.ndarray  # bool N x H x W
+    scores: np.ndarray  # N
+    maps: np.ndarray  # N x 1 x H x W
+
+
+def score_all(score_fn: ScoreFn, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    scores, maps = [], []
+    for start in range(0, len(images), batch_size):
+        score, anomaly_map = score_fn(images[start : start + batch_size])
+        scores.append(np.asarray(score, dtype=np.float64).reshape(-1))
+        maps.append(np.asarray(anomaly_map, dtype=np.float32))
+    return np.concatenate(scores), np.concatenate(maps)
+
+
+def evaluate(
+    score_fn: ScoreFn,
+    data_root: str | Path,
+    preprocess: PreprocessConfig,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> Evaluation:
+    """Score every test image of `data_root` and compute the metrics of `daad eval`."""
+    data_root = Path(data_root)
+    samples = find_samples(data_root, "test")
+    test_set = load_images(samples, preprocess, progress=progress)
+    labels = [s.label for s in test_set.samples]
+    if not 0 < sum(labels) < len(labels):
+        raise DataError(f"{data_root}/test needs both good and defective images to compute AUROC")
+    masks = load_masks(test_set.samples, preprocess)
+    scores, maps = score_all(score_fn, test_set.images, batch_size)
+    metrics = evaluate_scores(test_set.samples, None, scores, masks, maps)
+    return Evaluation(metrics, test_set, masks, scores, maps)
+
+
+def checkpoint_scorer(model: Any) -> tuple[ScoreFn, ReconstructFn]:
+    """(score_fn, reconstruct_fn) of a PyTorch AnomalyModel in eval mode, on its device."""
+    import torch
+
+    device = next(model.parameters()).device
+    mean = np.asarray(model.preprocess.mean, dtype=np.float32)
+    std = np.asarray(model.preprocess.std, dtype=np.float32)
+
+    @torch.no_grad()
+    def score_fn(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        score, anomaly_map = model.score(torch.from_numpy(np.ascontiguousarray(frames)).to(device))
+        return score.cpu().numpy(), anomaly_map.cpu().numpy()
+
+    @torch.no_grad()
+    def reconstruct_fn(frames: np.ndarray) -> np.ndarray:
+        x = model.normalise(torch.from_numpy(np.ascontiguousarray(frames)).to(device))
+        reconstruction, _ = model.reconstruct(x)
+        pixels = reconstruction.permute(0, 2, 3, 1).cpu().numpy() * std + mean
+        return np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    return score_fn, reconstruct_fn
+
+
+def pick_examples(evaluation: Evaluation, per_class: int = 3) -> list[int]:
+    """The highest-scoring defective and the lowest-scoring good samples, a few of each."""
+    labels = np.array([s.label for s in evaluation.test_set.samples])
+    order = np.argsort(evaluation.scores)
+    good = [i for i in order if labels[i] == 0][:per_class]
+    bad = [i for i in order[::-1] if labels[i] == 1][:per_class]
+    return good + bad
+
+
+def save_grid(
+    path: str | Path,
+    evaluation: Evaluation,
+    reconstruct_fn: ReconstructFn | None = None,
+    per_class: int = 3,
+) -> Path:
+    """PNG rows of input | reconstruction | heat map over the input | ground-truth mask."""
+    matplotlib = require("matplotlib", "train", "the evaluation picture")
+    matplotlib.use("Agg")
+    plt = require("matplotlib.pyplot", "train", "the evaluation picture")
+    from runtime.atomic import atomic_write_bytes
+
+    indices = pick_examples(evaluation, per_class)
+    images = evaluation.test_set.images[indices]
+    reconstructions = reconstruct_fn(images) if reconstruct_fn is not None else None
+    columns = ["input", "reconstruction", "anomaly map", "ground truth"] if reconstructions is not None else [
+        "input",
+        "anomaly map",
+        "ground truth",
+    ]
+    high = float(np.percentile(evaluation.maps, 99.5))
+    low = float(evaluation.maps.min())
+    figure, axes = plt.subplots(len(indices), len(columns), figsize=(2.2 * len(columns), 2.2 * len(indices)), squeeze=False)
+    for row, index in enumerate(indices):
+        sample = evaluation.test_set.samples[index]
+        panels = [_rgb(images[row])]
+        if reconstructions is not None:
+            panels.append(_rgb(reconstructions[row]))
+        for column, (axis, title) in enumerate(zip(axes[row], columns)):
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(title, fontsize=9)
+            if title == "anomaly map":
+                axis.imshow(_rgb(images[row]))
+                axis.imshow(evaluation.maps[index, 0], cmap="jet", alpha=0.5, vmin=low, vmax=high)
+            elif title == "ground truth":
+                axis.imshow(evaluation.masks[index], cmap="gray", vmin=0, vmax=1)
+            else:
+                axis.imshow(panels[column])
+        axes[row][0].set_ylabel(f"{sample.defect}\n{evaluation.scores[index]:.3g}", fontsize=8)
+    figure.tight_layout()
+    buffer = _png_bytes(figure)
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV BGR / grey H x W x C -> something imshow shows in true colour."""
+    return image[:, :, ::-1] if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
+
+
+def _png_bytes(figure: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()

@@ -1,0 +1,212 @@
+"""The network behind ae, memae, daad and daad+, and THE definition of its anomaly score.
+
+A U-Net of ConvBNReLU blocks with four 2x downsamplings. daad puts a block-wise memory on each
+skip path (1/2, 1/4, 1/8 and the 1/16 bottleneck); encoder and decoder meet only through the
+memories. ae keeps the same encoder/decoder without skips or memory; memae adds MemAE's
+per-pixel memory at the bottleneck. daad+ adds a discriminator whose feature distance joins
+the score.
+
+The model takes what `runtime.preprocess.prepare_batch` returns (uint8 N x H x W x C) and does
+cast, scaling, normalisation and NCHW itself, so training, export and the runtime agree.
+`score` is the one score definition: eval, export and calibration all go through it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from runtime.preprocess import PreprocessConfig
+from train.config import SCALES, ConfigError, ModelConfig
+from train.discriminator import Discriminator, feature_distance
+from train.memory import BlockMemory, entropy
+
+
+@dataclass
+class ModelOutput:
+    """What one training forward pass produces; the losses read from here."""
+
+    normalised: torch.Tensor  # the input, N x C x H x W, after (x/255 - mean) / std
+    reconstruction: torch.Tensor  # same space and shape
+    attention: dict[str, torch.Tensor] = field(default_factory=dict)  # memory name -> weights
+    entropy: torch.Tensor | None = None  # summed over memories; None without memory
+    real_features: torch.Tensor | None = None  # f_D(x), daad+ only
+    fake_features: torch.Tensor | None = None  # f_D(x_hat)
+    fake_logit: torch.Tensor | None = None  # D(x_hat), for the adversarial loss
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """A normalised 2-D Gaussian, 1 x 1 x k x k, k = 2 * ceil(3 sigma) + 1."""
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    line = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = torch.outer(line, line)
+    return (kernel / kernel.sum()).float()[None, None]
+
+
+class AnomalyModel(nn.Module):
+    """uint8 frames in; reconstruction (forward) or anomaly score and map (score) out."""
+
+    def __init__(self, config: ModelConfig, preprocess: PreprocessConfig) -> None:
+        super().__init__()
+        if preprocess.height % 16 or preprocess.width % 16:
+            raise ConfigError(
+                f"image size {preprocess.height}x{preprocess.width} must be a multiple of 16 "
+                "(four 2x downsamplings)"
+            )
+        self.config = config
+        self.preprocess = preprocess
+        channels, widths = preprocess.channels, config.widths
+        self.register_buffer("mean", torch.tensor(preprocess.mean).reshape(1, 1, 1, -1), persistent=False)
+        self.register_buffer("std", torch.tensor(preprocess.std).reshape(1, 1, 1, -1), persistent=False)
+
+        encoder_in = (channels, *widths[:3])
+        self.encoder = nn.ModuleList(
+            nn.Sequential(conv_bn_relu(cin, cout, stride=2), conv_bn_relu(cout, cout))
+            for cin, cout in zip(encoder_in, widths)
+        )
+        self.memories = nn.ModuleDict()
+        for index, name in enumerate(SCALES):
+            memory = self._memory_config(index)
+            if memory is not None:
+                scale = 2 ** (index + 1)
+                size = (widths[index], preprocess.height // scale, preprocess.width // scale)
+                self.memories[name] = BlockMemory(memory, *size)
+        # Decoder stage i takes the upsampled deeper feature (+ the memory output of skip i).
+        self.decoder = nn.ModuleList(
+            nn.Sequential(
+                conv_bn_relu(widths[i + 1] + (widths[i] if config.uses_skips else 0), widths[i]),
+                conv_bn_relu(widths[i], widths[i]),
+            )
+            for i in range(3)
+        )
+        self.head = nn.Sequential(conv_bn_relu(widths[0], widths[0]), nn.Conv2d(widths[0], channels, 3, padding=1))
+        self.discriminator = (
+            Discriminator(channels, config.discriminator_widths) if config.has_discriminator else None
+        )
+
+        kernel = gaussian_kernel(config.map_sigma)
+        self.register_buffer("map_kernel", kernel, persistent=False)
+        ones = torch.ones(1, 1, preprocess.height, preprocess.width)
+        # Dividing by the smoothed ones-image keeps border pixels at full weight under zero padding.
+        self.register_buffer("map_border", 1.0 / self._convolve(ones), persistent=False)
+        # Mean and std of R and L on the training images: standardises them before mixing (daad+).
+        self.register_buffer("score_stats", torch.tensor([0.0, 1.0, 0.0, 1.0]))
+
+    def _memory_config(self, index: int):
+        if self.config.uses_skips:
+            return self.config.memories[index]
+        if self.config.kind == "memae" and SCALES[index] == "bottleneck":
+            return self.config.memae_memory
+        return None
+
+    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 N x H x W x C -> float N x C x H x W, exactly `runtime.preprocess.normalise`."""
+        scaled = frames.float() / 255.0
+        return ((scaled - self.mean) / self.std).permute(0, 3, 1, 2)
+
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Normalised image -> (reconstruction, addressing weights per memory)."""
+        features = []
+        for stage in self.encoder:
+            x = stage(x)
+            features.append(x)
+        attention: dict[str, torch.Tensor] = {}
+        for index, name in enumerate(SCALES):
+            if name in self.memories:
+                features[index], attention[name] = self.memories[name](features[index])
+        y = features[3]
+        for i in (2, 1, 0):
+            y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+            if self.config.uses_skips:
+                y = torch.cat([y, features[i]], dim=1)
+            y = self.decoder[i](y)
+        y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.head(y), attention
+
+    def forward(self, frames: torch.Tensor) -> ModelOutput:
+        x = self.normalise(frames)
+        reconstruction, attention = self.reconstruct(x)
+        output = ModelOutput(normalised=x, reconstruction=reconstruction, attention=attention)
+        if attention:
+            output.entropy = sum(entropy(w) for w in attention.values())
+        if self.discriminator is not None:
+            output.real_features, _ = self.discriminator(x)
+            output.fake_features, output.fake_logit = self.discriminator(reconstruction)
+        return output
+
+    def _convolve(self, maps: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(maps, self.map_kernel, padding=self.map_kernel.shape[-1] // 2)
+
+    def anomaly_map(self, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """Per-pixel squared error, channel mean, Gaussian-smoothed: N x 1 x H x W."""
+        error = ((x - reconstruction) ** 2).mean(dim=1, keepdim=True)
+        return self._convolve(error) * self.map_border
+
+    def score_terms(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(R per sample, L per sample or None, anomaly map): the raw parts of the score."""
+        x = self.normalise(frames)
+        reconstruction, _ = self.reconstruct(x)
+        maps = self.anomaly_map(x, reconstruction)
+        if self.config.score_reduction == "max":
+            rec_term = maps.amax(dim=(1, 2, 3))
+        else:
+            rec_term = maps.mean(dim=(1, 2, 3))
+        feature_term = None
+        if self.discriminator is not None:
+            real, _ = self.discriminator(x)
+            fake, _ = self.discriminator(reconstruction)
+            feature_term = feature_distance(real, fake)
+        return rec_term, feature_term, maps
+
+    def score(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 frames -> (anomaly score N, anomaly map N x 1 x H x W). Higher = more anomalous.
+
+        ae/memae/daad: score = R, the maximum (or mean) of the smoothed map.
+        daad+: score = gamma * R' + (1 - gamma) * L', R' and L' standardised by `score_stats`.
+        """
+        rec_term, feature_term, maps = self.score_terms(frames)
+        if feature_term is None:
+            return rec_term, maps
+        stats, gamma = self.score_stats, self.config.gamma
+        standard_r = (rec_term - stats[0]) / stats[1]
+        standard_l = (feature_term - stats[2]) / stats[3]
+        return gamma * standard_r + (1.0 - gamma) * standard_l, maps
+
+    @torch.no_grad()
+    def fit_score_stats(self, batches) -> None:
+        """Set `score_stats` from R and L on good (training) images, so gamma mixes like units."""
+        if self.discriminator is None:
+            return
+        rec_terms, feature_terms = [], []
+        for frames in batches:
+            rec_term, feature_term, _ = self.score_terms(frames)
+            rec_terms.append(rec_term)
+            feature_terms.append(feature_term)
+        r, l = torch.cat(rec_terms), torch.cat(feature_terms)
+        spread = (r.std(), l.std()) if r.numel() > 1 else (torch.ones(()), torch.ones(()))
+        self.score_stats.copy_(torch.stack([r.mean(), spread[0].clamp_min(1e-8), l.mean(), spread[1].clamp_min(1e-8)]))
+
+    def memory_banks(self) -> dict[str, torch.Tensor]:
+        """Memory name ("skip1".."skip3", "bottleneck") -> its bank N x D."""
+        return {name: memory.bank for name, memory in self.memories.items()}
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Everything but the discriminator: what the reconstruction optimiser updates."""
+        return [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
+
+
+def build_model(config: ModelConfig, preprocess: PreprocessConfig) -> AnomalyModel:
+    return AnomalyModel(config, preprocess)

@@ -1,0 +1,55 @@
+"""`daad train`: train ae, memae, daad or daad+ on a data set folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from runtime.preprocess import PreprocessConfig
+from train.config import MODEL_KINDS, ModelConfig, TrainConfig, read_config_file, with_overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daad train",
+        description="Train an anomaly model on the good images of DIR/train/good (or a plain folder). "
+        "Writes RUN/checkpoint.pt after every epoch; with a test split, prints the validation "
+        "image AUROC per epoch.",
+    )
+    parser.add_argument("--data", required=True, type=Path, help="product folder in MVTec AD layout, or a folder of good images")
+    parser.add_argument("--model", choices=MODEL_KINDS, default="daad+", help="model kind (default: daad+)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder; RUN/checkpoint.pt is written there")
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default {TrainConfig.epochs})")
+    parser.add_argument("--image-size", type=int, default=None, help="square input size, a multiple of 16 (default 128)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=None, help="3: BGR (default), 1: grayscale")
+    parser.add_argument("--batch-size", type=int, help=f"images per step (default {TrainConfig.batch_size})")
+    parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {TrainConfig.lr})")
+    parser.add_argument("--seed", type=int, help="random seed; same seed, same result on the CPU (default 0)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default cpu)")
+    parser.add_argument("--config", type=Path, help="JSON/YAML file with 'model' and 'train' sections; flags win over it")
+    parser.add_argument("--resume", action="store_true", help="continue RUN/checkpoint.pt (its configs; --epochs may grow)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from train.trainer import train
+
+    args = build_parser().parse_args(argv)
+    sections = read_config_file(args.config) if args.config else {}
+    model_config = ModelConfig.from_dict({**sections.get("model", {}), "kind": args.model})
+    train_config = with_overrides(
+        TrainConfig.from_dict(sections.get("train", {})),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+    )
+    size = args.image_size or 128
+    preprocess = PreprocessConfig(height=size, width=size, channels=args.channels or 3)
+    result = train(args.data, args.out, model_config, train_config, preprocess, resume=args.resume, progress=not args.quiet)
+    last = result.history[-1] if result.history else {}
+    auroc = f", validation image AUROC {last['val_image_auroc']:.3f}" if "val_image_auroc" in last else ""
+    print(f"trained {model_config.kind} for {last.get('epoch', 0)} epoch(s){auroc}: {result.checkpoint}")
+    return 0
