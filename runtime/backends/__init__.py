@@ -1,0 +1,80 @@
+"""Open an inference backend by name: `onnxruntime`, `tensorrt`, or `auto` (the best usable one).
+
+Backend modules import their heavy packages only when opened, so this package imports anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from runtime.backends.base import Backend, InferenceResult
+from runtime.bundle import Bundle
+from runtime.errors import DaadError, MissingDependency
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BACKENDS", "PRECISIONS", "Backend", "BackendChoice", "InferenceResult", "choose_backend", "open_backend"]
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which backend `auto` resolved to, and why, so the log and the summary can say it."""
+
+    name: str
+    reason: str
+
+
+def choose_backend(bundle: Bundle, precision: str = "fp32", batch: int = 1) -> BackendChoice:
+    """TensorRT when it is importable and the bundle has an engine for this GPU; else ONNX Runtime."""
+    from runtime.backends.tensorrt_backend import import_tensorrt, locate_engine
+
+    try:
+        import_tensorrt()
+    except MissingDependency:
+        return BackendChoice("onnxruntime", "tensorrt/pycuda are not installed")
+    try:
+        engine = locate_engine(bundle, precision, batch)
+    except Exception as exc:  # no GPU, driver or engine-cache trouble: the CPU path still works
+        return BackendChoice("onnxruntime", f"cannot look up a TensorRT engine ({exc})")
+    if engine is None:
+        return BackendChoice(
+            "onnxruntime", f"no {precision} TensorRT engine in {bundle.engines_dir} for this GPU (run `daad build`)"
+        )
+    return BackendChoice("tensorrt", f"TensorRT engine {engine.name} matches this GPU and TensorRT")
+
+
+def open_backend(
+    bundle: Bundle,
+    name: str = "auto",
+    precision: str = "fp32",
+    threads: int | None = None,
+    providers: list[str] | None = None,
+    batch: int = 1,
+    cuda_graph: bool = False,
+) -> Backend:
+    """Load `bundle` into the named backend; `auto` logs which one it picked and why.
+
+    threads/providers apply to ONNX Runtime (intra-op threads; e.g. ["cuda"] or ["tensorrt"]
+    execution providers); batch/cuda_graph to TensorRT (the engine's batch size, graph replay).
+    The chosen backend's `choice` attribute holds the BackendChoice.
+    """
+    if name not in BACKENDS:
+        raise DaadError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise DaadError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    choice = choose_backend(bundle, precision, batch) if name == "auto" else BackendChoice(name, "asked for")
+    log.info("backend: %s (%s)", choice.name, choice.reason)
+    if choice.name == "tensorrt":
+        from runtime.backends.tensorrt_backend import TensorRTBackend
+
+        backend: Backend = TensorRTBackend(bundle, precision=precision, batch=batch, cuda_graph=cuda_graph)
+    else:
+        from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        backend = OnnxRuntimeBackend(bundle, precision=precision, threads=threads, providers=providers)
+    backend.choice = choice  # type: ignore[attr-defined]
+    return backend

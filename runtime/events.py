@@ -1,0 +1,79 @@
+"""The verdict on each frame and the append-only JSON-lines log of them.
+
+One line per processed frame, written and flushed as it happens, so a line-side MES can tail
+the file and a kill loses at most the line in flight. A score that is not a finite number is a
+FAULT, never OK: a broken model must not pass parts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+from runtime.atomic import append_line
+
+OK, NG, FAULT = "OK", "NG", "FAULT"
+STAGES = ("capture", "queue", "preprocess", "infer", "postprocess", "total")
+
+
+def judge(score: float, threshold: float) -> str:
+    """NG when the score is above the threshold; FAULT when the score is NaN or infinite."""
+    if not math.isfinite(score):
+        return FAULT
+    return NG if score > threshold else OK
+
+
+@dataclass
+class FrameEvent:
+    """One line of the event log."""
+
+    frame: int  # index in the stream (gaps are frames dropped in realtime mode)
+    verdict: str  # OK, NG or FAULT
+    score: float | None  # None when there was no (finite) score
+    threshold: float
+    source: str
+    file: str | None = None  # the image file, for folder and glob sources
+    fault: str | None = None  # why a FAULT happened
+    latency_ms: dict[str, float] = field(default_factory=dict)  # per stage, see STAGES
+    time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        if data["score"] is not None and not math.isfinite(data["score"]):
+            data["score"] = None
+        data["latency_ms"] = {stage: round(ms, 3) for stage, ms in self.latency_ms.items()}
+        return json.dumps(data, allow_nan=False)
+
+
+class EventLog:
+    """Appends FrameEvents to a .jsonl file (or nowhere, when no path is given)."""
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._handle: IO[str] | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+        self.written = 0
+
+    def write(self, event: FrameEvent) -> None:
+        if self._handle is not None:
+            append_line(self._handle, event.to_json())
+        self.written += 1
+
+    def close(self) -> None:
+        if self._handle is not None:
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> "EventLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

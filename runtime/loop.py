@@ -1,0 +1,159 @@
+"""The camera loop: capture -> preprocess -> infer -> judge -> emit, one frame at a time.
+
+`run_loop` is the whole of it; sources, sinks (NG images, video, window) and statistics are
+small pieces it composes. Nothing in a frame can stop the loop: an empty frame, a failed
+inference or a non-finite score becomes a FAULT event and the next frame is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from runtime.backends.base import Backend
+from runtime.events import FAULT, NG, OK, EventLog, FrameEvent, judge
+from runtime.latency import StageTimes
+from runtime.preprocess import PreprocessConfig, prepare_frame
+from runtime.sources import Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Scored:
+    """What preprocessing and inference made of one frame."""
+
+    score: float
+    anomaly_map: np.ndarray | None  # H x W at model resolution; None on a fault
+    fault: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # preprocess, infer
+    backend_seconds: dict[str, float] = field(default_factory=dict)  # h2d, compute, d2h
+
+
+@dataclass
+class Outcome:
+    """A judged frame, as the sinks see it."""
+
+    frame: Frame
+    scored: Scored
+    verdict: str
+    threshold: float
+
+
+class Sink(Protocol):
+    def emit(self, outcome: Outcome) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def score_frame(frame: Frame, backend: Backend, config: PreprocessConfig) -> Scored:
+    """Preprocess and infer one frame; any failure is a fault with its reason, never an exception."""
+    started = time.perf_counter()
+    try:
+        batch = prepare_frame(frame.image, config)[None]
+    except Exception as exc:  # empty or undecodable frame
+        return Scored(math.nan, None, f"bad frame: {exc}", {"preprocess": time.perf_counter() - started})
+    prepared = time.perf_counter()
+    try:
+        result = backend.infer(batch)
+    except Exception as exc:  # a backend failure faults this frame; the next one may succeed
+        log.exception("inference failed on frame %d", frame.index)
+        return Scored(math.nan, None, f"inference failed: {exc}", {"preprocess": prepared - started})
+    seconds = {"preprocess": prepared - started, "infer": time.perf_counter() - prepared}
+    score = float(result.scores[0])
+    fault = None if math.isfinite(score) else f"score is {score}"
+    return Scored(score, result.anomaly_maps[0, 0], fault, seconds, dict(result.timings))
+
+
+class RunStats:
+    """Counts and per-stage latencies of a run; prints a stats line every `every_s` seconds."""
+
+    def __init__(self, every_s: float = 5.0, stream: IO[str] | None = None,
+                 counters: Callable[[], dict[str, int]] = dict, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.every_s, self.stream, self.counters, self.clock = every_s, stream or sys.stderr, counters, clock
+        self.verdicts = {OK: 0, NG: 0, FAULT: 0}
+        self.latency = StageTimes()  # seconds per event stage
+        self.backend = StageTimes()  # seconds per backend stage (h2d, compute, d2h)
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self._window: list[float] = []
+        self._window_start = clock()
+
+    @property
+    def frames(self) -> int:
+        return sum(self.verdicts.values())
+
+    def add(self, event: FrameEvent, backend_seconds: dict[str, float]) -> None:
+        now = self.clock()
+        self.first_at = self.first_at if self.first_at is not None else now - event.latency_ms.get("total", 0) / 1e3
+        self.last_at = now
+        self.verdicts[event.verdict] += 1
+        self.latency.add({stage: ms / 1e3 for stage, ms in event.latency_ms.items()})
+        self.backend.add(backend_seconds)
+        self._window.append(event.latency_ms.get("total", math.nan))
+        if self.every_s > 0 and now - self._window_start >= self.every_s:
+            print(self.line(now), file=self.stream, flush=True)
+            self._window, self._window_start = [], now
+
+    def line(self, now: float) -> str:
+        window = np.asarray(self._window, dtype=np.float64)
+        fps = len(window) / max(now - self._window_start, 1e-9)
+        p50, p99 = np.nanpercentile(window, [50, 99]) if window.size else (math.nan, math.nan)
+        counts = " ".join(f"{key} {value}" for key, value in self.counters().items())
+        return (f"daad run: {fps:.1f} fps | latency p50 {p50:.1f} ms p99 {p99:.1f} ms | "
+                f"OK {self.verdicts[OK]} NG {self.verdicts[NG]} FAULT {self.verdicts[FAULT]} | {counts}")
+
+    def summary(self) -> dict:
+        """Counts, throughput and per-stage latency (ms) of the whole run, JSON-ready."""
+        elapsed = (self.last_at - self.first_at) if self.first_at is not None else 0.0
+        frames = self.frames
+        infer_mean = self.latency.summary("infer").mean
+        cycle = elapsed / frames if frames else math.nan
+        # Everything a frame costs beyond inference, relative to inference: the loop's overhead.
+        overhead = (cycle - infer_mean) / infer_mean if frames and infer_mean > 0 else math.nan
+        return {
+            "frames": frames,
+            "verdicts": dict(self.verdicts),
+            **self.counters(),
+            "elapsed_s": round(elapsed, 3),
+            "fps": round(frames / elapsed, 2) if elapsed > 0 else None,
+            "loop_overhead_pct": None if math.isnan(overhead) else round(100 * overhead, 2),
+            "latency_ms": self.latency.to_ms(),
+            "backend_ms": self.backend.to_ms(),
+        }
+
+
+def frame_event(outcome: Outcome, source_name: str, taken: float, done: float) -> FrameEvent:
+    """The event line of a judged frame; `taken`/`done`: perf_counter when the loop took it and finished it."""
+    frame, scored = outcome.frame, outcome.scored
+    work = sum(scored.seconds.values())
+    seconds = {"capture": frame.read_s, "queue": taken - frame.ready_at, **scored.seconds,
+               "postprocess": done - taken - work, "total": done - frame.ready_at + frame.read_s}
+    return FrameEvent(frame=frame.index, verdict=outcome.verdict, score=scored.score, threshold=outcome.threshold,
+                      source=source_name, file=frame.name, fault=scored.fault,
+                      latency_ms={stage: value * 1e3 for stage, value in seconds.items()})
+
+
+def run_loop(frames: Iterable[Frame], backend: Backend, config: PreprocessConfig, threshold: float,
+             source_name: str, events: EventLog, sinks: Sequence[Sink] = (), stats: RunStats | None = None,
+             max_frames: int | None = None) -> RunStats:
+    """Score every frame `frames` yields, until it ends or `max_frames` events were written."""
+    stats = stats or RunStats()
+    for frame in frames:
+        taken = time.perf_counter()
+        scored = score_frame(frame, backend, config)
+        outcome = Outcome(frame, scored, judge(scored.score, threshold), threshold)
+        for sink in sinks:
+            sink.emit(outcome)
+        event = frame_event(outcome, source_name, taken, time.perf_counter())
+        events.write(event)
+        stats.add(event, scored.backend_seconds)
+        if max_frames is not None and stats.frames >= max_frames:
+            break
+    return stats

@@ -1,0 +1,183 @@
+"""daad run: score a camera, stream, video or image folder against the product's threshold.
+
+Composes the pieces: a source and its capture thread, a backend, the event log, the sinks (NG
+images, overlay video, window) and the statistics, then hands them to runtime.loop.run_loop.
+SIGINT/SIGTERM stop the loop between frames; the event log is flushed and the summary written
+on every way out, including a source that is lost for good.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from runtime.atomic import atomic_write_json
+from runtime.backends import BACKENDS, PRECISIONS, open_backend
+from runtime.bundle import Bundle, open_bundle
+from runtime.errors import DaadError, ThresholdError
+from runtime.events import EventLog
+from runtime.loop import RunStats, Sink, run_loop
+from runtime.ng_store import NgStore, SaveNg
+from runtime.overlay import OverlayVideo, OverlayWindow
+from runtime.sources import MODES, FrameReader, Source, open_source
+from runtime.threshold import check_binding, read_threshold
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daad run",
+        description="Score every frame of a camera, stream, video or image folder; one JSON line per frame.",
+        epilog="Sources: 0 (camera index), /dev/video0, csi://0, rtsp://host/stream, a GStreamer pipeline "
+        "ending in appsink, a video file, an image folder or a glob such as 'parts/*.png'.",
+    )
+    parser.add_argument("--bundle", required=True, help="bundle folder written by `daad export`")
+    parser.add_argument("--source", required=True, help="what to read frames from (see below)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: TensorRT when installed and the bundle has an engine for this GPU, else ONNX Runtime")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="must match the precision threshold.json was calibrated at (default fp32)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--providers", default=None,
+                        help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt (default cpu)")
+    parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: capture and replay a CUDA graph")
+    parser.add_argument("--mode", choices=MODES, default=None,
+                        help="realtime: newest frame only, drops counted (default for cameras and streams); "
+                        "lossless: every frame in order (default for files and folders)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="override threshold.json (for trials; production runs use the calibrated one)")
+    parser.add_argument("--events", type=Path, default=None, help="append one JSON line per frame to this file")
+    parser.add_argument("--summary", type=Path, default=None,
+                        help="write the end-of-run summary here (default: next to --events as *.summary.json)")
+    parser.add_argument("--save-ng", type=Path, default=None, help="save NG frames with a heat map into this folder")
+    parser.add_argument("--save-ng-max-mb", type=float, default=500.0,
+                        help="disk cap of --save-ng; the oldest images are removed first (default 500)")
+    parser.add_argument("--output", type=Path, default=None, help="write an overlay video (.avi: MJPG, .mp4: mp4v)")
+    parser.add_argument("--display", action="store_true", help="show the overlay in a window (q or Esc stops)")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--loop", action="store_true", help="start a video file or image folder again at its end")
+    parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between stats lines on stderr (0: none)")
+    parser.add_argument("--log-level", default="WARNING", help="Python logging level for stderr (default WARNING)")
+    return parser
+
+
+def resolve_threshold(bundle: Bundle, precision: str, override: float | None) -> tuple[float, str]:
+    """(threshold, where it came from); refuses a missing or foreign threshold.json."""
+    if override is not None:
+        if not math.isfinite(override):
+            raise ThresholdError(f"--threshold must be a finite number, got {override}")
+        return override, "--threshold"
+    record = read_threshold(bundle)
+    if record is None:
+        raise ThresholdError(
+            f"{bundle.threshold_path} is missing: this bundle has no calibrated threshold. Run "
+            f"`daad calibrate --bundle {bundle.root}` on good (and defective) samples, or pass --threshold T."
+        )
+    check_binding(record, bundle, precision)
+    return record.threshold, str(bundle.threshold_path)
+
+
+def summary_path(args: argparse.Namespace) -> Path | None:
+    if args.summary is not None:
+        return args.summary
+    if args.events is not None:
+        return args.events.with_name(args.events.stem + ".summary.json")
+    return None
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, reason: dict[str, str]) -> Iterator[None]:
+    """SIGINT/SIGTERM set `stop`, so the loop finishes the frame in hand and the logs are closed properly."""
+    def handle(signum: int, _frame: Any) -> None:
+        reason["stopped_by"] = signal.Signals(signum).name
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def source_counters(reader: FrameReader, source: Source) -> dict[str, int]:
+    return {
+        "read": reader.produced,
+        "dropped": reader.dropped,
+        "unprocessed": reader.pending,
+        "read_errors": getattr(source, "read_errors", 0),
+        "reconnects": getattr(source, "reconnects", 0),
+    }
+
+
+def build_sinks(args: argparse.Namespace, bundle: Bundle, threshold: float, stop: threading.Event) -> list[Sink]:
+    scale = 2.0 * threshold if threshold > 0 else 1.0  # the threshold sits mid-way up the colour map
+    sinks: list[Sink] = []
+    if args.save_ng is not None:
+        store = NgStore(args.save_ng, int(args.save_ng_max_mb * 1024 * 1024))
+        sinks.append(SaveNg(store, bundle.preprocess, scale))
+    if args.output is not None:
+        sinks.append(OverlayVideo(args.output, bundle.preprocess, scale))
+    if args.display:
+        sinks.append(OverlayWindow(bundle.preprocess, scale, stop))
+    return sinks
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="daad run: %(levelname)s %(message)s")
+    bundle = open_bundle(args.bundle)
+    threshold, threshold_from = resolve_threshold(bundle, args.precision, args.threshold)
+    providers = args.providers.split(",") if args.providers else None
+    stop, ending = threading.Event(), {"stopped_by": "end of source"}
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with ExitStack() as stack:
+        source = open_source(args.source, loop=args.loop)
+        stack.callback(source.close)
+        backend = stack.enter_context(open_backend(bundle, args.backend, args.precision, threads=args.threads,
+                                                   providers=providers, cuda_graph=args.cuda_graph))
+        mode = args.mode or ("realtime" if source.live else "lossless")
+        choice = backend.choice  # type: ignore[attr-defined]
+        print(f"daad run: {source.name} ({mode}) -> {choice.name} {args.precision} ({choice.reason}); "
+              f"threshold {threshold:.6g} from {threshold_from}", file=sys.stderr)
+        events = stack.enter_context(EventLog(args.events))
+        sinks = build_sinks(args, bundle, threshold, stop)
+        for sink in sinks:
+            stack.callback(sink.close)
+        reader = FrameReader(source, mode, stop)
+        stats = RunStats(args.stats_every, counters=lambda: source_counters(reader, source))
+        try:
+            with reader, stop_on_signals(stop, ending):
+                run_loop(reader, backend, bundle.preprocess, threshold, source.name, events, sinks, stats,
+                         args.max_frames)
+                if args.max_frames is not None and stats.frames >= args.max_frames:
+                    ending["stopped_by"] = "max-frames"
+        except DaadError as exc:
+            ending["stopped_by"] = f"error: {exc}"
+            raise
+        finally:
+            summary = {
+                "bundle": str(bundle.root), "model_sha256": bundle.sha256, "source": source.name, "mode": mode,
+                "backend": choice.name, "backend_reason": choice.reason, "precision": args.precision,
+                "threshold": threshold, "threshold_from": threshold_from,
+                "started": started, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                **ending, "events": str(args.events) if args.events else None,
+                **stats.summary(),
+            }
+            path = summary_path(args)
+            if path is not None:
+                atomic_write_json(path, summary)
+            print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
