@@ -1,0 +1,121 @@
+"""What the technician sees: calibration.png and a few plain sentences, no statistics jargon."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from calibration.calibrate import Calibration
+from calibration.drift import DriftCheck
+from calibration.intervals import RateEstimate
+from runtime.atomic import atomic_write_bytes
+from runtime.optional import require
+
+
+def per_thousand(rate: float) -> str:
+    """0.0043 -> "4.3", 0.012 -> "12": parts per 1000, as a technician would say it."""
+    value = rate * 1000
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}".removesuffix(".0")
+
+
+def false_reject_sentence(rate: RateEstimate) -> str:
+    return (
+        f"expect about {per_thousand(rate.estimate)} false rejects per 1000 good parts "
+        f"({rate.confidence:.0%} bound {per_thousand(rate.upper)})"
+    )
+
+
+def recall_sentence(rate: RateEstimate) -> str:
+    return (
+        f"catches {rate.count} of {rate.total} known defects ({rate.estimate:.0%}; "
+        f"{rate.confidence:.0%} sure it catches at least {rate.lower:.0%} of such defects)"
+    )
+
+
+def calibration_summary(result: Calibration, counts: dict[str, int]) -> list[str]:
+    """The lines `daad calibrate` prints: threshold, what to expect, what was left out, warnings."""
+    lines = [f"threshold {result.threshold:.4g} - {false_reject_sentence(result.false_reject)}"]
+    if result.recall is not None:
+        lines.append(f"  {recall_sentence(result.recall)}")
+    for kind in ("good", "defect"):
+        if kind in counts:
+            lines.append(f"  {_counted(kind, counts)}")
+    lines += [f"warning: {text}" for text in result.warnings]
+    return lines
+
+
+def drift_summary(check: DriftCheck, threshold: float) -> list[str]:
+    """The lines `daad calibrate --check` prints."""
+    verdict = "DRIFTED - recalibrate or find the cause" if check.drifted else "ok - no drift found"
+    lines = [f"threshold {threshold:.4g}: {verdict}"]
+    lines.append(
+        f"  {check.false_reject.count} of {check.false_reject.total} good parts rejected "
+        f"({per_thousand(check.false_reject.estimate)} per 1000)"
+    )
+    if check.recall is not None:
+        lines.append(f"  {recall_sentence(check.recall)}")
+    lines += [f"  - {text}" for text in check.findings]
+    return lines
+
+
+def _counted(kind: str, counts: dict[str, int]) -> str:
+    text = f"scored {counts[kind]} {kind} parts"
+    left_out = []
+    if counts.get(f"{kind}_skipped"):
+        left_out.append(f"{counts[f'{kind}_skipped']} unreadable images skipped")
+    if counts.get(f"{kind}_nan"):
+        left_out.append(f"{counts[f'{kind}_nan']} NaN scores left out")
+    return text + (f" ({', '.join(left_out)})" if left_out else "")
+
+
+def write_calibration_plot(
+    path: str | Path,
+    good: np.ndarray,
+    defect: np.ndarray | None,
+    threshold: float,
+    title: str = "",
+) -> Path:
+    """Score histograms with the threshold line, and the ROC curve when defects were given."""
+    require("matplotlib", "cpu", "calibration.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11 if defect is not None else 7, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2 if defect is not None else 1, squeeze=False)[0]
+    everything = good if defect is None else np.concatenate([good, defect])
+    bins = np.histogram_bin_edges(np.append(everything, threshold), bins=min(60, max(10, everything.size // 5)))
+    histogram = axes[0]
+    histogram.hist(good, bins=bins, color="tab:green", alpha=0.6, label=f"good ({good.size})")
+    if defect is not None:
+        histogram.hist(defect, bins=bins, color="tab:red", alpha=0.6, label=f"defect ({defect.size})")
+    histogram.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
+    histogram.set_xlabel("anomaly score (parts to the right of the line are rejected)")
+    histogram.set_ylabel("parts")
+    histogram.legend()
+    if defect is not None:
+        _plot_roc(axes[1], good, defect, threshold)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plot_roc(axis, good: np.ndarray, defect: np.ndarray, threshold: float) -> None:
+    metrics = require("sklearn.metrics", "cpu", "the ROC curve")
+    labels = np.concatenate([np.zeros(good.size), np.ones(defect.size)])
+    false_reject, recall, _ = metrics.roc_curve(labels, np.concatenate([good, defect]))
+    auroc = metrics.auc(false_reject, recall)
+    axis.plot(false_reject, recall, color="tab:blue", label=f"ROC (AUROC {auroc:.3f})")
+    axis.plot(
+        [np.mean(good > threshold)], [np.mean(defect > threshold)], "ko", label="at the threshold"
+    )
+    axis.set_xlabel("false-reject rate (good parts rejected)")
+    axis.set_ylabel("recall (defects caught)")
+    axis.set_xlim(-0.02, 1.02)
+    axis.set_ylim(-0.02, 1.02)
+    axis.legend(loc="lower right")
