@@ -1,0 +1,127 @@
+"""Checkpoint -> bundle: model.onnx, checked and compared with PyTorch, then model.json.
+
+Everything is exported and checked in a staging folder first; only a graph that TensorRT would
+parse and that matches PyTorch reaches the bundle, model.onnx first, model.json last, each by
+atomic rename. A failed export leaves the bundle folder as it was.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from export.onnx_export import DEFAULT_OPSET, export_onnx, exporter_versions, written_opset
+from export.onnx_stats import flops_per_image, locate_memory_banks
+from export.parity import ParityReport, measure_parity, synthetic_frames
+from export.torch_backend import TorchBackend
+from export.trt_support import assert_tensorrt_ready
+from runtime.atomic import atomic_write_bytes
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.bundle import MODEL_FILE, Bundle, BundleMetadata, file_sha256, write_metadata
+from runtime.errors import DaadError
+from runtime.preprocess import PreprocessConfig
+
+
+@dataclass
+class ParityImages:
+    """The frames parity runs on, their labels when known (0 good, 1 defective), and whence."""
+
+    frames: np.ndarray
+    labels: np.ndarray | None
+    source: str
+
+
+@dataclass
+class ExportResult:
+    root: Path
+    metadata: BundleMetadata
+    parity: ParityReport
+
+
+def export_bundle(
+    model: nn.Module,
+    preprocess: PreprocessConfig,
+    out: Path,
+    model_kind: str,
+    model_config: dict[str, Any],
+    training: dict[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+    batch: int | None = None,
+    parity_images: ParityImages | None = None,
+) -> ExportResult:
+    """Export `model.score` to `out`/model.onnx + model.json; raise DaadError if any check fails."""
+    model = model.eval()
+    proto = export_onnx(model, preprocess, opset=opset, batch=batch)
+    assert_tensorrt_ready(proto, source=f"the graph exported for {out / MODEL_FILE}")
+    banks = {name: bank.detach().cpu().numpy() for name, bank in model.memory_banks().items()}
+    data = proto.SerializeToString()
+    draft = BundleMetadata(
+        onnx_sha256="",
+        preprocess=preprocess.to_dict(),
+        model_kind=model_kind,
+        model_config=model_config,
+        input_shape=[batch or "batch", *preprocess.shape],
+        channel_order=preprocess.channel_order,
+        score_definition=score_definition(model_kind, model_config),
+        opset=written_opset(proto),
+        training=training or {},
+        model_stats={
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "flops_per_image": flops_per_image(proto),
+            "memory_banks": locate_memory_banks(proto, banks),
+        },
+        package_version=_package_version(),
+        exporter={**exporter_versions(), "onnxruntime": _package_version("onnxruntime")},
+    )
+    images = parity_images or ParityImages(synthetic_frames(*preprocess.shape), None, "synthetic frames")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as staging:
+        atomic_write_bytes(Path(staging) / MODEL_FILE, data)
+        report = _parity(model, Bundle(Path(staging), draft), images, batch)
+    draft.parity = report.to_dict()
+    if not report.passed:
+        raise DaadError(f"the exported graph does not match PyTorch; nothing was written to {out}.\n{report.summary()}")
+    atomic_write_bytes(out / MODEL_FILE, data)
+    draft.onnx_sha256 = file_sha256(out / MODEL_FILE)
+    write_metadata(out, draft)
+    return ExportResult(root=out, metadata=draft, parity=report)
+
+
+def _parity(model: nn.Module, staged: Bundle, images: ParityImages, batch: int | None) -> ParityReport:
+    frames, labels = images.frames, images.labels
+    if batch is not None:  # a fixed-batch graph takes exactly `batch` frames per call
+        usable = max(batch, len(frames) // batch * batch)
+        keep = np.resize(np.arange(len(frames)), usable)
+        frames, labels = frames[keep], (labels[keep] if labels is not None else None)
+    with TorchBackend(model) as reference, OnnxRuntimeBackend(staged) as candidate:
+        return measure_parity(reference, candidate, frames, labels, source=images.source, batch=batch or 8)
+
+
+def score_definition(kind: str, config: dict[str, Any]) -> str:
+    """The score in words, for model.json (PRODUCT.md: A(x) = g*R(x) + (1-g)*L(x))."""
+    reduction = config.get("score_reduction", "max")
+    rec = (
+        f"R = {reduction} over pixels of anomaly_map; anomaly_map = per-pixel squared reconstruction error "
+        f"in normalised input space, mean over channels, Gaussian-smoothed (sigma {config.get('map_sigma')} px)"
+    )
+    if kind != "daad+":
+        return f"score = {rec}"
+    gamma = config.get("gamma")
+    return (
+        f"score = {gamma} * R' + (1 - {gamma}) * L', R' and L' standardised by their mean and std on the "
+        f"training images; {rec}; L = mean squared distance between discriminator features of input and reconstruction"
+    )
+
+
+def _package_version(name: str = "daad-edge") -> str:
+    try:
+        return package_metadata.version(name)
+    except package_metadata.PackageNotFoundError:
+        return "unknown"

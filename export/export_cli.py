@@ -1,0 +1,121 @@
+"""`daad export`: a trained checkpoint -> a bundle a Jetson can run (model.onnx + model.json)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.bundle_export import ExportResult, ParityImages, export_bundle
+from export.onnx_export import DEFAULT_OPSET
+from runtime.dataset import find_samples, has_test_split, load_images
+from runtime.errors import DaadError
+from runtime.preprocess import PreprocessConfig
+
+
+def parse_batch(text: str) -> int | None:
+    if text == "dynamic":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daad export",
+        description="Export a checkpoint to a bundle: model.onnx (uint8 frames in, score and anomaly_map out, "
+        "memory banks frozen as constants) and model.json. The graph is checked for TensorRT 8.5-10.x and "
+        "compared with PyTorch (ONNX Runtime, CPU) before anything is written.",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt written by `daad train`")
+    parser.add_argument("--out", required=True, type=Path, help="bundle folder to write (created if needed)")
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default 17: TensorRT 8.5/8.6 on JetPack 5.1/6.0)"
+    )
+    parser.add_argument(
+        "--batch", type=parse_batch, default=None, metavar="dynamic|N",
+        help="batch axis of the graph: 'dynamic' (default) or a fixed size",
+    )  # fmt: skip
+    parser.add_argument(
+        "--eval-data", type=Path, default=None,
+        help="data set for the parity check (default: the one the checkpoint was trained on, if it still exists; "
+        "its test split when it has one, so image AUROC is compared too)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--parity-images", type=int, default=200, help="at most this many images for the parity check (default 200)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = export_checkpoint(args.checkpoint, args.out, args.opset, args.batch, args.eval_data, args.parity_images)
+    stats = result.metadata.model_stats
+    print(f"wrote {result.root / 'model.onnx'} and model.json (opset {result.metadata.opset}, "
+          f"sha256 {result.metadata.onnx_sha256[:16]}…)")  # fmt: skip
+    print(f"{result.metadata.model_kind}: {stats['parameters']:,} parameters, "
+          f"{stats['flops_per_image'] / 1e9:.3f} GFLOPs per image, {len(stats['memory_banks'])} memory bank(s) frozen")  # fmt: skip
+    print(result.parity.summary())
+    return 0
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    out: Path,
+    opset: int = DEFAULT_OPSET,
+    batch: int | None = None,
+    eval_data: Path | None = None,
+    parity_limit: int = 200,
+) -> ExportResult:
+    """Load a checkpoint and export it; parity runs on its data set when one is found."""
+    from train.checkpoint import load_checkpoint
+
+    if not Path(checkpoint).is_file():
+        raise DaadError(f"checkpoint {checkpoint} does not exist: train one with `daad train`, or fix the path")
+    loaded = load_checkpoint(checkpoint, device="cpu")
+    root = eval_data or _data_root(loaded.meta)
+    images = _parity_images(root, loaded.preprocess, parity_limit) if root is not None else None
+    if images is None:
+        print("parity: no data set found for this checkpoint; using synthetic frames (pass --eval-data DIR)",
+              file=sys.stderr)  # fmt: skip
+    training = {**loaded.meta, "train_config": loaded.train_config.to_dict()}
+    return export_bundle(
+        loaded.model,
+        loaded.preprocess,
+        out,
+        model_kind=loaded.model_config.kind,
+        model_config=loaded.model_config.to_dict(),
+        training=training,
+        opset=opset,
+        batch=batch,
+        parity_images=images,
+    )
+
+
+def _data_root(meta: dict[str, Any]) -> Path | None:
+    """The data set folder recorded in checkpoint metadata (a runtime.dataset.summarize dict), if it exists."""
+    for value in meta.values():
+        if isinstance(value, dict):
+            root = value.get("root") if "layout" in value else _data_root(value)
+            if root is not None and Path(root).is_dir():
+                return Path(root)
+    return None
+
+
+def _parity_images(root: Path, preprocess: PreprocessConfig, limit: int) -> ParityImages:
+    """Up to `limit` images spread over the test split (or over the good images of a plain folder)."""
+    split = "test" if has_test_split(root) else "train"
+    samples = find_samples(root, split)
+    if len(samples) > limit:
+        samples = [samples[i] for i in np.linspace(0, len(samples) - 1, limit).round().astype(int)]
+    loaded = load_images(samples, preprocess)
+    labels = np.array([sample.label for sample in loaded.samples])
+    return ParityImages(loaded.images, labels, f"{root} {split} split")

@@ -1,0 +1,255 @@
+"""daad export: real tiny models of every kind, exported, checked and run in ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch.nn import functional as F
+
+from export.bundle_export import ParityImages, export_bundle
+from export.onnx_export import export_onnx
+from export.parity import SCORE_TOLERANCE, measure_parity, synthetic_frames
+from export.torch_backend import TorchBackend
+from export.trt_support import check_tensorrt_support
+from runtime.backends.base import InferenceResult
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.bundle import file_sha256, open_bundle
+from runtime.errors import BundleError, DaadError
+from runtime.preprocess import PreprocessConfig
+from train.config import MemoryConfig, ModelConfig
+from train.model import build_model
+
+KINDS = ("ae", "memae", "daad", "daad+")
+BANKS = {"ae": 0, "memae": 1, "daad": 4, "daad+": 4}
+PREPROCESS = PreprocessConfig(height=32, width=32, channels=3)
+
+
+def tiny_config(kind: str) -> ModelConfig:
+    memory = MemoryConfig(block_h=2, block_w=2, slots=8)
+    return ModelConfig(
+        kind=kind,
+        widths=(4, 8, 8, 8),
+        memories=(memory,) * 4,
+        memae_memory=MemoryConfig(block_h=1, block_w=1, slots=8, temperature=1.0, shrink_threshold=0.0025),
+        discriminator_widths=(4, 4, 4, 4),
+        map_sigma=1.0,
+    )
+
+
+def trained_one_step(kind: str, preprocess: PreprocessConfig = PREPROCESS) -> torch.nn.Module:
+    """A tiny model after one optimiser step, so banks and batch-norm statistics are not the initial ones."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(kind), preprocess)
+    frames = torch.from_numpy(synthetic_frames(*preprocess.shape, count=4, seed=1))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    output = model.train()(frames)
+    F.mse_loss(output.reconstruction, output.normalised).backward()
+    optimiser.step()
+    model.eval().fit_score_stats([frames])
+    return model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def exported(request, tmp_path_factory):
+    kind = request.param
+    model = trained_one_step(kind)
+    root = tmp_path_factory.mktemp(kind.replace("+", "plus")) / "bundle"
+    result = export_bundle(model, PREPROCESS, root, kind, tiny_config(kind).to_dict(), training={"data": {"root": "x"}})
+    return kind, model, result
+
+
+def test_memory_banks_are_initializers_holding_the_trained_values(exported) -> None:
+    kind, model, result = exported
+    proto = onnx.load(str(result.root / "model.onnx"))
+    initializers = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
+    graph_inputs = [value.name for value in proto.graph.input]
+    located = result.metadata.model_stats["memory_banks"]
+    assert len(located) == BANKS[kind] == len(model.memory_banks())
+    for name, bank in model.memory_banks().items():
+        stored = initializers[located[name]["initializer"]]
+        np.testing.assert_array_equal(stored, bank.detach().numpy())  # raw rows, as trained
+        assert located[name]["initializer"] not in graph_inputs
+    assert graph_inputs == ["frames"]
+
+
+def test_parity_report_passes_and_is_stored(exported) -> None:
+    _, _, result = exported
+    stored = json.loads((result.root / "model.json").read_text())["parity"]
+    assert stored["passed"] and stored["images"] == 16
+    assert stored["max_rel_score_error"] <= SCORE_TOLERANCE
+    assert stored["reference"] == "torch" and stored["candidate"] == "onnxruntime"
+
+
+def test_dynamic_batch_of_1_and_4_matches_pytorch(exported) -> None:
+    _, model, result = exported
+    frames = synthetic_frames(32, 32, 3, count=4, seed=7)
+    with OnnxRuntimeBackend(open_bundle(result.root)) as onnx_backend, TorchBackend(model) as torch_backend:
+        expected = torch_backend.infer(frames)
+        four = onnx_backend.infer(frames)
+        ones = [onnx_backend.infer(frames[i : i + 1]) for i in range(4)]
+    assert four.scores.shape == (4,) and four.anomaly_maps.shape == (4, 1, 32, 32)
+    np.testing.assert_allclose(four.scores, expected.scores, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([r.scores for r in ones]), expected.scores, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(four.anomaly_maps, expected.anomaly_maps, rtol=1e-4, atol=1e-5)
+
+
+def test_opset_written_is_17_and_graph_is_tensorrt_ready(exported) -> None:
+    _, _, result = exported
+    proto = onnx.load(str(result.root / "model.onnx"))
+    assert [(entry.domain, entry.version) for entry in proto.opset_import] == [("", 17)]
+    assert result.metadata.opset == 17
+    assert check_tensorrt_support(proto) == []
+
+
+def test_model_json_describes_the_graph(exported) -> None:
+    kind, model, result = exported
+    data = json.loads((result.root / "model.json").read_text())
+    assert data["onnx_sha256"] == file_sha256(result.root / "model.onnx")
+    assert (data["input_name"], data["input_shape"], data["input_dtype"]) == ("frames", ["batch", 32, 32, 3], "uint8")
+    assert (data["channel_order"], data["output_names"]) == ("BGR", ["score", "anomaly_map"])
+    assert data["model_kind"] == kind and data["model_config"]["kind"] == kind
+    assert data["exporter"]["torch"] == torch.__version__ and data["exporter"]["onnx"] == onnx.__version__
+    assert data["model_stats"]["parameters"] == sum(p.numel() for p in model.parameters())
+    assert data["model_stats"]["flops_per_image"] > 0
+    assert data["training"] == {"data": {"root": "x"}}
+    assert ("discriminator features" in data["score_definition"]) == (kind == "daad+")
+
+
+def test_truncated_model_onnx_is_refused(exported, tmp_path) -> None:
+    _, _, result = exported
+    copy = tmp_path / "bundle"
+    copy.mkdir()
+    for name in ("model.onnx", "model.json"):
+        (copy / name).write_bytes((result.root / name).read_bytes())
+    onnx_path = copy / "model.onnx"
+    onnx_path.write_bytes(onnx_path.read_bytes()[: onnx_path.stat().st_size // 2])
+    with pytest.raises(BundleError, match="model.onnx does not match.*truncated.*daad export"):
+        open_bundle(copy)
+
+
+def test_flops_count_matches_hand_count_for_one_conv(tmp_path) -> None:
+    from export.onnx_stats import flops_per_image
+
+    class OneConv(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+
+        def score(self, frames):
+            anomaly_map = self.conv(frames.float().permute(0, 3, 1, 2)).mean(dim=1, keepdim=True)
+            return anomaly_map.amax(dim=(1, 2, 3)), anomaly_map
+
+    proto = export_onnx(OneConv(), PreprocessConfig(height=16, width=16, channels=3))
+    assert flops_per_image(proto) == 2 * (5 * 16 * 16) * (3 * 3 * 3)
+
+
+def test_fixed_batch_export_runs_at_that_batch(tmp_path) -> None:
+    model = trained_one_step("daad")
+    result = export_bundle(model, PREPROCESS, tmp_path / "b", "daad", tiny_config("daad").to_dict(), batch=2)
+    assert result.metadata.input_shape == [2, 32, 32, 3] and result.parity.passed
+    with OnnxRuntimeBackend(open_bundle(tmp_path / "b")) as backend:
+        assert backend.infer(synthetic_frames(32, 32, 3, count=2)).scores.shape == (2,)
+
+
+class _Skewed:
+    """A real backend whose scores are off by a relative `error`: what parity must catch."""
+
+    def __init__(self, inner: TorchBackend, error: float) -> None:
+        self.inner, self.error, self.name, self.precision = inner, error, "skewed", "fp32"
+
+    def infer(self, frames: np.ndarray) -> InferenceResult:
+        result = self.inner.infer(frames)
+        return InferenceResult(result.scores * (1 + self.error), result.anomaly_maps, result.timings)
+
+
+def test_parity_fails_on_a_score_error_above_tolerance() -> None:
+    model = trained_one_step("ae")
+    frames = synthetic_frames(32, 32, 3, count=8)
+    labels = np.array([1, 0] * 4)
+    reference = TorchBackend(model)
+    close = measure_parity(reference, _Skewed(reference, 1e-6), frames, labels)
+    far = measure_parity(reference, _Skewed(reference, 1e-3), frames, labels)
+    assert close.passed and close.auroc_identical
+    assert not far.passed and far.max_rel_score_error == pytest.approx(1e-3, rel=1e-3)
+    assert "FAIL" in far.summary()
+
+
+def test_export_refuses_fold_and_writes_nothing(tmp_path) -> None:
+    class Folding(torch.nn.Module):
+        def score(self, frames):
+            x = frames.float().permute(0, 3, 1, 2)
+            rebuilt = F.fold(F.unfold(x, 4, stride=4), (32, 32), 4, stride=4)
+            anomaly_map = (rebuilt - x).abs().mean(dim=1, keepdim=True)
+            return anomaly_map.amax(dim=(1, 2, 3)), anomaly_map
+
+        def memory_banks(self):
+            return {}
+
+    with pytest.raises(DaadError, match="opset 17"):
+        export_bundle(Folding(), PREPROCESS, tmp_path / "b17", "test", {})
+    with pytest.raises(DaadError, match="Col2Im"):
+        export_bundle(Folding(), PREPROCESS, tmp_path / "b18", "test", {}, opset=18)
+    assert not (tmp_path / "b18").exists() or not any((tmp_path / "b18").iterdir())
+
+
+def write_tiny_mvtec(root, size: int = 32) -> None:
+    """Grey textured parts; defects carry a dark square. Written and read back through OpenCV."""
+    import cv2
+
+    frames = synthetic_frames(size, size, 1, count=14, seed=3)
+    frames[::2] = synthetic_frames(size, size, 1, count=7, seed=4)  # no blobs in the good ones
+    for folder, indices in (("train/good", range(0, 6)), ("test/good", range(6, 10)), ("test/scratch", range(10, 14))):
+        (root / folder).mkdir(parents=True)
+        for index in indices:
+            frame = frames[index].copy()
+            if folder == "test/scratch":
+                frame[8:20, 8:20] = 0
+            cv2.imwrite(str(root / folder / f"{index:03d}.png"), frame)
+
+
+def test_export_cli_end_to_end_with_eval_set(tmp_path, capsys) -> None:
+    from export.export_cli import main
+    from runtime.dataset import summarize
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
+
+    data = tmp_path / "product"
+    write_tiny_mvtec(data)
+    preprocess = PreprocessConfig(height=32, width=32, channels=1, mean=(0.5,), std=(0.25,))
+    model = trained_one_step("daad+", preprocess)
+    checkpoint = save_checkpoint(
+        tmp_path / "run" / "checkpoint.pt", model, tiny_config("daad+"), preprocess, TrainConfig(epochs=1),
+        extra={"meta": {"data": summarize(data)}},
+    )  # fmt: skip
+    assert main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "bundle")]) == 0
+    printed = capsys.readouterr().out
+    assert "PASS" in printed and "image AUROC" in printed and "identical" in printed
+    bundle = open_bundle(tmp_path / "bundle")
+    assert bundle.metadata.channel_order == "GRAY" and bundle.metadata.input_shape == ["batch", 32, 32, 1]
+    parity = bundle.metadata.parity
+    assert parity["images"] == 8 and parity["auroc_identical"] is True
+    assert parity["source"].endswith("test split")
+    assert bundle.metadata.training["data"]["root"] == str(data)
+    assert bundle.metadata.training["train_config"]["epochs"] == 1
+
+
+def test_export_cli_rejects_bad_arguments(tmp_path) -> None:
+    from export.export_cli import main
+
+    with pytest.raises(DaadError, match="does not exist"):
+        main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "b")])
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", "x.pt", "--out", "b", "--batch", "0"])
