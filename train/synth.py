@@ -1,0 +1,173 @@
+"""Synthetic products in MVTec AD layout: good parts that vary as a real line does, and defects.
+
+A sample is a view of the product's clean rendering (train/synth_products.py), moved and turned
+a little as parts are on a conveyor, with a defect drawn on it (train/synth_defects.py) for
+defective samples, then lit and captured: gain, offset, an illumination gradient, slight blur
+and sensor noise. Every image has its own random stream derived from (seed, product, split,
+defect, index), so the same seed writes the same bytes, whatever the other counts are.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from runtime.atomic import atomic_write_bytes, atomic_write_json
+from runtime.errors import DataError
+from runtime.optional import cv2, require
+from train.synth_defects import DEFECTS
+from train.synth_products import PRODUCTS, Product
+
+MARKER = "synth.json"  # written last: the folder is complete, and `--overwrite` may replace it
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What `daad synth` writes; defaults sized for a 2-core CPU."""
+
+    image_size: int = 256
+    seed: int = 0
+    train: int = 200  # train/good
+    test_good: int = 30  # test/good
+    test_defect: int = 15  # per defect type
+
+    def __post_init__(self) -> None:
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be at least 32, got {self.image_size}")
+        if min(self.train, self.test_good, self.test_defect) < 0:
+            raise ValueError("sample counts must not be negative")
+
+
+class Renderer:
+    """One product at one image size; the clean rendering is drawn once and reused."""
+
+    def __init__(self, product: Product, image_size: int) -> None:
+        self.product, self.size = product, image_size
+        self.base, region = product.render(2 * image_size)
+        self.region = region.astype(np.float32)
+
+    def sample(self, rng: np.random.Generator, defect: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """One captured image (uint8, grey or BGR) and, for a defect, its bool mask."""
+        image, region = self._place(rng)
+        mask = None
+        if defect is not None:
+            mask = DEFECTS[defect](image, region, rng)
+        image = _capture(image, rng)
+        if self.product.channels == 1:
+            image = cv2().cvtColor(image, cv2().COLOR_BGR2GRAY)
+        return image, mask
+
+    def _place(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Rotate and shift the part as the line presents it; the view is the canvas centre."""
+        cv = cv2()
+        canvas, size = self.base.shape[0], self.size
+        angle = rng.uniform(-1, 1) * self.product.max_rotation
+        shift = rng.uniform(-1, 1, size=2) * self.product.max_shift * size
+        matrix = cv.getRotationMatrix2D((canvas / 2, canvas / 2), angle, 1.0)
+        matrix[:, 2] -= (canvas - size) / 2 + shift
+        image = cv.warpAffine(self.base, matrix, (size, size), flags=cv.INTER_LINEAR, borderMode=cv.BORDER_REFLECT)
+        region = cv.warpAffine(self.region, matrix, (size, size), flags=cv.INTER_LINEAR) > 0.5
+        return image, region
+
+
+def _capture(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Lighting and sensor: per-channel gain, offset, a gradient, focus blur, noise -> uint8."""
+    size = image.shape[0]
+    gain = rng.uniform(0.88, 1.12) * rng.uniform(0.97, 1.03, size=3)
+    direction = rng.uniform(0, 2 * np.pi)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    gradient = 1.0 + rng.uniform(-0.12, 0.12) * (x * np.cos(direction) + y * np.sin(direction))
+    lit = image * gain.astype(np.float32) * gradient[:, :, None] + rng.uniform(-10, 10)
+    lit = cv2().GaussianBlur(lit, (0, 0), rng.uniform(0.3, 0.8))
+    noisy = lit + rng.normal(0.0, rng.uniform(1.5, 4.0), size=lit.shape).astype(np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def _rng(seed: int, product: str, split: str, defect: str, index: int) -> np.random.Generator:
+    key = zlib.crc32(f"{product}/{split}/{defect}".encode())
+    return np.random.default_rng(np.random.SeedSequence([seed, key, index]))
+
+
+def _plan(config: SynthConfig) -> Iterator[tuple[str, str, int]]:
+    """(split, defect or "good", index) of every image of one product."""
+    yield from (("train", "good", i) for i in range(config.train))
+    yield from (("test", "good", i) for i in range(config.test_good))
+    for defect in DEFECTS:
+        yield from (("test", defect, i) for i in range(config.test_defect))
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    ok, data = cv2().imencode(".png", image)
+    if not ok:
+        raise DataError(f"could not encode {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.tobytes())
+
+
+def check_products(names: list[str]) -> list[str]:
+    unknown = [name for name in names if name not in PRODUCTS]
+    if unknown or not names:
+        raise DataError(f"unknown product(s) {unknown or names}: choose from {', '.join(PRODUCTS)}")
+    return names
+
+
+def write_product(out: Path, product: str, config: SynthConfig, overwrite: bool = False, progress: bool = False) -> Path:
+    """Write one product's data set to out/<product> in MVTec AD layout; returns that folder."""
+    check_products([product])
+    folder = Path(out) / product
+    _make_room(folder, overwrite)
+    renderer = Renderer(PRODUCTS[product], config.image_size)
+    plan = list(_plan(config))
+    if progress:
+        plan = require("tqdm", "cpu", "progress bars").tqdm(plan, desc=f"synth {product}", unit="img", leave=False)
+    for split, defect, index in plan:
+        rng = _rng(config.seed, product, split, defect, index)
+        image, mask = renderer.sample(rng, None if defect == "good" else defect)
+        _write_png(folder / split / defect / f"{index:03d}.png", image)
+        if mask is not None:
+            _write_png(folder / "ground_truth" / defect / f"{index:03d}_mask.png", mask.astype(np.uint8) * 255)
+    atomic_write_json(folder / MARKER, {"product": product, **asdict(config)})
+    return folder
+
+
+def _make_room(folder: Path, overwrite: bool) -> None:
+    """Never mix two runs in one folder, and never delete a folder synth did not write."""
+    if not folder.exists() or not any(folder.iterdir()):
+        return
+    if not overwrite:
+        raise DataError(f"{folder} already exists and is not empty: pass --overwrite to replace it, or another --out")
+    if not (folder / MARKER).is_file():
+        raise DataError(f"{folder} was not written by `daad synth` (no {MARKER}): refusing to delete it; choose another --out")
+    shutil.rmtree(folder)
+
+
+def example_grid(image_size: int = 128, seed: int = 0) -> np.ndarray:
+    """One row per product: two good samples, then one of each defect with its mask outlined in red."""
+    cv = cv2()
+    rows = []
+    for name, product in PRODUCTS.items():
+        renderer = Renderer(product, image_size)
+        tiles = []
+        for column, defect in enumerate(["good", "good", *DEFECTS]):
+            image, mask = renderer.sample(_rng(seed, name, "example", defect, column), None if defect == "good" else defect)
+            tile = image if image.ndim == 3 else cv.cvtColor(image, cv.COLOR_GRAY2BGR)
+            if mask is not None:
+                contours, _ = cv.findContours(mask.astype(np.uint8), cv.RETR_EXTERNAL, cv.CHAIN_APPROX_NONE)
+                cv.drawContours(tile, contours, -1, (0, 0, 255), 1)
+            label = np.full((16, image_size, 3), 255, dtype=np.uint8)
+            cv.putText(label, f"{name} {defect}", (2, 12), cv.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 1, cv.LINE_AA)
+            tiles.append(np.pad(np.vstack([label, tile]), ((2, 2), (2, 2), (0, 0)), constant_values=255))
+        rows.append(np.hstack(tiles))
+    return np.vstack(rows)
+
+
+def write_example_grid(path: Path, image_size: int = 128, seed: int = 0) -> Path:
+    ok, data = cv2().imencode(".png", example_grid(image_size, seed))
+    if not ok:
+        raise DataError(f"could not encode {path}")
+    return atomic_write_bytes(path, data.tobytes())
