@@ -37,7 +37,9 @@ def import_tensorrt() -> tuple[Any, Any]:
 
 
 def build_command(bundle: Bundle, precision: str, batch: int) -> str:
-    return f"daad build --bundle {bundle.root} --precision {precision} --batch {batch}"
+    """The exact `daad build` line that makes the engine this backend looks for."""
+    calibration = " --calib-data GOOD_IMAGES_DIR" if precision == "int8" else ""
+    return f"daad build --bundle {bundle.root} --precision {precision} --batch {batch}{calibration}"
 
 
 def locate_engine(bundle: Bundle, precision: str, batch: int) -> Path | None:

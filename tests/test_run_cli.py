@@ -1,0 +1,114 @@
+"""`daad run` end to end: threshold refusals, outputs on disk, SIGTERM in a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from test_sources import defect_pattern, part_frames, write_video
+
+from runtime.bundle import open_bundle
+from runtime.cli import main as daad
+from runtime.threshold import ThresholdRecord, write_threshold
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def calibrate(bundle_root: Path, threshold: float = 0.3, precision: str = "fp32", sha: str | None = None) -> Path:
+    bundle = open_bundle(bundle_root)
+    record = ThresholdRecord(threshold=threshold, model_sha256=sha or bundle.sha256, backend="onnxruntime",
+                             precision=precision)
+    return write_threshold(bundle, record)
+
+
+@pytest.fixture
+def video(tmp_path) -> Path:
+    return write_video(tmp_path / "line.avi", part_frames(12))
+
+
+def read_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_no_threshold_refuses_and_says_how_to_get_one(tiny_bundle, video, capsys) -> None:
+    assert daad(["run", "--bundle", str(tiny_bundle), "--source", str(video)]) == 2
+    error = capsys.readouterr().err
+    assert "threshold.json is missing" in error and "daad calibrate" in error and "--threshold" in error
+
+
+def test_threshold_of_another_model_refuses_naming_both(tiny_bundle, video, capsys) -> None:
+    calibrate(tiny_bundle, sha="ab" * 32)
+    assert daad(["run", "--bundle", str(tiny_bundle), "--source", str(video)]) == 2
+    error = capsys.readouterr().err
+    assert "abababababab" in error and open_bundle(tiny_bundle).sha256[:12] in error
+
+
+def test_threshold_of_another_precision_refuses_naming_both(tiny_bundle, video, capsys) -> None:
+    calibrate(tiny_bundle, precision="fp16")
+    assert daad(["run", "--bundle", str(tiny_bundle), "--source", str(video), "--backend", "onnxruntime"]) == 2
+    error = capsys.readouterr().err
+    assert "precision fp16" in error and "uses fp32" in error
+
+
+def test_source_that_cannot_open_exits_non_zero_naming_it(tiny_bundle, tmp_path, capsys) -> None:
+    calibrate(tiny_bundle)
+    assert daad(["run", "--bundle", str(tiny_bundle), "--source", str(tmp_path / "nowhere.avi")]) == 2
+    assert "nowhere.avi" in capsys.readouterr().err
+
+
+def test_run_writes_events_ng_images_video_and_summary(tiny_bundle, video, tmp_path, capsys) -> None:
+    threshold_file = calibrate(tiny_bundle)
+    events, ng, output = tmp_path / "out" / "events.jsonl", tmp_path / "ng", tmp_path / "overlay.avi"
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(video), "--events", str(events),
+            "--save-ng", str(ng), "--output", str(output), "--threads", "1"]
+    assert daad(argv) == 0
+    captured = capsys.readouterr()
+    lines = read_events(events)
+    assert [line["verdict"] == "NG" for line in lines] == defect_pattern(12)
+    assert len(list(ng.glob("*.png"))) == 3
+    capture = cv2.VideoCapture(str(output))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    summary = json.loads((tmp_path / "out" / "events.summary.json").read_text())
+    assert summary == json.loads(captured.out)
+    assert summary["frames"] == 12 and summary["verdicts"] == {"OK": 9, "NG": 3, "FAULT": 0}
+    assert summary["threshold_from"] == str(threshold_file) and summary["mode"] == "lossless"
+    assert summary["stopped_by"] == "end of source" and summary["read"] == 12 and summary["dropped"] == 0
+    assert summary["backend"] == "onnxruntime" and "onnxruntime" in captured.err
+    # A second run appends to the same log.
+    assert daad(argv + ["--max-frames", "5", "--threshold", "0.9"]) == 0
+    assert len(read_events(events)) == 17 and read_events(events)[-1]["threshold"] == 0.9
+
+
+def test_sigterm_mid_run_leaves_complete_event_log_and_summary(tiny_bundle, video, tmp_path) -> None:
+    events, summary_file = tmp_path / "events.jsonl", tmp_path / "summary.json"
+    command = [sys.executable, "-m", "runtime", "run", "--bundle", str(tiny_bundle), "--source", str(video),
+               "--loop", "--threshold", "0.3", "--events", str(events), "--summary", str(summary_file),
+               "--threads", "1", "--stats-every", "0.1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = time.monotonic()
+        while time.monotonic() < started + 60 and process.poll() is None:
+            # Long enough for a few stats lines, and well into the looping video.
+            if time.monotonic() > started + 1 and events.exists() and events.read_text().count("\n") >= 100:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    lines = read_events(events)  # every line parses: none torn
+    summary = json.loads(summary_file.read_text())
+    assert summary["stopped_by"] == "SIGTERM" and summary["frames"] == len(lines) >= 100
+    assert [line["frame"] for line in lines] == list(range(len(lines)))
+    assert summary["read"] == summary["frames"] + summary["unprocessed"]
+    assert "fps" in err and json.loads(out) == summary
