@@ -1,0 +1,200 @@
+"""Bundle -> TensorRT engine, built on the device that will run it.
+
+Torch-free (a Jetson has no PyTorch); tensorrt and pycuda are imported only when a build
+starts. Written against the name-based API shared by TensorRT 8.5 to 10.x: ONNX parser,
+`set_memory_pool_limit`, an optimisation profile for `frames`, `build_serialized_network`.
+Engines and their sidecars go where runtime.engine_cache says; a matching engine is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from calibration.int8 import CalibrationSet, calibration_cache_path, load_calibration_set
+from runtime.atomic import atomic_write_bytes
+from runtime.bundle import INPUT_NAME, Bundle, open_bundle
+from runtime.engine_cache import (
+    PRECISIONS,
+    EngineRecord,
+    current_gpu_name,
+    engine_path,
+    find_engine,
+    slug,
+    write_sidecar,
+)
+from runtime.errors import DaadError
+from runtime.optional import require
+
+HARDWARE = "an NVIDIA GPU, or a Jetson with JetPack (which ships TensorRT)"
+DEFAULT_WORKSPACE_MB = 1024
+
+
+def build_engine(
+    bundle: Bundle | Path,
+    precision: str = "fp32",
+    calib_data: Path | None = None,
+    batch: int = 1,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
+) -> Path:
+    """Build (or reuse) the engine for this bundle, precision and max batch on this GPU; return its path."""
+    if precision not in PRECISIONS:
+        raise DaadError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and calib_data is None:
+        raise DaadError(
+            "int8 needs calibration images: pass --calib-data DIR with good parts of this product "
+            "(a folder of images or an MVTec AD data set, whose train/good is used). Uncalibrated INT8 is never built."
+        )
+    if batch < 1 or workspace_mb < 1:
+        raise DaadError(f"--batch and --workspace-mb must be positive, got {batch} and {workspace_mb}")
+    if not isinstance(bundle, Bundle):
+        bundle = open_bundle(bundle)
+    fixed = bundle.metadata.input_shape[0] if bundle.metadata.input_shape else "batch"
+    if isinstance(fixed, int) and fixed != batch:
+        raise DaadError(f"{bundle.onnx_path} was exported with a fixed batch of {fixed}: build with --batch {fixed}")
+    trt = require("tensorrt", "tensorrt", f"building TensorRT engines; needs {HARDWARE}")
+    gpu_name = current_gpu_name()
+    existing = find_engine(bundle, precision, batch, trt_version=trt.__version__, gpu_name=gpu_name)
+    if existing is not None:
+        return existing
+    target = engine_path(bundle, trt.__version__, gpu_name, precision, batch)
+    calibration = load_calibration_set(calib_data, bundle.preprocess, batch) if precision == "int8" else None
+    started = time.perf_counter()
+    timing = timing_cache_path(bundle, trt.__version__, gpu_name)
+    engine = _build(trt, bundle, precision, batch, workspace_mb, target, timing, calibration)
+    atomic_write_bytes(target, engine)
+    write_sidecar(
+        target,
+        EngineRecord(
+            onnx_sha256=bundle.sha256,
+            tensorrt_version=trt.__version__,
+            gpu_name=gpu_name,
+            precision=precision,
+            batch=batch,
+            engine_sha256=hashlib.sha256(engine).hexdigest(),
+            built=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            build_seconds=round(time.perf_counter() - started, 1),
+        ),
+    )
+    return target
+
+
+def _build(
+    trt: ModuleType,
+    bundle: Bundle,
+    precision: str,
+    batch: int,
+    workspace_mb: int,
+    target: Path,
+    timing_path: Path,
+    calibration: CalibrationSet | None,
+) -> bytes:
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(bundle.onnx_path.read_bytes()):
+        errors = "\n  ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise DaadError(f"TensorRT {trt.__version__} cannot parse {bundle.onnx_path}:\n  {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    height, width, channels = bundle.preprocess.shape
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, (1, height, width, channels), (batch, height, width, channels), (batch, height, width, channels))
+    config.add_optimization_profile(profile)
+    timing_cache = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+    config.set_timing_cache(timing_cache, False)
+    if precision in ("fp16", "int8"):
+        _set_reduced_precision(trt, builder, config, network, precision)
+    context = None
+    if calibration is not None:
+        config.set_calibration_profile(profile)
+        calibrator, context = _entropy_calibrator(trt, calibration, calibration_cache_path(target))
+        config.int8_calibrator = calibrator
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if context is not None:
+            context.pop()
+    if serialized is None:
+        raise DaadError(f"TensorRT {trt.__version__} failed to build {target.name}; its log above says why")
+    atomic_write_bytes(timing_path, bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized)
+
+
+def timing_cache_path(bundle: Bundle, trt_version: str, gpu_name: str) -> Path:
+    """Kernel timings measured by earlier builds on this GPU and TensorRT; they make rebuilds fast."""
+    return bundle.engines_dir / f"timing_trt{slug(trt_version)}_{slug(gpu_name)}.cache"
+
+
+def _network_flags(trt: ModuleType) -> int:
+    """EXPLICIT_BATCH is required before TensorRT 10 and deprecated (always on) from 10."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    if flag is None or int(trt.__version__.split(".")[0]) >= 10:
+        return 0
+    return 1 << int(flag)
+
+
+def _set_reduced_precision(trt: ModuleType, builder: Any, config: Any, network: Any, precision: str) -> None:
+    """FP16/INT8 kernels where they are safe; softmax, reductions and roots stay in fp32.
+
+    The cosine addressing (row norms: ReduceSum + Sqrt) and the softmax over memory slots are
+    where fp16 loses the ranking of near-equal similarities, so those layers are pinned to fp32.
+    """
+    if precision == "fp16" and not builder.platform_has_fast_fp16:
+        warnings.warn("this GPU has no fast fp16: the fp16 engine may be no faster than fp32", stacklevel=3)
+    config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.INT8)
+    constraint = next(
+        getattr(trt.BuilderFlag, name)
+        for name in ("PREFER_PRECISION_CONSTRAINTS", "OBEY_PRECISION_CONSTRAINTS", "STRICT_TYPES")
+        if hasattr(trt.BuilderFlag, name)
+    )
+    config.set_flag(constraint)
+    pinned = {trt.LayerType.SOFTMAX, trt.LayerType.REDUCE, trt.LayerType.UNARY}
+    if hasattr(trt.LayerType, "NORMALIZATION"):  # TensorRT >= 8.6
+        pinned.add(trt.LayerType.NORMALIZATION)
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if layer.type in pinned and all(output.dtype == trt.float32 for output in outputs):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+
+
+def _entropy_calibrator(trt: ModuleType, calibration: CalibrationSet, cache: Path) -> tuple[Any, Any]:
+    """An IInt8EntropyCalibrator2 over `calibration`'s uint8 batches, with its cache file at `cache`."""
+    cuda = require("pycuda.driver", "tensorrt", f"INT8 calibration; needs {HARDWARE}")
+    cuda.init()
+    context = cuda.Device(0).retain_primary_context()
+    context.push()
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._batches = calibration.batches()
+            self._device_input = cuda.mem_alloc(calibration.images[: calibration.batch].nbytes)
+
+        def get_batch_size(self) -> int:
+            return calibration.batch
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            batch = next(self._batches, None)
+            if batch is None:
+                return None
+            cuda.memcpy_htod(self._device_input, batch)
+            return [int(self._device_input)]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache.read_bytes() if cache.is_file() else None
+
+        def write_calibration_cache(self, data: Any) -> None:
+            atomic_write_bytes(cache, bytes(data))
+
+    return EntropyCalibrator(), context
+
