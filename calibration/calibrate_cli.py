@@ -1,0 +1,171 @@
+"""daad calibrate: set a product's threshold from good (and defective) parts, or check it for drift.
+
+Nothing is written until every part has been scored and the threshold chosen; threshold.json is
+then replaced atomically (the previous one stays in thresholds/), so a crash, a kill or a bad
+folder leaves the threshold the line runs on untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from calibration.calibrate import CalibrationSettings, calibrate
+from calibration.drift import check_drift
+from calibration.methods import METHODS
+from calibration.report import calibration_summary, drift_summary, write_calibration_plot
+from calibration.scoring import ScoredParts, score_folder, score_source
+from runtime.backends import BACKENDS, PRECISIONS, Backend, open_backend
+from runtime.bundle import Bundle, open_bundle
+from runtime.errors import DaadError, DataError, ThresholdError
+from runtime.threshold import HISTORY_DIR, ThresholdRecord, check_binding, read_threshold, write_threshold
+
+PLOT_FILE = "calibration.png"
+SHOWN_NAMES = 5  # unreadable / NaN parts named on stderr before "and N more"
+
+EPILOG = """\
+examples:
+  daad calibrate --bundle line3 --good parts/good
+      threshold from good parts only; aims at 0.5% false rejects
+  daad calibrate --bundle line3 --good parts/good --defect parts/bad --method recall --target-recall 0.95
+      the highest threshold that still catches 95% of the known defects
+  daad calibrate --bundle line3 --source 0 --frames 600 --note "after lens cleaning"
+      600 frames of good parts straight from camera 0
+  daad calibrate --check --bundle line3 --good parts/today
+      is the calibrated threshold still right? exit 0 = yes, 1 = the line drifted
+
+See docs/CALIBRATION.md for the procedure at the line.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daad calibrate",
+        description="Set the threshold of a bundle from good (and optionally defective) parts, scored on the "
+        "backend and precision that will run in production. Writes BUNDLE/threshold.json and "
+        "BUNDLE/calibration.png. With --check, measures the current threshold on fresh parts instead.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--bundle", required=True, type=Path, help="bundle folder written by `daad export`")
+    parser.add_argument("--check", action="store_true",
+                        help="do not calibrate: test the current threshold on fresh parts (exit 1 if drifted)")
+    parts = parser.add_mutually_exclusive_group(required=True)
+    parts.add_argument("--good", type=Path, help="folder of images of good parts")
+    parts.add_argument("--source", help="take good parts from a camera/stream/video instead (see `daad run --help`)")
+    parser.add_argument("--frames", type=int, default=None, help="how many frames to take from --source")
+    parser.add_argument("--defect", type=Path, default=None, help="folder of images of known defective parts")
+    parser.add_argument("--method", choices=METHODS, default="quantile",
+                        help="quantile: from good parts, aims at --target-frr (default); f1: best F1 on "
+                        "good vs. defect; recall: the highest threshold that catches --target-recall of the defects")
+    parser.add_argument("--target-frr", type=float, default=0.005,
+                        help="quantile: the share of good parts you accept to reject (default 0.005 = 5 in 1000)")
+    parser.add_argument("--target-recall", type=float, default=None,
+                        help="recall: the share of defects that must be caught, e.g. 0.95")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="confidence of the stated bounds and of the drift tests (default 0.95)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="backend to score on (default auto; with --check, the one calibrated on)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="precision to score at; must be what `daad run` will use "
+                        "(default fp32; with --check, the one calibrated at)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="frames per inference call; TensorRT needs an engine built for this batch (default 1)")
+    parser.add_argument("--note", default="", help="free text kept in threshold.json, e.g. who calibrated and why")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.source is not None and args.frames is None:
+        raise DataError("--source needs --frames N: how many frames of good parts to take from it")
+    bundle = open_bundle(args.bundle)
+    return run_check(args, bundle) if args.check else run_calibration(args, bundle)
+
+
+def run_calibration(args: argparse.Namespace, bundle: Bundle) -> int:
+    try:
+        settings = CalibrationSettings(args.method, args.target_frr, args.target_recall, args.confidence)
+    except ValueError as exc:
+        raise DaadError(f"{exc}: see `daad calibrate --help`") from exc
+    if args.method != "quantile" and args.defect is None:
+        raise DaadError(f"--method {args.method} needs known defective parts: pass --defect DIR")
+
+    with _open(bundle, args.backend or "auto", args.precision or "fp32", args) as backend:
+        good, defect = _score_parts(backend, bundle, args)
+        result = calibrate(good.scores, None if defect is None else defect.scores, settings)
+        counts = good.counts("good") | ({} if defect is None else defect.counts("defect"))
+        record = ThresholdRecord(
+            threshold=result.threshold,
+            model_sha256=bundle.sha256,
+            backend=backend.name,
+            precision=backend.precision,
+            method=settings.method,
+            note=args.note,
+            targets=settings.targets(),
+            counts=counts,
+            rates=result.rates(),
+            score_stats=result.score_stats,
+        )
+
+    title = f"{bundle.root.name}: {settings.method} threshold {record.threshold:.4g} ({record.backend} " \
+            f"{record.precision}, {record.created})"
+    plot = write_calibration_plot(bundle.root / PLOT_FILE, good.scores,
+                                  None if defect is None else defect.scores, record.threshold, title)
+    written = write_threshold(bundle, record)
+    print("\n".join(calibration_summary(result, counts)))
+    print(f"wrote {written} and {plot} (earlier thresholds are kept in {bundle.root / HISTORY_DIR})")
+    return 0
+
+
+def run_check(args: argparse.Namespace, bundle: Bundle) -> int:
+    record = read_threshold(bundle)
+    if record is None:
+        raise ThresholdError(
+            f"{bundle.threshold_path} is missing: there is nothing to check yet. "
+            f"Calibrate first with `daad calibrate --bundle {bundle.root} --good DIR`."
+        )
+    precision = args.precision or record.precision
+    check_binding(record, bundle, precision)
+    with _open(bundle, args.backend or record.backend, precision, args) as backend:
+        good, defect = _score_parts(backend, bundle, args)
+    result = check_drift(record, good.scores, None if defect is None else defect.scores)
+    print("\n".join(drift_summary(result, record.threshold)))
+    return 1 if result.drifted else 0
+
+
+def _open(bundle: Bundle, name: str, precision: str, args: argparse.Namespace) -> Backend:
+    return open_backend(bundle, name, precision, threads=args.threads, batch=args.batch)
+
+
+def _score_parts(backend: Backend, bundle: Bundle, args: argparse.Namespace) -> tuple[ScoredParts, ScoredParts | None]:
+    progress = not args.no_progress
+    if args.good is not None:
+        good = score_folder(backend, args.good, bundle.preprocess, args.batch, progress)
+    else:
+        good = score_source(backend, args.source, args.frames, bundle.preprocess, args.batch, progress)
+        if good.scores.size + len(good.skipped) + len(good.nan) < args.frames:
+            print(f"daad calibrate: {args.source} ended after {good.scores.size} frames, not {args.frames}",
+                  file=sys.stderr)
+    defect = None if args.defect is None else score_folder(backend, args.defect, bundle.preprocess, args.batch, progress)
+    for parts in (good, defect):
+        if parts is not None:
+            _report_left_out(parts)
+    return good, defect
+
+
+def _report_left_out(parts: ScoredParts) -> None:
+    """Name what was not scored; refuse when nothing was."""
+    for what, names in (("unreadable, skipped", parts.skipped), ("scored NaN, left out", parts.nan)):
+        if names:
+            shown = ", ".join(names[:SHOWN_NAMES]) + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
+            print(f"daad calibrate: {len(names)} image(s) in {parts.source} {what}: {shown}", file=sys.stderr)
+    if parts.scores.size == 0:
+        raise DataError(
+            f"no usable score from {parts.source}: {len(parts.skipped)} unreadable, {len(parts.nan)} NaN. "
+            "A NaN score means the model cannot score these images: check that they show the product the "
+            "bundle was trained on, and re-export the bundle if every image gives NaN."
+        )

@@ -1,0 +1,126 @@
+"""Score a folder of parts, or N frames of a camera, through a runtime backend.
+
+Calibration scores on the backend and precision that will run in production (an fp16 engine
+does not give the scores ONNX Runtime gives), and reads images through runtime.dataset and
+runtime.preprocess, the code the camera loop runs. Unreadable images are skipped and NaN scores
+set aside, both by name, so the counts in threshold.json say exactly what the threshold rests on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.backends.base import Backend
+from runtime.dataset import find_samples, is_mvtec_layout, load_images
+from runtime.errors import DataError
+from runtime.optional import require
+from runtime.preprocess import PreprocessConfig, prepare_frame
+from runtime.sources import open_source
+
+
+@dataclass
+class ScoredParts:
+    """Finite scores aligned with `names`; what could not be scored is listed, not dropped silently."""
+
+    source: str
+    scores: np.ndarray
+    names: list[str]
+    skipped: list[str] = field(default_factory=list)  # unreadable images / empty frames
+    nan: list[str] = field(default_factory=list)  # scored NaN or infinite: never thresholded
+
+    def counts(self, kind: str) -> dict[str, Any]:
+        return {
+            kind: int(self.scores.size),
+            f"{kind}_skipped": len(self.skipped),
+            f"{kind}_nan": len(self.nan),
+            f"{kind}_source": self.source,
+        }
+
+
+def score_batches(backend: Backend, images: np.ndarray, batch_size: int, progress: bool = False) -> np.ndarray:
+    """Scores of uint8 N x H x W x C `images`, `batch_size` at a time (float64, NaN kept)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    starts = range(0, len(images), batch_size)
+    if progress:
+        starts = require("tqdm", "cpu", "progress bars").tqdm(starts, desc="scoring", unit="batch", leave=False)
+    scores = [backend.infer(images[start : start + batch_size]).scores for start in starts]
+    return np.concatenate(scores).astype(np.float64) if scores else np.empty(0)
+
+
+def score_folder(
+    backend: Backend, folder: str | Path, config: PreprocessConfig, batch_size: int = 1, progress: bool = False
+) -> ScoredParts:
+    """Every image directly in `folder` (a plain folder, not a data set root)."""
+    folder = Path(folder)
+    if folder.is_dir() and is_mvtec_layout(folder):
+        raise DataError(
+            f"{folder} is a data set in MVTec AD layout, not a folder of parts: point --good at "
+            f"{folder / 'test' / 'good'} and --defect at one of {folder / 'test'}/<defect> "
+            "(training images score lower than new parts and would set the threshold too low)"
+        )
+    loaded = load_images(find_samples(folder, "train"), config, progress=progress)
+    return _score(
+        backend,
+        loaded.images,
+        [sample.path.name for sample in loaded.samples],
+        [path.name for path in loaded.skipped],
+        str(folder),
+        batch_size,
+        progress,
+    )
+
+
+def score_source(
+    backend: Backend,
+    uri: str,
+    frames: int,
+    config: PreprocessConfig,
+    batch_size: int = 1,
+    progress: bool = False,
+) -> ScoredParts:
+    """The next `frames` frames of a camera, stream, video or image folder (fewer if it ends)."""
+    if frames < 1:
+        raise DataError(f"--frames must be at least 1, got {frames}")
+    source = open_source(uri)
+    images, names, skipped = [], [], []
+    try:
+        for index in range(frames):
+            frame = source.read()
+            if frame is None:
+                break
+            name = frame.name or f"frame {index}"
+            try:
+                images.append(prepare_frame(frame.image, config))
+                names.append(name)
+            except DataError:
+                skipped.append(name)
+    finally:
+        source.close()
+    if not images:
+        raise DataError(f"source {uri} delivered no usable frame ({len(skipped)} empty or unreadable)")
+    return _score(backend, np.stack(images), names, skipped, str(uri), batch_size, progress)
+
+
+def _score(
+    backend: Backend,
+    images: np.ndarray,
+    names: list[str],
+    skipped: list[str],
+    source: str,
+    batch_size: int,
+    progress: bool,
+) -> ScoredParts:
+    scores = score_batches(backend, images, batch_size, progress)
+    finite = np.isfinite(scores)
+    return ScoredParts(
+        source=source,
+        scores=scores[finite],
+        names=[name for name, ok in zip(names, finite) if ok],
+        skipped=skipped,
+        nan=[name for name, ok in zip(names, finite) if not ok],
+    )

@@ -1,0 +1,138 @@
+"""Threshold methods, confidence bounds and drift tests on hand-made and simulated scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calibration.calibrate import CalibrationSettings, calibrate
+from calibration.drift import check_drift
+from calibration.intervals import estimate_rate, lower_bound, samples_needed, upper_bound
+from calibration.methods import count_rejected, f1_threshold, quantile_threshold, recall_threshold
+from calibration.report import calibration_summary, per_thousand
+from runtime.errors import ThresholdError
+from runtime.threshold import ThresholdRecord
+
+GOOD = np.array([0.1, 0.2, 0.3, 0.4])
+DEFECT = np.array([0.35, 0.5, 0.6])
+
+
+def test_quantile_leaves_target_share_of_good_scores_above() -> None:
+    good = np.arange(1, 1001) / 1000
+    threshold = quantile_threshold(np.random.default_rng(0).permutation(good), 0.005)
+    assert threshold == 0.995
+    assert count_rejected(good, threshold) == 5
+    assert quantile_threshold(good, 0.0001) == 1.0  # fewer parts than 1/target: nothing may be rejected
+
+
+def test_quantile_bound_covers_the_true_false_reject_rate() -> None:
+    """Scores from Exp(1), whose true false-reject rate above t is exp(-t): the stated 95% bound
+    must hold in about 95% of repetitions (exact for order statistics), not in all or few."""
+    repetitions, covered, estimate_below_truth = 200, 0, 0
+    for seed in range(repetitions):
+        good = np.random.default_rng(seed).exponential(size=400)
+        result = calibrate(good, None, CalibrationSettings(target_frr=0.01, confidence=0.95))
+        true_frr = float(np.exp(-result.threshold))
+        covered += true_frr <= result.false_reject.upper
+        estimate_below_truth += result.false_reject.estimate < true_frr
+    assert 0.90 <= covered / repetitions <= 0.99
+    assert estimate_below_truth > repetitions // 4  # the point estimate alone is often optimistic
+
+
+def test_f1_and_recall_on_hand_made_scores() -> None:
+    # Rejecting >= 0.35 gives TP 3, FP 1, FN 0: F1 6/7, the best; the cut sits midway to 0.3.
+    assert f1_threshold(GOOD, DEFECT) == pytest.approx(0.325)
+    assert recall_threshold(GOOD, DEFECT, 1.0) == pytest.approx(0.325)
+    assert recall_threshold(GOOD, DEFECT, 0.6) == pytest.approx(0.45)  # 2 of 3 must be caught
+    assert recall_threshold(GOOD, DEFECT, 0.3) == pytest.approx(0.55)
+    perfect = f1_threshold(np.array([0.1, 0.2]), np.array([0.8, 0.9]))
+    assert perfect == pytest.approx(0.5)
+    # The lowest defect below every good score: the cut falls just under it, rejecting all parts.
+    below_all = recall_threshold(np.array([0.5, 0.6]), np.array([0.1, 0.9]), 1.0)
+    assert below_all < 0.1 and count_rejected(np.array([0.1]), below_all) == 1
+
+
+def test_f1_and_recall_report_both_rates_with_intervals() -> None:
+    result = calibrate(GOOD, DEFECT, CalibrationSettings(method="recall", target_recall=0.6))
+    assert (result.false_reject.count, result.false_reject.total) == (0, 4)
+    assert (result.recall.count, result.recall.total) == (2, 3)
+    assert result.recall.lower < 2 / 3 < result.recall.upper
+    assert result.false_reject.upper == pytest.approx(1 - 0.05 ** (1 / 4))
+    assert set(result.rates()) == {"false_reject", "recall", "auroc"}
+
+
+def test_methods_refuse_bad_arguments_with_what_was_wrong() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        quantile_threshold(np.array([0.1, np.nan]), 0.01)
+    with pytest.raises(ValueError, match="empty"):
+        f1_threshold(np.array([]), DEFECT)
+    with pytest.raises(ValueError, match="target_recall"):
+        recall_threshold(GOOD, DEFECT, 0.0)
+    with pytest.raises(ValueError, match="needs defect scores"):
+        calibrate(GOOD, None, CalibrationSettings(method="f1"))
+    with pytest.raises(ValueError, match="needs a target recall"):
+        CalibrationSettings(method="recall")
+
+
+def test_clopper_pearson_bounds() -> None:
+    assert upper_bound(0, 200) == pytest.approx(1 - 0.05 ** (1 / 200))
+    assert lower_bound(0, 10) == 0.0 and upper_bound(10, 10) == 1.0
+    rate = estimate_rate(4, 1000)
+    assert rate.lower < 0.004 < rate.upper
+    assert samples_needed(0.001) == 2995  # a 0.1% target needs ~3000 parts...
+    assert upper_bound(0, samples_needed(0.001)) <= 0.001 < upper_bound(0, samples_needed(0.001) - 1)
+
+
+def test_too_few_good_parts_warning_says_how_many_are_needed() -> None:
+    good = np.random.default_rng(1).normal(size=200)
+    warned = calibrate(good, None, CalibrationSettings(target_frr=0.001)).warnings
+    assert len(warned) == 1 and "200 good parts cannot show" in warned[0] and "at least 2995" in warned[0]
+    enough = np.random.default_rng(1).normal(size=700)
+    assert calibrate(enough, None, CalibrationSettings(target_frr=0.005)).warnings == []
+
+
+def test_indistinguishable_defects_warn_for_f1_and_recall_but_not_quantile() -> None:
+    rng = np.random.default_rng(2)
+    good, fake_defect = rng.normal(size=300), rng.normal(size=40)
+    for settings in (CalibrationSettings(method="f1"), CalibrationSettings(method="recall", target_recall=0.5)):
+        result = calibrate(good, fake_defect, settings)
+        assert any("hardly higher than the good scores" in text for text in result.warnings)
+    quantile = calibrate(good, fake_defect, CalibrationSettings(target_frr=0.01))
+    assert not any("hardly higher" in text for text in quantile.warnings)
+    assert quantile.recall.estimate < 0.2  # reported, not an error
+    real_defect = rng.normal(4, 1, size=40)
+    assert calibrate(good, real_defect, CalibrationSettings(method="f1")).warnings == []
+
+
+def test_summary_reads_like_the_issue() -> None:
+    result = calibrate(np.arange(1000) / 1000, None, CalibrationSettings(target_frr=0.004))
+    first = calibration_summary(result, {"good": 1000, "good_skipped": 2, "good_nan": 1})
+    assert first[0].startswith("threshold 0.995 - expect about 4 false rejects per 1000 good parts (95% bound 9")
+    assert "2 unreadable images skipped, 1 NaN scores left out" in first[1]
+    assert per_thousand(0.0123) == "12" and per_thousand(0.00043) == "0.4" and per_thousand(0.002) == "2"
+
+
+def _record(good: np.ndarray, defect: np.ndarray | None, settings: CalibrationSettings) -> ThresholdRecord:
+    result = calibrate(good, defect, settings)
+    return ThresholdRecord(threshold=result.threshold, model_sha256="0" * 64, backend="onnxruntime", precision="fp32",
+                           targets=settings.targets(), rates=result.rates(), score_stats=result.score_stats)
+
+
+def test_drift_check_passes_a_healthy_line_and_flags_shifts() -> None:
+    rng = np.random.default_rng(3)
+    record = _record(rng.normal(size=1500), rng.normal(4, 1, size=60), CalibrationSettings(target_frr=0.01))
+    assert len(record.score_stats["good"]["quantiles"]) == 1000
+    false_alarms = sum(check_drift(record, rng.normal(size=300)).drifted for _ in range(100))
+    assert false_alarms <= 10  # Bonferroni keeps a healthy line quiet at about 1 - confidence
+    higher = check_drift(record, rng.normal(0.5, 1, size=300))
+    assert higher.drifted and any("score higher" in text for text in higher.findings)
+    lower = check_drift(record, rng.normal(-0.5, 1, size=300))
+    assert lower.drifted and any("score lower" in text for text in lower.findings)
+    missed = check_drift(record, rng.normal(size=300), rng.normal(1, 1, size=60))
+    assert missed.drifted and any("fewer defects" in text for text in missed.findings)
+
+
+def test_drift_check_refuses_a_record_without_evidence() -> None:
+    record = ThresholdRecord(threshold=0.5, model_sha256="0" * 64, backend="onnxruntime", precision="fp32")
+    with pytest.raises(ThresholdError, match="re-run `daad calibrate`"):
+        check_drift(record, np.ones(10))
