@@ -1,0 +1,354 @@
+"""The measurement harness behind `daad bench`: per-stage latency of each backend on the same inputs.
+
+Every iteration is the camera loop's own path — frames in, runtime.preprocess, Backend.infer,
+verdict + map range out — timed stage by stage with perf_counter, after a timed warm-up, for
+at least `duration_s` and `min_iterations` (trtexec's --duration / --iterations). Backends
+report their own device stages (h2d, compute, d2h) in InferenceResult.timings; a stage a
+backend does not have is reported as skipped, with the reason, never as zero.
+
+Frames come from a `FrameSupply`: a fixed set of raw camera-sized frames (capture/decode is
+then skipped), or a real source read frame by frame (capture/decode is measured).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from runtime.backends.base import Backend, InferenceResult
+from runtime.bundle import Bundle
+from runtime.environment import Environment, peak_flops
+from runtime.errors import DaadError
+from runtime.events import EventLog, judge
+from runtime.latency import LatencySummary, StageTimes
+from runtime.loop import RunStats, run_loop
+from runtime.preprocess import PreprocessConfig, prepare_batch
+from runtime.sources import Frame, FrameReader, Source
+
+# In loop order; "inference" is the whole Backend.infer call (h2d + compute + d2h + its Python).
+STAGES = ("capture", "queue", "preprocess", "h2d", "compute", "d2h", "inference", "postprocess", "end_to_end")
+SOURCE_STAGES = ("capture", "queue")  # only a real source has them (queue: frame waits for the loop)
+# runtime.loop's stage names -> ours
+LOOP_STAGES = {"capture": "capture", "queue": "queue", "preprocess": "preprocess", "infer": "inference",
+               "postprocess": "postprocess", "total": "end_to_end"}
+DEVICE_STAGES = ("h2d", "compute", "d2h")
+STEADY_STAGES = ("compute", "inference", "end_to_end")  # the ones whose spread earns a warning
+HIGH_CV = 0.10  # std/mean above this: clocks not locked, thermal throttling or a busy machine
+REPEATABLE = 0.10  # medians of repeated runs within this fraction of each other
+CAMERA_FRAME = (720, 1280)  # H, W of the raw frames a fixed-tensor run preprocesses
+
+# Backend name, precision -> an opened backend; raises DaadError/ImportError when unavailable.
+BackendOpener = Callable[[str, str], Backend]
+# One call -> the raw frames of one batch.
+FrameSupply = Callable[[], "list[np.ndarray]"]
+
+
+@dataclass
+class BenchConfig:
+    """What to measure and for how long; defaults follow trtexec (warm-up, then a timed run)."""
+
+    backends: tuple[str, ...] = ("onnxruntime",)
+    precisions: tuple[str, ...] = ("fp32",)
+    batches: tuple[int, ...] = (1,)
+    warmup_s: float = 1.0
+    duration_s: float = 5.0
+    min_iterations: int = 10
+    repeat: int = 1
+    threshold: float | None = None  # the verdict's threshold; None: no verdict is calibrated yet
+    source: str | None = None  # None: fixed camera-sized frames; else the URI of a real source
+
+    def __post_init__(self) -> None:
+        if not self.backends or not self.precisions or not self.batches:
+            raise DaadError("daad bench needs at least one backend, precision and batch size")
+        if min(self.batches) < 1 or self.min_iterations < 1 or self.repeat < 1:
+            raise DaadError("--batch, --iterations and --repeat must be at least 1")
+        if self.warmup_s < 0 or self.duration_s < 0:
+            raise DaadError("--warmup-s and --duration-s must not be negative")
+
+
+@dataclass
+class StageStats:
+    """One stage's latency (ms), its spread and throughput, or why it was not measured."""
+
+    status: str  # "measured" | "skipped"
+    reason: str = ""
+    min: float | None = None
+    mean: float | None = None
+    median: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    max: float | None = None
+    cv: float | None = None
+    count: int = 0
+    throughput: float | None = None  # images/s if this stage alone ran back to back
+
+
+@dataclass
+class CaseResult:
+    """One backend at one precision and batch size, in one run."""
+
+    backend: str
+    precision: str
+    batch: int
+    run: int
+    status: str  # "measured" | "skipped"
+    reason: str = ""
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    compute_floor_ms: float | None = None  # FLOPs / device peak, when the peak is known
+    loop_overhead: float | None = None  # (end to end - inference) / inference, from the means
+    warnings: list[str] = field(default_factory=list)
+
+    def median_ms(self, stage: str) -> float | None:
+        stats = self.stages.get(stage)
+        return stats.median if stats and stats.status == "measured" else None
+
+
+@dataclass
+class BenchReport:
+    """Everything `daad bench` measured, with what it ran on; `to_dict` is the JSON output."""
+
+    environment: dict[str, Any]
+    model: dict[str, Any]
+    config: dict[str, Any]
+    cases: list[CaseResult]
+    ratios: list[dict[str, Any]] = field(default_factory=list)
+    repeatability: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def postprocess(result: InferenceResult, threshold: float | None) -> tuple[list[str], np.ndarray]:
+    """What the loop does with a result: a verdict per frame and each map's range for display."""
+    verdicts = [judge(float(score), math.inf if threshold is None else threshold) for score in result.scores]
+    maps = result.anomaly_maps.reshape(len(result.anomaly_maps), -1)
+    return verdicts, np.stack([maps.min(axis=1), maps.max(axis=1)], axis=1)
+
+
+def fixed_frames(batch: int, size: tuple[int, int] = CAMERA_FRAME, seed: int = 0) -> FrameSupply:
+    """A supply that hands out the same `batch` raw BGR camera frames every time."""
+    rng = np.random.default_rng(seed)
+    frames = [rng.integers(0, 256, size=(*size, 3), dtype=np.uint8) for _ in range(batch)]
+    return lambda: frames
+
+
+def time_iteration(
+    backend: Backend, supply: FrameSupply, preprocess: PreprocessConfig, threshold: float | None
+) -> dict[str, float]:
+    """One pass of the loop on fixed frames, seconds per stage."""
+    start = time.perf_counter()
+    batch = prepare_batch(supply(), preprocess)
+    prepared = time.perf_counter()
+    result = backend.infer(batch)
+    inferred = time.perf_counter()
+    postprocess(result, threshold)
+    done = time.perf_counter()
+    sample = {
+        "preprocess": prepared - start,
+        "inference": inferred - prepared,
+        "postprocess": done - inferred,
+        "end_to_end": done - start,
+    }
+    sample.update({stage: float(result.timings[stage]) for stage in DEVICE_STAGES if stage in result.timings})
+    return sample
+
+
+def run_for(seconds: float, at_least: int, step: Callable[[], dict[str, float]]) -> StageTimes:
+    """Call `step` for at least `seconds` and `at_least` times; its stage samples, collected."""
+    times = StageTimes()
+    start, count = time.perf_counter(), 0
+    while count < at_least or time.perf_counter() - start < seconds:
+        times.add(step())
+        count += 1
+    return times
+
+
+def stage_stats(
+    summaries: dict[str, LatencySummary], batch: int, backend: str, skipped: dict[str, str]
+) -> dict[str, StageStats]:
+    """Per-stage statistics; a stage without samples says why."""
+    stats: dict[str, StageStats] = {}
+    for stage in STAGES:
+        summary = summaries.get(stage)
+        if stage in skipped or summary is None or summary.count == 0:
+            default = f"n/a: not reported by the {backend} backend" if stage in DEVICE_STAGES else "n/a: no samples"
+            stats[stage] = StageStats("skipped", skipped.get(stage, default))
+        else:
+            throughput = batch / summary.mean if summary.mean > 0 else None
+            stats[stage] = StageStats("measured", throughput=throughput, **summary.to_ms())
+    return stats
+
+
+def finish_case(case: CaseResult, flops_per_image: float | None, device: str) -> CaseResult:
+    """Add the compute floor and the high-variation warning to a measured case."""
+    peak = peak_flops(device, case.precision)
+    if flops_per_image and peak:
+        case.compute_floor_ms = flops_per_image * case.batch / peak * 1000.0
+    noisy = [f"{stage} {case.stages[stage].cv:.0%}" for stage in STEADY_STAGES if (case.stages[stage].cv or 0) > HIGH_CV]
+    if noisy:
+        case.warnings.append(
+            f"{case.backend} {case.precision} batch {case.batch}: high variation (CV {', '.join(noisy)} > "
+            f"{HIGH_CV:.0%}): clocks not locked, thermal throttling or a busy machine; see docs/BENCHMARKING.md"
+        )
+    return case
+
+
+def measure_fixed(
+    backend: Backend, preprocess: PreprocessConfig, config: BenchConfig, batch: int, run: int
+) -> CaseResult:
+    """Warm up, then time the loop's path on fixed camera-sized frames (the same for every backend)."""
+    supply = fixed_frames(batch)
+    step = lambda: time_iteration(backend, supply, preprocess, config.threshold)  # noqa: E731
+    run_for(config.warmup_s, 1, step)
+    times = run_for(config.duration_s, config.min_iterations, step)
+    skipped = {stage: f"n/a: fixed frames, no {stage} (use --source)" for stage in SOURCE_STAGES}
+    case = CaseResult(backend.name, backend.precision, batch, run, "measured")
+    case.stages = stage_stats({stage: times.summary(stage) for stage in STAGES}, batch, backend.name, skipped)
+    inference, end_to_end = times.summary("inference").mean, times.summary("end_to_end").mean
+    case.loop_overhead = (end_to_end - inference) / inference if inference > 0 else None
+    return case
+
+
+def measure_loop(
+    backend: Backend, source: Source, preprocess: PreprocessConfig, config: BenchConfig, run: int
+) -> CaseResult:
+    """The whole camera loop (runtime.loop.run_loop, lossless for files) on a real source."""
+    supply = fixed_frames(1)
+    run_for(config.warmup_s, 1, lambda: time_iteration(backend, supply, preprocess, config.threshold))
+    stats = RunStats(every_s=0)
+    threshold = math.inf if config.threshold is None else config.threshold
+    mode = "realtime" if source.live else "lossless"
+    with FrameReader(source, mode) as reader, EventLog(None) as events:
+        frames = _for_duration(reader, config.duration_s, config.min_iterations)
+        run_loop(frames, backend, preprocess, threshold, source.name, events, stats=stats)
+    case = CaseResult(backend.name, backend.precision, 1, run, "measured")
+    if stats.frames == 0:
+        case.status, case.reason = "skipped", f"source {source.name} delivered no frames"
+        return case
+    summaries = {stage: stats.latency.summary(loop_stage) for loop_stage, stage in LOOP_STAGES.items()}
+    summaries.update({stage: stats.backend.summary(stage) for stage in DEVICE_STAGES})
+    case.stages = stage_stats(summaries, 1, backend.name, {})
+    summary = stats.summary()
+    if summary["fps"]:
+        case.stages["end_to_end"].throughput = summary["fps"]  # frames/s of the loop, with capture overlapped
+    if summary["loop_overhead_pct"] is not None:
+        case.loop_overhead = summary["loop_overhead_pct"] / 100.0
+    return case
+
+
+def _for_duration(frames: Iterable[Frame], seconds: float, at_least: int) -> Iterator[Frame]:
+    start = time.perf_counter()
+    for count, frame in enumerate(frames, 1):
+        yield frame
+        if count >= at_least and time.perf_counter() - start >= seconds:
+            return
+
+
+def run_bench(
+    bundle: Bundle,
+    config: BenchConfig,
+    open_backend: BackendOpener,
+    environment: Environment,
+    open_frames: Callable[[], Source] | None = None,
+) -> BenchReport:
+    """Every run x precision x backend x batch; a backend that cannot open is skipped, with why.
+
+    With `open_frames` (a fresh source per case, so every backend sees the same frames), the
+    camera loop runs on it at batch 1; otherwise fixed camera-sized frames are used.
+    """
+    preprocess = bundle.preprocess
+    flops = (bundle.metadata.model_stats or {}).get("flops_per_image")
+    cases: list[CaseResult] = []
+    for run in range(1, config.repeat + 1):
+        for precision in config.precisions:
+            for name in config.backends:
+                try:
+                    backend = open_backend(name, precision)
+                except (DaadError, ImportError) as exc:
+                    reason = str(exc) or type(exc).__name__
+                    cases += [CaseResult(name, precision, batch, run, "skipped", reason) for batch in config.batches]
+                    continue
+                with backend:
+                    for batch in config.batches:
+                        if open_frames is None:
+                            case = measure_fixed(backend, preprocess, config, batch, run)
+                        elif batch != 1:
+                            case = CaseResult(name, precision, batch, run, "skipped",
+                                              "the camera loop scores one frame at a time: batch 1 only with --source")
+                        else:
+                            case = measure_loop(backend, open_frames(), preprocess, config, run)
+                        cases.append(finish_case(case, flops, environment.device) if case.status == "measured" else case)
+    report = BenchReport(
+        environment=environment.to_dict(),
+        model=model_summary(bundle, environment.device, config.precisions),
+        config=asdict(config),
+        cases=cases,
+        ratios=speedups(cases, config.backends),
+        repeatability=repeatability(cases),
+    )
+    report.warnings = [warning for case in cases for warning in case.warnings]
+    report.warnings += [
+        f"{row['backend']} {row['precision']} batch {row['batch']}: medians of {len(row['medians_ms'])} runs "
+        f"differ by {row['spread']:.0%} (> {REPEATABLE:.0%})"
+        for row in report.repeatability
+        if not row["repeatable"]
+    ]
+    return report
+
+
+def model_summary(bundle: Bundle, device: str, precisions: tuple[str, ...]) -> dict[str, Any]:
+    """Model size and cost, and the device peak the compute floor divides by."""
+    meta = bundle.metadata
+    stats = meta.model_stats or {}
+    return {
+        "bundle": str(bundle.root),
+        "kind": meta.model_kind,
+        "onnx_sha256": meta.onnx_sha256,
+        "input_shape": meta.input_shape,
+        "parameters": stats.get("parameters"),
+        "flops_per_image": stats.get("flops_per_image"),
+        "device": device,
+        "peak_flops": {precision: peak_flops(device, precision) for precision in precisions},
+    }
+
+
+def speedups(cases: list[CaseResult], order: tuple[str, ...]) -> list[dict[str, Any]]:
+    """For each precision and batch of the first run: how many times faster each backend is than each later one."""
+    rows = []
+    measured = {(c.backend, c.precision, c.batch): c for c in cases if c.run == 1 and c.status == "measured"}
+    for precision, batch in sorted({(c.precision, c.batch) for c in measured.values()}):
+        for first, second in combinations(order, 2):
+            a, b = measured.get((first, precision, batch)), measured.get((second, precision, batch))
+            if a is None or b is None:
+                continue
+            row = {"backend": first, "baseline": second, "precision": precision, "batch": batch}
+            for stage in ("inference", "end_to_end"):
+                fast, slow = a.median_ms(stage), b.median_ms(stage)
+                row[f"{stage}_speedup"] = slow / fast if fast and slow else None
+            rows.append(row)
+    return rows
+
+
+def repeatability(cases: list[CaseResult]) -> list[dict[str, Any]]:
+    """End-to-end medians of the same case across runs, and whether they agree within 10%."""
+    medians: dict[tuple[str, str, int], list[float]] = {}
+    for case in cases:
+        median = case.median_ms("end_to_end")
+        if median is not None:
+            medians.setdefault((case.backend, case.precision, case.batch), []).append(median)
+    rows = []
+    for (backend, precision, batch), values in medians.items():
+        if len(values) > 1:
+            spread = (max(values) - min(values)) / min(values)
+            rows.append(
+                {"backend": backend, "precision": precision, "batch": batch, "medians_ms": values,
+                 "spread": spread, "repeatable": spread <= REPEATABLE}
+            )
+    return rows

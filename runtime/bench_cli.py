@@ -1,0 +1,147 @@
+"""`daad bench`: latency and throughput per stage and per backend, on the same inputs, in one run.
+
+Backends that are not installed here (TensorRT without a GPU, PyTorch on a Jetson) are
+reported as skipped with the reason. PyTorch eager is a reference only: runtime/ never imports
+torch, so `torch` is resolved by module path, at call time, only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from runtime.backends import BACKENDS, open_backend
+from runtime.backends.base import Backend
+from runtime.bench import BenchConfig, BenchReport, run_bench
+from runtime.bench_report import render_markdown, write_json, write_markdown
+from runtime.bundle import Bundle, open_bundle
+from runtime.environment import collect_environment
+from runtime.errors import DaadError
+from runtime.threshold import read_threshold
+
+# Backends that live outside runtime/: name -> "module:callable(checkpoint) -> Backend".
+REFERENCE_BACKENDS: dict[str, str] = {"torch": "export.torch_backend:TorchBackend.from_checkpoint"}
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from exc
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daad bench",
+        description="Latency per stage (capture/decode, preprocess, host-to-device, compute, device-to-host, "
+        "postprocess, end to end) and throughput of each backend on the same inputs. "
+        "See docs/BENCHMARKING.md for how to get numbers you can defend on a Jetson.",
+    )
+    parser.add_argument("--bundle", required=True, type=Path, help="bundle folder (from `daad export`)")
+    parser.add_argument("--backend", type=_csv(str), default=("onnxruntime", "tensorrt", "torch"),
+                        help="comma-separated: onnxruntime, tensorrt, torch (PyTorch eager, from the checkpoint); "
+                        "missing ones are reported as skipped (default: all three)")
+    parser.add_argument("--precision", type=_csv(str), default=("fp32",),
+                        help="comma-separated: fp32, fp16, int8 (fp16/int8 need TensorRT) (default: fp32)")
+    parser.add_argument("--batch", type=_csv(int), default=(1,), help="comma-separated batch sizes (default: 1)")
+    parser.add_argument("--warmup-s", type=float, default=1.0, help="warm-up per case, not measured (default: 1)")
+    parser.add_argument("--duration-s", type=float, default=5.0, help="measured time per case (default: 5)")
+    parser.add_argument("--iterations", type=int, default=10,
+                        help="measure at least this many iterations per case, like trtexec (default: 10)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run everything this many times and report whether the medians agree within 10%%")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for ONNX Runtime and PyTorch (default: their own, all cores)")
+    parser.add_argument("--source", default=None,
+                        help="benchmark the whole camera loop on this video file, camera index or URI "
+                        "(batch 1) instead of fixed 1280x720 frames")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="PyTorch checkpoint for --backend torch (default: the one model.json records)")
+    parser.add_argument("--json", type=Path, default=None, help="write every stage and statistic as JSON here")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the Markdown tables here")
+    return parser
+
+
+def checkpoint_for(bundle: Bundle, given: Path | None) -> Path:
+    """The checkpoint behind the bundle: --checkpoint, else the path model.json's training record names."""
+    training = bundle.metadata.training or {}
+    recorded = training.get("checkpoint") or training.get("checkpoint_path")
+    path = given or (Path(recorded) if recorded else None)
+    if path is None:
+        raise DaadError(
+            f"{bundle.root / 'model.json'} records no checkpoint for the PyTorch reference: pass --checkpoint PATH"
+        )
+    if not path.is_file():
+        raise DaadError(f"checkpoint {path} does not exist: pass --checkpoint PATH to the model's .pt file")
+    return path
+
+
+def open_reference(spec: str, checkpoint: Path, threads: int | None) -> Backend:
+    """Import `module:attr.path` now (never at import time) and open it on `checkpoint`."""
+    module_name, _, attr_path = spec.partition(":")
+    if threads is not None and "torch" not in sys.modules:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # torch sizes its intra-op pool from this at import
+    module = importlib.import_module(module_name)
+    factory: Any = module
+    for attr in attr_path.split("."):
+        factory = getattr(factory, attr)
+    return factory(checkpoint)
+
+
+def make_opener(bundle: Bundle, threads: int | None, checkpoint: Path | None) -> Callable[[str, str], Backend]:
+    def open_named(name: str, precision: str) -> Backend:
+        if name in REFERENCE_BACKENDS:
+            if precision != "fp32":
+                raise DaadError(f"the {name} reference runs at fp32 only, not {precision}")
+            return open_reference(REFERENCE_BACKENDS[name], checkpoint_for(bundle, checkpoint), threads)
+        return open_backend(bundle, name, precision, threads=threads)
+
+    return open_named
+
+
+def bench(args: argparse.Namespace) -> BenchReport:
+    known = (*BACKENDS, *REFERENCE_BACKENDS)
+    unknown = [name for name in args.backend if name not in known]
+    if unknown:
+        raise DaadError(f"unknown backend(s) {', '.join(unknown)}: choose from {', '.join(known)}")
+    bundle = open_bundle(args.bundle)
+    record = read_threshold(bundle)
+    config = BenchConfig(
+        backends=args.backend,
+        precisions=args.precision,
+        batches=args.batch,
+        warmup_s=args.warmup_s,
+        duration_s=args.duration_s,
+        min_iterations=args.iterations,
+        repeat=args.repeat,
+        threshold=record.threshold if record else None,
+        source=args.source,
+    )
+    open_frames = None
+    if args.source is not None:
+        from runtime.sources import open_source
+
+        open_source(args.source).close()  # a wrong source fails now, not after the first backend
+        open_frames = lambda: open_source(args.source)  # noqa: E731
+    opener = make_opener(bundle, args.threads, args.checkpoint)
+    return run_bench(bundle, config, opener, collect_environment(), open_frames)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report = bench(args).to_dict()
+    if args.json is not None:
+        write_json(report, args.json)
+    if args.markdown is not None:
+        write_markdown(report, args.markdown)
+    print(render_markdown(report))
+    for warning in report["warnings"]:
+        print(f"daad bench: warning: {warning}", file=sys.stderr)
+    return 0

@@ -1,0 +1,189 @@
+"""`daad bench`: every stage and statistic in the JSON, numpy-exact percentiles, skipped backends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import bench_cli
+from runtime.backends.base import InferenceResult
+from runtime.bench import STAGES, BenchConfig, CaseResult, StageStats, measure_fixed, repeatability, run_bench, speedups
+from runtime.bundle import open_bundle
+from runtime.environment import Environment
+from runtime.errors import DaadError, MissingDependency
+
+STATISTICS = ("min", "mean", "median", "p90", "p95", "p99", "max", "cv", "count", "throughput")
+QUICK = ["--warmup-s", "0", "--duration-s", "0"]
+
+
+def bench_json(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "bench.json"
+    assert bench_cli.main([*args, *QUICK, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_json_has_every_stage_and_statistic(tiny_bundle, tmp_path, capsys) -> None:
+    report = bench_json(tmp_path, "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--batch", "1,2",
+                        "--iterations", "5")
+    assert {"environment", "model", "config", "cases", "ratios", "repeatability", "warnings"} <= report.keys()
+    assert [(case["batch"], case["status"]) for case in report["cases"]] == [(1, "measured"), (2, "measured")]
+    for case in report["cases"]:
+        assert set(case["stages"]) == set(STAGES)
+        for stage in ("preprocess", "compute", "inference", "postprocess", "end_to_end"):
+            stats = case["stages"][stage]
+            assert stats["status"] == "measured" and stats["count"] == 5
+            assert all(stats[key] is not None for key in STATISTICS), stage
+            ordered = [stats[key] for key in ("min", "median", "p90", "p95", "p99", "max")]
+            assert ordered == sorted(ordered)
+        assert case["stages"]["capture"]["status"] == "skipped" and "--source" in case["stages"]["capture"]["reason"]
+        assert "not reported" in case["stages"]["h2d"]["reason"]
+        e2e = case["stages"]["end_to_end"]
+        assert e2e["throughput"] == pytest.approx(case["batch"] * 1000.0 / e2e["mean"], rel=1e-3)
+        assert case["loop_overhead"] > 0  # preprocessing 1280x720 frames costs something beyond inference
+    assert "| onnxruntime | fp32 | 2 | 1 |" in capsys.readouterr().out
+
+
+class ScriptedBackend:
+    """Reports device-stage timings from a known script, so the statistics can be checked exactly."""
+
+    name, precision = "scripted", "fp32"
+
+    def __init__(self, timings: list[dict[str, float]]) -> None:
+        self.timings = iter(timings)
+
+    def infer(self, frames: np.ndarray) -> InferenceResult:
+        count = len(frames)
+        maps = np.zeros((count, 1, *frames.shape[1:3]), dtype=np.float32)
+        return InferenceResult(np.zeros(count, dtype=np.float32), maps, next(self.timings))
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "ScriptedBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def test_stage_statistics_match_numpy(tiny_bundle) -> None:
+    rng = np.random.default_rng(3)
+    script = {stage: rng.lognormal(-6, 0.5, size=41) for stage in ("h2d", "compute", "d2h")}
+    timings = [{stage: float(values[i]) for stage, values in script.items()} for i in range(41)]
+    config = BenchConfig(warmup_s=0, duration_s=0, min_iterations=40)
+    case = measure_fixed(ScriptedBackend(timings), open_bundle(tiny_bundle).preprocess, config, batch=3, run=1)
+    for stage, values in script.items():
+        measured = values[1:] * 1000.0  # the first call is the warm-up, discarded
+        stats = case.stages[stage]
+        expected = [measured.min(), measured.mean(), *np.percentile(measured, [50, 90, 95, 99]), measured.max()]
+        got = [stats.min, stats.mean, stats.median, stats.p90, stats.p95, stats.p99, stats.max]
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert stats.cv == pytest.approx(measured.std() / measured.mean(), abs=1e-4)
+        assert stats.count == 40
+        assert stats.throughput == pytest.approx(3 / (values[1:].mean()), rel=1e-3)
+
+
+def test_missing_backends_are_skipped_with_the_reason(tiny_bundle, tmp_path) -> None:
+    def opener(name: str, precision: str):
+        if name == "ghost":
+            raise MissingDependency("ghost is not installed: install daad-edge[ghost]")
+        return bench_cli.make_opener(open_bundle(tiny_bundle), None, None)(name, precision)
+
+    config = BenchConfig(backends=("ghost", "onnxruntime", "torch"), batches=(1, 2), warmup_s=0, duration_s=0,
+                         min_iterations=2)
+    report = run_bench(open_bundle(tiny_bundle), config, opener, Environment()).to_dict()
+    status = {(c["backend"], c["batch"]): (c["status"], c["reason"]) for c in report["cases"]}
+    assert status[("ghost", 1)] == status[("ghost", 2)] == ("skipped", "ghost is not installed: install daad-edge[ghost]")
+    assert status[("onnxruntime", 2)][0] == "measured"
+    assert status[("torch", 1)][0] == "skipped" and "--checkpoint" in status[("torch", 1)][1]
+    assert report["ratios"] == []  # nothing to compare onnxruntime with
+
+
+@pytest.mark.skipif(bool(__import__("importlib").util.find_spec("tensorrt")), reason="TensorRT is installed here")
+def test_tensorrt_absent_is_skipped_by_the_cli(tiny_bundle, tmp_path) -> None:
+    report = bench_json(tmp_path, "--bundle", str(tiny_bundle), "--backend", "tensorrt,onnxruntime",
+                        "--precision", "fp32,fp16", "--iterations", "1")
+    cases = {(c["backend"], c["precision"]): c for c in report["cases"]}
+    assert cases[("tensorrt", "fp32")]["status"] == "skipped" and "tensorrt" in cases[("tensorrt", "fp32")]["reason"]
+    assert cases[("onnxruntime", "fp16")]["status"] == "skipped" and "fp32 only" in cases[("onnxruntime", "fp16")]["reason"]
+    assert cases[("onnxruntime", "fp32")]["status"] == "measured"
+
+
+def test_unknown_backend_name_is_a_user_error(tiny_bundle) -> None:
+    with pytest.raises(DaadError, match="unknown backend.*onnxrt"):
+        bench_cli.main(["--bundle", str(tiny_bundle), "--backend", "onnxrt"])
+
+
+def test_reference_backend_is_resolved_by_name_and_compared(tiny_bundle, tmp_path, monkeypatch) -> None:
+    """A stand-in for export.torch_backend: the registry entry is imported only when asked for."""
+    (tmp_path / "standin_reference.py").write_text(textwrap.dedent("""
+        from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from runtime.bundle import open_bundle
+
+        class Reference(OnnxRuntimeBackend):
+            name = "torch"
+
+            @classmethod
+            def from_checkpoint(cls, path):
+                return cls(open_bundle(open(path).read().strip()))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(bench_cli.REFERENCE_BACKENDS, "torch", "standin_reference:Reference.from_checkpoint")
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_text(str(tiny_bundle))
+    report = bench_json(tmp_path, "--bundle", str(tiny_bundle), "--backend", "onnxruntime,torch",
+                        "--checkpoint", str(checkpoint), "--iterations", "3")
+    assert [c["status"] for c in report["cases"]] == ["measured", "measured"]
+    (ratio,) = report["ratios"]
+    assert (ratio["backend"], ratio["baseline"], ratio["batch"]) == ("onnxruntime", "torch", 1)
+    assert ratio["inference_speedup"] > 0 and ratio["end_to_end_speedup"] > 0
+
+
+def test_torch_and_export_are_not_imported_unless_asked(tiny_bundle) -> None:
+    code = (
+        "import sys\n"
+        "from runtime import bench_cli\n"
+        f"bench_cli.main(['--bundle', {str(tiny_bundle)!r}, '--backend', 'onnxruntime,tensorrt', "
+        "'--warmup-s', '0', '--duration-s', '0', '--iterations', '1'])\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'export', 'train'))\n"
+        "assert not bad, bad\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _case(backend: str, batch: int, run: int, inference: float, end_to_end: float) -> CaseResult:
+    stages = {"inference": StageStats("measured", median=inference), "end_to_end": StageStats("measured", median=end_to_end)}
+    return CaseResult(backend, "fp32", batch, run, "measured", stages=stages)
+
+
+def test_speedups_and_repeatability_from_medians() -> None:
+    cases = [_case("onnxruntime", 1, 1, 2.0, 4.0), _case("torch", 1, 1, 5.0, 7.0),
+             _case("onnxruntime", 1, 2, 2.1, 4.6), _case("torch", 1, 2, 5.0, 7.0)]
+    (row,) = speedups(cases, ("onnxruntime", "tensorrt", "torch"))
+    assert row["inference_speedup"] == pytest.approx(2.5) and row["end_to_end_speedup"] == pytest.approx(1.75)
+    rows = {r["backend"]: r for r in repeatability(cases)}
+    assert rows["onnxruntime"]["spread"] == pytest.approx(0.15) and not rows["onnxruntime"]["repeatable"]
+    assert rows["torch"]["spread"] == 0 and rows["torch"]["repeatable"]
+
+
+def test_source_runs_the_whole_camera_loop_on_a_lossless_video(tiny_bundle, tmp_path) -> None:
+    video = tmp_path / "part.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 30, (64, 48))
+    assert writer.isOpened()
+    for index in range(12):
+        writer.write(np.full((48, 64, 3), 10 * index, dtype=np.uint8))
+    writer.release()
+    report = bench_json(tmp_path, "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--batch", "1,2",
+                        "--source", str(video), "--iterations", "1000")
+    measured, skipped = report["cases"]
+    assert "one frame at a time" in skipped["reason"]
+    assert measured["stages"]["capture"]["status"] == "measured"
+    assert measured["stages"]["end_to_end"]["count"] == 12  # lossless: every frame of the file, no more
+    assert measured["loop_overhead"] is not None and report["config"]["source"] == str(video)
