@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="run folder; RUN/checkpoint.pt is written there")
     parser.add_argument("--epochs", type=int, help=f"training epochs (default {TrainConfig.epochs})")
     parser.add_argument("--image-size", type=int, default=None, help="square input size, a multiple of 16 (default 128)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=None, help="3: BGR (default), 1: grayscale")
+    parser.add_argument("--channels", type=int, choices=(1, 3), help="3: BGR, 1: grey (default: as the training images are stored)")
     parser.add_argument("--batch-size", type=int, help=f"images per step (default {TrainConfig.batch_size})")
     parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {TrainConfig.lr})")
     parser.add_argument("--seed", type=int, help="random seed; same seed, same result on the CPU (default 0)")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.trainer import train
+    from train.trainer import detect_channels, train
 
     args = build_parser().parse_args(argv)
     sections = read_config_file(args.config) if args.config else {}
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
     )
     size = args.image_size or 128
-    preprocess = PreprocessConfig(height=size, width=size, channels=args.channels or 3)
+    preprocess = PreprocessConfig(height=size, width=size, channels=args.channels or detect_channels(args.data))
     result = train(args.data, args.out, model_config, train_config, preprocess, resume=args.resume, progress=not args.quiet)
     last = result.history[-1] if result.history else {}
     auroc = f", validation image AUROC {last['val_image_auroc']:.3f}" if "val_image_auroc" in last else ""

@@ -20,6 +20,7 @@ import torch
 
 from runtime.dataset import ImageSet, find_samples, has_test_split, load_images, summarize
 from runtime.errors import DaadError
+from runtime.images import read_image
 from runtime.optional import require
 from runtime.preprocess import PreprocessConfig
 from train.checkpoint import load_checkpoint, save_checkpoint
@@ -64,6 +65,15 @@ def score_images(model: AnomalyModel, images: np.ndarray, batch_size: int = 32) 
         scores.append(score.cpu().numpy())
         maps.append(anomaly_map.cpu().numpy())
     return np.concatenate(scores), np.concatenate(maps)
+
+
+def detect_channels(root: str | Path) -> int:
+    """1 when the first training image is stored grey (a mono camera), else 3."""
+    for sample in find_samples(Path(root), "train"):
+        image = read_image(sample.path)
+        if image is not None:
+            return 1 if image.ndim == 2 or image.shape[2] == 1 else 3
+    raise DaadError(f"no readable training image under {root}: check the data set folder")
 
 
 def load_split(root: Path, split: str, preprocess: PreprocessConfig, progress: bool) -> ImageSet:

@@ -1,0 +1,225 @@
+"""The two experiments of docs/RESULTS.md, re-runnable from the command line.
+
+    python -m train.experiments table        --data SYNTH --out DIR   # ae/memae/daad/daad+ per product
+    python -m train.experiments granularity  --data SYNTH --out DIR   # image AUROC vs block size
+    python -m train.experiments scoring      --checkpoint RUN/checkpoint.pt --data PRODUCT
+                                             # score-side knobs (gamma, reduction) of one model
+
+Each run trains with `train.trainer.train` and evaluates with `train.evaluate.evaluate`, the
+same code as `daad train` / `daad eval`, and writes JSON (and a plot) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from runtime.dataset import has_test_split
+from runtime.errors import DataError
+from runtime.optional import require
+from runtime.preprocess import PreprocessConfig
+from train.config import MODEL_KINDS, ModelConfig, TrainConfig, read_config_file
+
+GRANULARITY_BLOCKS = (1, 2, 4, 8, 16, 32)  # block side in input pixels
+GRANULARITY_BUDGET = 16384  # floats per memory bank (N * D)
+
+
+def products(root: Path, names: list[str] | None) -> list[Path]:
+    """Product folders under `root` (those with a test split), or `root` itself if it is one."""
+    if has_test_split(root):
+        return [root]
+    found = sorted(p for p in root.iterdir() if p.is_dir() and has_test_split(p))
+    if names:
+        found = [p for p in found if p.name in names]
+    if not found:
+        raise DataError(f"no product folders with train/ and test/ under {root}: run `daad synth --out {root}`")
+    return found
+
+
+def train_and_evaluate(
+    product: Path, run: Path, model_config: ModelConfig, train_config: TrainConfig, preprocess: PreprocessConfig
+) -> dict[str, Any]:
+    """Train one model on one product and return its test metrics and the training time."""
+    from train.checkpoint import load_checkpoint
+    from train.evaluate import checkpoint_scorer, evaluate
+    from train.trainer import detect_channels, train
+
+    preprocess = replace(preprocess, channels=detect_channels(product), mean=preprocess.mean[:1], std=preprocess.std[:1])
+    started = time.perf_counter()
+    train(product, run, model_config, train_config, preprocess, progress=False)
+    seconds = time.perf_counter() - started
+    score_fn, _ = checkpoint_scorer(load_checkpoint(run / "checkpoint.pt").model)
+    metrics = evaluate(score_fn, product, preprocess).metrics
+    return {
+        "product": product.name,
+        "kind": model_config.kind,
+        "image_auroc": metrics["image_auroc"],
+        "pixel_auroc": metrics["pixel_auroc"],
+        "train_seconds": round(seconds, 1),
+    }
+
+
+def granularity_config(base: ModelConfig, side: int, budget: int, image_size: int) -> ModelConfig:
+    """Every memory covers `side` x `side` input pixels per block, with N = budget / D slots."""
+    memories = []
+    for index, (memory, width) in enumerate(zip(base.memories, base.widths)):
+        size = image_size // 2 ** (index + 1)
+        block = max(1, min(size, side // 2 ** (index + 1)))
+        slots = max(1, budget // (block * block * width))
+        memories.append(replace(memory, block_h=block, block_w=block, block_c=0, slots=slots))
+    return replace(base, memories=tuple(memories))
+
+
+def table(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig, preprocess: PreprocessConfig) -> list[dict[str, Any]]:
+    rows = []
+    for product in products(args.data, args.products):
+        for kind in args.models:
+            row = train_and_evaluate(product, args.out / "runs" / product.name / kind, replace(base, kind=kind), train_config, preprocess)
+            print(_row_text(row), flush=True)
+            rows.append(row)
+            atomic_write_json(args.out / "table.json", rows)
+    atomic_write_text(args.out / "table.md", table_markdown(rows, args.models))
+    print(table_markdown(rows, args.models))
+    return rows
+
+
+def granularity(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig, preprocess: PreprocessConfig) -> list[dict[str, Any]]:
+    rows = []
+    for product in products(args.data, args.products):
+        for side in args.blocks:
+            config = granularity_config(replace(base, kind=args.kind), side, args.budget, preprocess.height)
+            row = train_and_evaluate(product, args.out / "runs" / product.name / f"block{side}", config, train_config, preprocess)
+            row.update(block=side, memories=[[m.block_h, m.block_w, m.slots] for m in config.memories])
+            print(_row_text(row), flush=True)
+            rows.append(row)
+            atomic_write_json(args.out / "granularity.json", rows)
+    plot_granularity(rows, args.out / "granularity.png", args.budget)
+    return rows
+
+
+def scoring(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Image AUROC of one trained model under other score-side settings (no retraining)."""
+    from train.checkpoint import load_checkpoint
+    from train.evaluate import checkpoint_scorer, evaluate
+    from train.model import build_model
+
+    loaded = load_checkpoint(args.checkpoint)
+    rows = []
+    for reduction in ("max", "mean"):
+        for gamma in args.gammas if loaded.model_config.has_discriminator else [loaded.model_config.gamma]:
+            config = replace(loaded.model_config, score_reduction=reduction, gamma=gamma)
+            model = build_model(config, loaded.preprocess)
+            model.load_state_dict(loaded.model.state_dict())
+            score_fn, _ = checkpoint_scorer(model.eval())
+            metrics = evaluate(score_fn, args.data, loaded.preprocess).metrics
+            rows.append({"reduction": reduction, "gamma": gamma, "image_auroc": metrics["image_auroc"]})
+            print(f"reduction={reduction} gamma={gamma:.2f}: image AUROC {metrics['image_auroc']:.3f}", flush=True)
+    return rows
+
+
+def table_markdown(rows: list[dict[str, Any]], kinds: list[str]) -> str:
+    """Products as rows, image / pixel AUROC per model as columns, and the mean."""
+    names = list(dict.fromkeys(row["product"] for row in rows))
+    lookup = {(row["product"], row["kind"]): row for row in rows}
+    header = "| product | " + " | ".join(f"{k} image / pixel" for k in kinds) + " |"
+    lines = [header, "|" + "---|" * (len(kinds) + 1)]
+    for name in names + ["**mean**"]:
+        cells = []
+        for kind in kinds:
+            chosen = [lookup[(n, kind)] for n in names if (n, kind) in lookup] if name == "**mean**" else (
+                [lookup[(name, kind)]] if (name, kind) in lookup else []
+            )
+            if not chosen:
+                cells.append("-")
+                continue
+            image = sum(r["image_auroc"] for r in chosen) / len(chosen)
+            pixels = [r["pixel_auroc"] for r in chosen if r["pixel_auroc"] is not None]
+            pixel = f"{sum(pixels) / len(pixels):.3f}" if pixels else "n/a"
+            cells.append(f"{image:.3f} / {pixel}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_granularity(rows: list[dict[str, Any]], path: Path, budget: int) -> Path:
+    matplotlib = require("matplotlib", "train", "the granularity plot")
+    matplotlib.use("Agg")
+    plt = require("matplotlib.pyplot", "train", "the granularity plot")
+    import io
+
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    for name in dict.fromkeys(row["product"] for row in rows):
+        chosen = [row for row in rows if row["product"] == name]
+        axis.plot([r["block"] for r in chosen], [r["image_auroc"] for r in chosen], marker="o", label=name)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("block side in input pixels (all four memories)")
+    axis.set_ylabel("image AUROC")
+    axis.set_title(f"granularity at a fixed memory budget (N x D = {budget})", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    pixel = "n/a" if row["pixel_auroc"] is None else f"{row['pixel_auroc']:.3f}"
+    block = f" block {row['block']}" if "block" in row else ""
+    return f"{row['product']:>10} {row['kind']:>6}{block}: image AUROC {row['image_auroc']:.3f}, pixel {pixel}, {row['train_seconds']:.0f} s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train.experiments", description=__doc__.split("\n\n")[0])
+    verbs = parser.add_subparsers(dest="experiment", required=True)
+    for name in ("table", "granularity"):
+        sub = verbs.add_parser(name)
+        sub.add_argument("--data", required=True, type=Path, help="`daad synth` output (one folder per product)")
+        sub.add_argument("--out", required=True, type=Path, help="results folder (JSON, runs, plot)")
+        sub.add_argument("--products", nargs="*", help="only these products")
+        sub.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+        sub.add_argument("--image-size", type=int, default=128)
+        sub.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--config", type=Path, help="JSON/YAML with 'model'/'train' sections, as for daad train")
+    verbs.choices["table"].add_argument("--models", nargs="*", default=list(MODEL_KINDS), choices=MODEL_KINDS)
+    verbs.choices["granularity"].add_argument("--kind", default="daad", choices=("daad", "daad+"))
+    verbs.choices["granularity"].add_argument("--blocks", nargs="*", type=int, default=list(GRANULARITY_BLOCKS))
+    verbs.choices["granularity"].add_argument("--budget", type=int, default=GRANULARITY_BUDGET)
+    sub = verbs.add_parser("scoring")
+    sub.add_argument("--checkpoint", required=True, type=Path)
+    sub.add_argument("--data", required=True, type=Path, help="the product folder it was trained on")
+    sub.add_argument("--gammas", nargs="*", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.experiment == "scoring":
+        scoring(args)
+        return 0
+    sections = read_config_file(args.config) if args.config else {}
+    base = ModelConfig.from_dict(sections.get("model", {}))
+    train_config = TrainConfig.from_dict(
+        {**sections.get("train", {}), "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "validate_every": 0}
+    )
+    size = args.image_size
+    preprocess = PreprocessConfig(height=size, width=size, channels=3)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (table if args.experiment == "table" else granularity)(args, base, train_config, preprocess)
+    return 0
+
+
+if __name__ == "__main__":
+    from runtime.errors import DaadError
+
+    try:
+        sys.exit(main())
+    except DaadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
