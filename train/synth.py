@@ -53,7 +53,7 @@ class Renderer:
 
     def sample(self, rng: np.random.Generator, defect: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """One captured image (uint8, grey or BGR) and, for a defect, its bool mask."""
-        image, region = self._place(rng)
+        image, region = self.place(rng)
         mask = None
         if defect is not None:
             mask = DEFECTS[defect](image, region, rng)
@@ -62,7 +62,7 @@ class Renderer:
             image = cv2().cvtColor(image, cv2().COLOR_BGR2GRAY)
         return image, mask
 
-    def _place(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def place(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Rotate and shift the part as the line presents it; the view is the canvas centre."""
         cv = cv2()
         canvas, size = self.base.shape[0], self.size
