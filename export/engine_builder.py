@@ -146,9 +146,13 @@ def _set_reduced_precision(trt: ModuleType, builder: Any, config: Any, network: 
     The cosine addressing (row norms: ReduceSum + Sqrt) and the softmax over memory slots are
     where fp16 loses the ranking of near-equal similarities, so those layers are pinned to fp32.
     """
-    if precision == "fp16" and not builder.platform_has_fast_fp16:
+    flag = getattr(trt.BuilderFlag, precision.upper(), None)
+    if flag is None:  # TensorRT 11 removed weakly-typed precision flags
+        raise DaadError(f"TensorRT {trt.__version__} has no {precision} builder flag; daad build supports TensorRT 8.5-10.x")
+    # Deprecated from 10.5, so absent means "assume fast".
+    if precision == "fp16" and not getattr(builder, "platform_has_fast_fp16", True):
         warnings.warn("this GPU has no fast fp16: the fp16 engine may be no faster than fp32", stacklevel=3)
-    config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.INT8)
+    config.set_flag(flag)
     constraint = next(
         getattr(trt.BuilderFlag, name)
         for name in ("PREFER_PRECISION_CONSTRAINTS", "OBEY_PRECISION_CONSTRAINTS", "STRICT_TYPES")

@@ -22,7 +22,9 @@ COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 def flops_per_image(proto: onnx.ModelProto) -> int:
     """2 x multiply-accumulates of every Conv, ConvTranspose, MatMul and Gemm, for one image."""
     single = copy.deepcopy(proto)
-    single.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    batch_dim = single.graph.input[0].type.tensor_type.shape.dim[0]
+    batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else 1  # a fixed-batch graph keeps its batch
+    batch_dim.dim_value = batch
     inferred = shape_inference.infer_shapes(single, data_prop=True)
     shapes = {init.name: list(init.dims) for init in inferred.graph.initializer}
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
@@ -31,7 +33,7 @@ def flops_per_image(proto: onnx.ModelProto) -> int:
     for node in inferred.graph.node:
         if node.op_type in COUNTED_OPS:
             macs += _node_macs(node, shapes)
-    return 2 * macs
+    return 2 * macs // batch
 
 
 def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> int:

@@ -160,6 +160,8 @@ def test_fixed_batch_export_runs_at_that_batch(tmp_path) -> None:
     model = trained_one_step("daad")
     result = export_bundle(model, PREPROCESS, tmp_path / "b", "daad", tiny_config("daad").to_dict(), batch=2)
     assert result.metadata.input_shape == [2, 32, 32, 3] and result.parity.passed
+    dynamic = export_bundle(model, PREPROCESS, tmp_path / "d", "daad", tiny_config("daad").to_dict())
+    assert result.metadata.model_stats["flops_per_image"] == dynamic.metadata.model_stats["flops_per_image"]
     with OnnxRuntimeBackend(open_bundle(tmp_path / "b")) as backend:
         assert backend.infer(synthetic_frames(32, 32, 3, count=2)).scores.shape == (2,)
 
@@ -253,3 +255,18 @@ def test_export_cli_rejects_bad_arguments(tmp_path) -> None:
         main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit):
         main(["--checkpoint", "x.pt", "--out", "b", "--batch", "0"])
+
+
+def test_an_exporter_that_writes_another_opset_fails_loudly(monkeypatch) -> None:
+    """What torch's dynamo exporter does when asked for 17: writes 18. The check reads the file."""
+    import export.onnx_export as onnx_export
+    from tiny_bundle import tiny_model
+
+    def writes_opset_18(graph, example, buffer, opset, dynamic_axes) -> None:
+        proto = tiny_model(32, 32, 3)
+        proto.opset_import[0].version = 18
+        buffer.write(proto.SerializeToString())
+
+    monkeypatch.setattr(onnx_export, "_trace", writes_opset_18)
+    with pytest.raises(DaadError, match="asked for ONNX opset 17, but the exporter wrote opset 18"):
+        export_onnx(trained_one_step("ae"), PREPROCESS, opset=17)
