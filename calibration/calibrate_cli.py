@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from calibration.calibrate import CalibrationSettings, calibrate
@@ -109,6 +110,8 @@ def run_calibration(args: argparse.Namespace, bundle: Bundle) -> int:
             counts=counts,
             rates=result.rates(),
             score_stats=result.score_stats,
+            # milliseconds: the history file is named after this, and two runs may share a second
+            created=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         )
 
     title = f"{bundle.root.name}: {settings.method} threshold {record.threshold:.4g} ({record.backend} " \

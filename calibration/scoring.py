@@ -8,6 +8,7 @@ set aside, both by name, so the counts in threshold.json say exactly what the th
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,10 @@ def score_folder(
             f"{folder / 'test' / 'good'} and --defect at one of {folder / 'test'}/<defect> "
             "(training images score lower than new parts and would set the threshold too low)"
         )
-    loaded = load_images(find_samples(folder, "train"), config, progress=progress)
+    samples = find_samples(folder, "train")
+    with warnings.catch_warnings():  # each skipped file is named once, by the caller, from `skipped`
+        warnings.simplefilter("ignore", UserWarning)
+        loaded = load_images(samples, config, progress=progress)
     return _score(
         backend,
         loaded.images,

@@ -1,0 +1,304 @@
+"""`daad calibrate` end to end: real PNG parts, the tiny ONNX bundle in ONNX Runtime, real files.
+
+tiny_bundle scores a frame by its largest deviation from mid-grey, so noisy grey frames are good
+parts with spread-out scores and a bright blob is a defect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_bundle import grey_frame, write_tiny_bundle
+
+import calibration.calibrate_cli as calibrate_cli
+from runtime.backends import open_backend
+from runtime.bundle import open_bundle
+from runtime.cli import main as daad
+from runtime.errors import ThresholdError
+from runtime.optional import cv2
+from runtime.threshold import HISTORY_DIR, ThresholdRecord, check_binding, read_threshold, write_threshold
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def noisy_grey(rng: np.random.Generator, noise: tuple[int, int], blob: int | None = None) -> np.ndarray:
+    amplitude = int(rng.integers(*noise))
+    frame = grey_frame(32, 32, blob=blob).astype(np.int16) + rng.integers(-amplitude, amplitude + 1, (32, 32, 3))
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def write_parts(folder: Path, count: int, seed: int, noise=(2, 30), blob: tuple[int, int] | None = None) -> Path:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for index in range(count):
+        frame = noisy_grey(rng, noise, None if blob is None else int(rng.integers(*blob)))
+        cv2().imwrite(str(folder / f"part{index:03d}.png"), frame)
+    return folder
+
+
+def tiny_scores(folder: Path) -> np.ndarray:
+    """The tiny model's score, computed here with numpy from the PNGs, independently of any backend."""
+    frames = [cv2().imread(str(path)) for path in sorted(folder.glob("*.png"))]
+    return np.array([np.abs(f.astype(np.float64) / 255 - 0.5).mean(axis=2).max() for f in frames if f is not None])
+
+
+@pytest.fixture
+def good(tmp_path) -> Path:
+    return write_parts(tmp_path / "good", 60, seed=1)
+
+
+@pytest.fixture
+def defect(tmp_path) -> Path:
+    return write_parts(tmp_path / "defect", 15, seed=2, blob=(190, 256))
+
+
+def calibrate(capsys, *args: object) -> tuple[int, str, str]:
+    code = daad(["calibrate", *map(str, args), "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_quantile_on_good_parts_writes_record_plot_and_summary(tiny_bundle, good, capsys) -> None:
+    (good / "half-written.png").write_bytes(b"\x89PNG\r\n")
+    code, out, err = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--note", "line 3, shift A")
+    assert code == 0, err
+    bundle = open_bundle(tiny_bundle)
+    record = read_threshold(bundle)
+    # 60 parts allow floor(60 * 0.005) = 0 rejects: the threshold is the highest good score.
+    assert record.threshold == pytest.approx(tiny_scores(good).max(), abs=1e-6)
+    assert (record.method, record.backend, record.precision, record.note) == ("quantile", "onnxruntime", "fp32",
+                                                                               "line 3, shift A")
+    assert record.model_sha256 == bundle.sha256
+    assert record.counts["good"] == 60 and record.counts["good_skipped"] == 1 and record.counts["good_nan"] == 0
+    assert record.rates["false_reject"]["count"] == 0 and record.rates["false_reject"]["upper"] > 0.04
+    assert record.targets["target_frr"] == 0.005 and record.score_stats["good"]["n"] == 60
+    assert out.startswith(f"threshold {record.threshold:.4g} - expect about 0 false rejects per 1000 good parts")
+    assert "60 good parts cannot show" in out and "half-written.png" in err
+    image = cv2().imread(str(tiny_bundle / "calibration.png"))
+    assert image is not None and image.ndim == 3 and min(image.shape[:2]) > 100
+    assert len(list((tiny_bundle / HISTORY_DIR).glob("threshold-*.json"))) == 1
+
+
+def test_f1_and_recall_with_defects_keep_history_and_plot_roc(tiny_bundle, good, defect, capsys) -> None:
+    code, out, _ = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--defect", defect, "--method", "f1")
+    assert code == 0
+    first = read_threshold(open_bundle(tiny_bundle))
+    assert tiny_scores(good).max() < first.threshold < tiny_scores(defect).min()
+    assert first.rates["recall"]["count"] == 15 and first.rates["auroc"] == 1.0
+    assert "catches 15 of 15 known defects" in out
+    histogram_only_width = 700
+    assert cv2().imread(str(tiny_bundle / "calibration.png")).shape[1] > histogram_only_width  # ROC panel added
+
+    code, _, _ = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--defect", defect,
+                           "--method", "recall", "--target-recall", "0.8")
+    assert code == 0
+    second = read_threshold(open_bundle(tiny_bundle))
+    assert second.method == "recall" and second.rates["recall"]["count"] >= 12
+    history = sorted((tiny_bundle / HISTORY_DIR).glob("threshold-*.json"))
+    assert [json.loads(path.read_text())["method"] for path in history] == ["f1", "recall"]
+
+
+def test_check_passes_the_same_line_and_flags_a_drifted_one(tiny_bundle, good, tmp_path, capsys) -> None:
+    assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0
+    same = write_parts(tmp_path / "today", 60, seed=3)
+    code, out, _ = calibrate(capsys, "--check", "--bundle", tiny_bundle, "--good", same)
+    assert code == 0 and "ok - no drift found" in out
+    noisier = write_parts(tmp_path / "dirty-lens", 60, seed=4, noise=(25, 60))
+    code, out, _ = calibrate(capsys, "--check", "--bundle", tiny_bundle, "--good", noisier)
+    assert code == 1 and "DRIFTED" in out and "good parts score higher" in out
+
+
+def test_source_video_file_gives_the_good_parts(tiny_bundle, tmp_path, capsys) -> None:
+    video = tmp_path / "line.avi"
+    rng = np.random.default_rng(5)
+    writer = cv2().VideoWriter(str(video), cv2().VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
+    for _ in range(25):
+        writer.write(noisy_grey(rng, (2, 30)))
+    writer.release()
+    code, out, err = calibrate(capsys, "--bundle", tiny_bundle, "--source", video, "--frames", 40)
+    assert code == 0, err
+    assert read_threshold(open_bundle(tiny_bundle)).counts["good"] == 25
+    assert "ended after 25 frames, not 40" in err
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("empty folder", "no images in"),
+        ("nothing readable", "none of the 3 images"),
+        ("no model.json", "model.json is missing"),
+        ("f1 without defects", "needs known defective parts"),
+        ("source without frames", "--source needs --frames"),
+        ("check before calibrating", "nothing to check"),
+        ("data set root", "MVTec AD layout"),
+        ("bad target", "target false-reject rate must be in"),
+    ],
+)
+def test_bad_input_gets_a_clear_message_and_writes_nothing(case, message, tiny_bundle, good, tmp_path, capsys) -> None:
+    bundle, args = tiny_bundle, ["--good", good]
+    if case == "empty folder":
+        args = ["--good", tmp_path / "empty"]
+        (tmp_path / "empty").mkdir()
+    elif case == "nothing readable":
+        (tmp_path / "broken").mkdir()
+        for index in range(3):
+            (tmp_path / "broken" / f"{index}.png").write_bytes(b"not an image")
+        args = ["--good", tmp_path / "broken"]
+    elif case == "no model.json":
+        (tiny_bundle / "model.json").unlink()
+    elif case == "f1 without defects":
+        args += ["--method", "f1"]
+    elif case == "source without frames":
+        args = ["--source", good]
+    elif case == "check before calibrating":
+        args += ["--check"]
+    elif case == "data set root":
+        write_parts(tmp_path / "dataset" / "test" / "good", 2, seed=6)
+        args = ["--good", tmp_path / "dataset"]
+    elif case == "bad target":
+        args += ["--target-frr", "5"]
+    code, out, err = calibrate(capsys, "--bundle", bundle, *args)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (bundle / "threshold.json").exists() and not (bundle / "calibration.png").exists()
+
+
+class NanOnBlackCorner:
+    """A real ONNX Runtime backend whose score is NaN for frames with a black top-left pixel."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._backend = open_backend(*args, **kwargs)
+        self.name, self.precision = self._backend.name, self._backend.precision
+
+    def infer(self, frames: np.ndarray):
+        result = self._backend.infer(frames)
+        result.scores[(frames[:, 0, 0] == 0).all(axis=1)] = np.nan
+        return result
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._backend.close()
+
+
+def test_nan_scores_are_reported_and_never_thresholded(tiny_bundle, good, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(calibrate_cli, "open_backend", NanOnBlackCorner)
+    for index in range(3):
+        frame = grey_frame(32, 32)
+        frame[0, 0] = 0  # would score 0.5, above every good part, were it thresholded
+        cv2().imwrite(str(good / f"nan{index}.png"), frame)
+    code, _, err = calibrate(capsys, "--bundle", tiny_bundle, "--good", good)
+    assert code == 0
+    record = read_threshold(open_bundle(tiny_bundle))
+    assert record.counts["good_nan"] == 3 and record.counts["good"] == 60
+    assert record.threshold < 0.2 and "3 image(s)" in err and "scored NaN" in err and "nan0.png" in err
+
+    only_nan = good.parent / "only-nan"
+    only_nan.mkdir()
+    for path in good.glob("nan*.png"):
+        path.rename(only_nan / path.name)
+    code, _, err = calibrate(capsys, "--bundle", tiny_bundle, "--good", only_nan)
+    assert code == 2 and "no usable score" in err and "3 NaN" in err
+
+
+def test_a_defect_folder_of_good_parts(tiny_bundle, good, tmp_path, capsys) -> None:
+    not_defects = write_parts(tmp_path / "not-defects", 15, seed=7)
+    code, out, _ = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--defect", not_defects)
+    assert code == 0 and "hardly higher" not in out  # quantile: defects below the line are just reported
+    assert read_threshold(open_bundle(tiny_bundle)).rates["recall"]["count"] <= 1
+    code, out, _ = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--defect", not_defects, "--method", "f1")
+    assert code == 0 and "warning: the defect scores are hardly higher than the good scores" in out
+
+
+class FailsOnSecondBatch(NanOnBlackCorner):
+    calls = 0
+
+    def infer(self, frames: np.ndarray):
+        FailsOnSecondBatch.calls += 1
+        if FailsOnSecondBatch.calls == 2:
+            raise RuntimeError("power cut")
+        return self._backend.infer(frames)
+
+
+def test_a_crash_mid_calibration_leaves_the_previous_files(tiny_bundle, good, monkeypatch, capsys) -> None:
+    assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0
+    before = {name: (tiny_bundle / name).read_bytes() for name in ("threshold.json", "calibration.png")}
+    monkeypatch.setattr(calibrate_cli, "open_backend", FailsOnSecondBatch)
+    with pytest.raises(RuntimeError, match="power cut"):
+        calibrate_cli.main(["--bundle", str(tiny_bundle), "--good", str(good), "--no-progress"])
+    assert {name: (tiny_bundle / name).read_bytes() for name in before} == before
+
+
+def _record(bundle, threshold: float, note: str = "") -> ThresholdRecord:
+    return ThresholdRecord(threshold=threshold, model_sha256=bundle.sha256, backend="onnxruntime", precision="fp32",
+                           note=note)
+
+
+def test_an_exception_mid_write_leaves_the_old_threshold(tiny_bundle, monkeypatch) -> None:
+    bundle = open_bundle(tiny_bundle)
+    write_threshold(bundle, _record(bundle, 0.25))
+    before = bundle.threshold_path.read_bytes()
+    fsyncs = []
+
+    def fsync_then_fail(fd: int) -> None:
+        fsyncs.append(fd)
+        if len(fsyncs) == 3:  # history file and its folder went through; threshold.json's data did not
+            raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fsync_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_threshold(bundle, _record(bundle, 0.75))
+    monkeypatch.undo()
+    assert bundle.threshold_path.read_bytes() == before
+    assert not list(tiny_bundle.glob(".threshold.json.*"))
+
+
+WRITER = """
+import sys
+from runtime.bundle import open_bundle
+from runtime.threshold import ThresholdRecord, write_threshold
+bundle = open_bundle(sys.argv[1])
+index = 1
+while True:
+    write_threshold(bundle, ThresholdRecord(threshold=float(index), model_sha256=bundle.sha256,
+                                            backend="onnxruntime", precision="fp32", note="x" * 500_000,
+                                            created="2026-01-01T00:00:00+00:00"))
+    if index == 1:
+        print("written", flush=True)
+    index += 1
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_a_valid_threshold(tiny_bundle) -> None:
+    bundle = open_bundle(tiny_bundle)
+    write_threshold(bundle, _record(bundle, 0.0, note="x" * 500_000))
+    for pause in (0.0, 0.05, 0.13):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tiny_bundle)], cwd=ROOT, stdout=subprocess.PIPE)
+        assert writer.stdout.readline().strip() == b"written"
+        time.sleep(pause)  # kill at some point of a later write; any point must leave a whole file
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        writer.stdout.close()
+        record = read_threshold(bundle)
+        assert record.threshold >= 1 and record.threshold.is_integer() and len(record.note) == 500_000
+
+
+def test_the_written_record_binds_to_this_model_and_precision(tiny_bundle, good, tmp_path, capsys) -> None:
+    assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0
+    bundle = open_bundle(tiny_bundle)
+    record = read_threshold(bundle)
+    check_binding(record, bundle, "fp32")
+    with pytest.raises(ThresholdError, match="precision fp32"):
+        check_binding(record, bundle, "fp16")
+    other = open_bundle(write_tiny_bundle(tmp_path / "other", height=40, width=40))
+    assert other.sha256 != bundle.sha256
+    with pytest.raises(ThresholdError, match="calibrated for model sha256"):
+        check_binding(record, other, "fp32")
