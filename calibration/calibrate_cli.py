@@ -12,6 +12,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from calibration.calibrate import CalibrationSettings, calibrate
 from calibration.drift import check_drift
 from calibration.methods import METHODS
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.source is not None and args.frames is None:
         raise DataError("--source needs --frames N: how many frames of good parts to take from it")
+    if args.batch < 1:
+        raise DaadError(f"--batch must be at least 1, got {args.batch}")
     bundle = open_bundle(args.bundle)
     return run_check(args, bundle) if args.check else run_calibration(args, bundle)
 
@@ -97,27 +101,27 @@ def run_calibration(args: argparse.Namespace, bundle: Bundle) -> int:
 
     with _open(bundle, args.backend or "auto", args.precision or "fp32", args) as backend:
         good, defect = _score_parts(backend, bundle, args)
-        result = calibrate(good.scores, None if defect is None else defect.scores, settings)
-        counts = good.counts("good") | ({} if defect is None else defect.counts("defect"))
-        record = ThresholdRecord(
-            threshold=result.threshold,
-            model_sha256=bundle.sha256,
-            backend=backend.name,
-            precision=backend.precision,
-            method=settings.method,
-            note=args.note,
-            targets=settings.targets(),
-            counts=counts,
-            rates=result.rates(),
-            score_stats=result.score_stats,
-            # milliseconds: the history file is named after this, and two runs may share a second
-            created=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        )
-
-    title = f"{bundle.root.name}: {settings.method} threshold {record.threshold:.4g} ({record.backend} " \
-            f"{record.precision}, {record.created})"
-    plot = write_calibration_plot(bundle.root / PLOT_FILE, good.scores,
-                                  None if defect is None else defect.scores, record.threshold, title)
+    result = calibrate(good.scores, _scores(defect), settings)
+    counts = good.counts("good") | ({} if defect is None else defect.counts("defect"))
+    record = ThresholdRecord(
+        threshold=result.threshold,
+        model_sha256=bundle.sha256,
+        backend=backend.name,
+        precision=backend.precision,
+        method=settings.method,
+        note=args.note,
+        targets=settings.targets(),
+        counts=counts,
+        rates=result.rates(),
+        score_stats=result.score_stats,
+        # milliseconds: the history file is named after this, and two runs may share a second
+        created=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+    )
+    title = (
+        f"{bundle.root.name}: {settings.method} threshold {record.threshold:.4g} "
+        f"({record.backend} {record.precision}, {record.created})"
+    )
+    plot = write_calibration_plot(bundle.root / PLOT_FILE, good.scores, _scores(defect), record.threshold, title)
     written = write_threshold(bundle, record)
     print("\n".join(calibration_summary(result, counts)))
     print(f"wrote {written} and {plot} (earlier thresholds are kept in {bundle.root / HISTORY_DIR})")
@@ -135,9 +139,13 @@ def run_check(args: argparse.Namespace, bundle: Bundle) -> int:
     check_binding(record, bundle, precision)
     with _open(bundle, args.backend or record.backend, precision, args) as backend:
         good, defect = _score_parts(backend, bundle, args)
-    result = check_drift(record, good.scores, None if defect is None else defect.scores)
+    result = check_drift(record, good.scores, _scores(defect))
     print("\n".join(drift_summary(result, record.threshold)))
     return 1 if result.drifted else 0
+
+
+def _scores(parts: ScoredParts | None) -> np.ndarray | None:
+    return None if parts is None else parts.scores
 
 
 def _open(bundle: Bundle, name: str, precision: str, args: argparse.Namespace) -> Backend:
@@ -153,7 +161,9 @@ def _score_parts(backend: Backend, bundle: Bundle, args: argparse.Namespace) -> 
         if good.scores.size + len(good.skipped) + len(good.nan) < args.frames:
             print(f"daad calibrate: {args.source} ended after {good.scores.size} frames, not {args.frames}",
                   file=sys.stderr)
-    defect = None if args.defect is None else score_folder(backend, args.defect, bundle.preprocess, args.batch, progress)
+    defect = None
+    if args.defect is not None:
+        defect = score_folder(backend, args.defect, bundle.preprocess, args.batch, progress)
     for parts in (good, defect):
         if parts is not None:
             _report_left_out(parts)
@@ -164,7 +174,8 @@ def _report_left_out(parts: ScoredParts) -> None:
     """Name what was not scored; refuse when nothing was."""
     for what, names in (("unreadable, skipped", parts.skipped), ("scored NaN, left out", parts.nan)):
         if names:
-            shown = ", ".join(names[:SHOWN_NAMES]) + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
+            more = len(names) - SHOWN_NAMES
+            shown = ", ".join(names[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
             print(f"daad calibrate: {len(names)} image(s) in {parts.source} {what}: {shown}", file=sys.stderr)
     if parts.scores.size == 0:
         raise DataError(
