@@ -45,9 +45,10 @@ See docs/CALIBRATION.md for the procedure at the line.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daad calibrate",
-        description="Set the threshold of a bundle from good (and optionally defective) parts, scored on the "
-        "backend and precision that will run in production. Writes BUNDLE/threshold.json and "
-        "BUNDLE/calibration.png. With --check, measures the current threshold on fresh parts instead.",
+        description="Set the threshold of a bundle from good (and optionally defective) parts, scored on\n"
+        "the backend and precision that will run in production. Writes BUNDLE/threshold.json\n"
+        "(the previous one is kept in BUNDLE/thresholds/) and BUNDLE/calibration.png.\n"
+        "With --check, measures the current threshold on fresh parts instead.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -55,10 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="do not calibrate: test the current threshold on fresh parts (exit 1 if drifted)")
     parts = parser.add_mutually_exclusive_group(required=True)
-    parts.add_argument("--good", type=Path, help="folder of images of good parts")
-    parts.add_argument("--source", help="take good parts from a camera/stream/video instead (see `daad run --help`)")
-    parser.add_argument("--frames", type=int, default=None, help="how many frames to take from --source")
-    parser.add_argument("--defect", type=Path, default=None, help="folder of images of known defective parts")
+    parts.add_argument("--good", type=Path, metavar="DIR", help="folder of images of good parts")
+    parts.add_argument("--source", metavar="SRC",
+                       help="take good parts from a camera, stream, video or image folder (see `daad run --help`)")
+    parser.add_argument("--frames", type=int, default=None, metavar="N", help="how many frames to take from --source")
+    parser.add_argument("--defect", type=Path, default=None, metavar="DIR",
+                        help="folder of images of known defective parts")
     parser.add_argument("--method", choices=METHODS, default="quantile",
                         help="quantile: from good parts, aims at --target-frr (default); f1: best F1 on "
                         "good vs. defect; recall: the highest threshold that catches --target-recall of the defects")
