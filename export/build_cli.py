@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from export.engine_builder import DEFAULT_WORKSPACE_MB, build_engine
-from runtime.engine_cache import PRECISIONS
+from runtime.bundle import open_bundle
+from runtime.engine_cache import PRECISIONS, stale_engines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    engine = build_engine(args.bundle, args.precision, args.calib_data, args.batch, args.workspace_mb)
+    bundle = open_bundle(args.bundle)
+    engine = build_engine(bundle, args.precision, args.calib_data, args.batch, args.workspace_mb)
     print(f"engine: {engine}")
+    stale = stale_engines(bundle)
+    if stale:
+        print(f"{len(stale)} engine(s) in {bundle.engines_dir} belong to an earlier model.onnx and are never loaded; "
+              "delete them to free space")  # fmt: skip
     return 0

@@ -50,6 +50,8 @@ def build_engine(
             "int8 needs calibration images: pass --calib-data DIR with good parts of this product "
             "(a folder of images or an MVTec AD data set, whose train/good is used). Uncalibrated INT8 is never built."
         )
+    if calib_data is not None and precision != "int8":
+        warnings.warn(f"--calib-data is used by int8 only; ignored for {precision}", stacklevel=2)
     if batch < 1 or workspace_mb < 1:
         raise DaadError(f"--batch and --workspace-mb must be positive, got {batch} and {workspace_mb}")
     if not isinstance(bundle, Bundle):

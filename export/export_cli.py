@@ -14,6 +14,9 @@ from export.onnx_export import DEFAULT_OPSET
 from runtime.dataset import find_samples, has_test_split, load_images
 from runtime.errors import DaadError
 from runtime.preprocess import PreprocessConfig
+from train.checkpoint import load_checkpoint
+
+TENSORRT_8_MAX_OPSET = 17  # TensorRT 8.5/8.6 (JetPack 5.1/6.0) parse up to this opset
 
 
 def parse_batch(text: str) -> int | None:
@@ -57,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.opset > TENSORRT_8_MAX_OPSET:
+        print(f"warning: opset {args.opset} needs TensorRT 10; JetPack 5.1/6.0 (TensorRT 8.5/8.6) parse up to "
+              f"{TENSORRT_8_MAX_OPSET}", file=sys.stderr)  # fmt: skip
     result = export_checkpoint(args.checkpoint, args.out, args.opset, args.batch, args.eval_data, args.parity_images)
     stats = result.metadata.model_stats
     print(f"wrote {result.root / 'model.onnx'} and model.json (opset {result.metadata.opset}, "
@@ -76,8 +82,6 @@ def export_checkpoint(
     parity_limit: int = 200,
 ) -> ExportResult:
     """Load a checkpoint and export it; parity runs on its data set when one is found."""
-    from train.checkpoint import load_checkpoint
-
     if not Path(checkpoint).is_file():
         raise DaadError(f"checkpoint {checkpoint} does not exist: train one with `daad train`, or fix the path")
     loaded = load_checkpoint(checkpoint, device="cpu")
