@@ -32,7 +32,7 @@ class Scored:
     score: float
     anomaly_map: np.ndarray | None  # H x W at model resolution; None on a fault
     fault: str | None = None
-    seconds: dict[str, float] = field(default_factory=dict)  # preprocess, infer
+    seconds: dict[str, float] = field(default_factory=dict)  # preprocess, infer, in the loop's thread
     backend_seconds: dict[str, float] = field(default_factory=dict)  # h2d, compute, d2h
 
 
@@ -56,7 +56,7 @@ def score_frame(frame: Frame, backend: Backend, config: PreprocessConfig) -> Sco
     """Preprocess and infer one frame; any failure is a fault with its reason, never an exception."""
     started = time.perf_counter()
     try:
-        batch = prepare_frame(frame.image, config)[None]
+        batch = (frame.prepared if frame.prepared is not None else prepare_frame(frame.image, config))[None]
     except Exception as exc:  # empty or undecodable frame
         return Scored(math.nan, None, f"bad frame: {exc}", {"preprocess": time.perf_counter() - started})
     prepared = time.perf_counter()
@@ -80,6 +80,7 @@ class RunStats:
         self.verdicts = {OK: 0, NG: 0, FAULT: 0}
         self.latency = StageTimes()  # seconds per event stage
         self.backend = StageTimes()  # seconds per backend stage (h2d, compute, d2h)
+        self.cycle = StageTimes()  # seconds from one finished frame to the next
         self.first_at: float | None = None
         self.last_at: float | None = None
         self._window: list[float] = []
@@ -91,7 +92,10 @@ class RunStats:
 
     def add(self, event: FrameEvent, backend_seconds: dict[str, float]) -> None:
         now = self.clock()
-        self.first_at = self.first_at if self.first_at is not None else now - event.latency_ms.get("total", 0) / 1e3
+        if self.last_at is None:
+            self.first_at = now - event.latency_ms.get("total", 0.0) / 1e3
+        else:
+            self.cycle.add({"cycle": now - self.last_at})
         self.last_at = now
         self.verdicts[event.verdict] += 1
         self.latency.add({stage: ms / 1e3 for stage, ms in event.latency_ms.items()})
@@ -110,21 +114,23 @@ class RunStats:
                 f"OK {self.verdicts[OK]} NG {self.verdicts[NG]} FAULT {self.verdicts[FAULT]} | {counts}")
 
     def summary(self) -> dict:
-        """Counts, throughput and per-stage latency (ms) of the whole run, JSON-ready."""
+        """Counts, throughput and per-stage latency (ms) of the whole run, JSON-ready.
+
+        loop_overhead_pct compares the median frame-to-frame interval with the median inference
+        time: everything a frame costs beyond inference. It is the loop's own cost only when the
+        source is faster than the model (lossless over a file); with a slower camera it is idle time.
+        """
         elapsed = (self.last_at - self.first_at) if self.first_at is not None else 0.0
-        frames = self.frames
-        infer_mean = self.latency.summary("infer").mean
-        cycle = elapsed / frames if frames else math.nan
-        # Everything a frame costs beyond inference, relative to inference: the loop's overhead.
-        overhead = (cycle - infer_mean) / infer_mean if frames and infer_mean > 0 else math.nan
+        infer, cycle = self.latency.summary("infer").median, self.cycle.summary("cycle").median
+        overhead = 100.0 * (cycle - infer) / infer if infer > 0 and not math.isnan(cycle) else None
         return {
-            "frames": frames,
+            "frames": self.frames,
             "verdicts": dict(self.verdicts),
             **self.counters(),
             "elapsed_s": round(elapsed, 3),
-            "fps": round(frames / elapsed, 2) if elapsed > 0 else None,
-            "loop_overhead_pct": None if math.isnan(overhead) else round(100 * overhead, 2),
-            "latency_ms": self.latency.to_ms(),
+            "fps": round(self.frames / elapsed, 2) if elapsed > 0 else None,
+            "loop_overhead_pct": None if overhead is None else round(overhead, 2),
+            "latency_ms": {**self.latency.to_ms(), **self.cycle.to_ms()},
             "backend_ms": self.backend.to_ms(),
         }
 
@@ -132,9 +138,9 @@ class RunStats:
 def frame_event(outcome: Outcome, source_name: str, taken: float, done: float) -> FrameEvent:
     """The event line of a judged frame; `taken`/`done`: perf_counter when the loop took it and finished it."""
     frame, scored = outcome.frame, outcome.scored
-    work = sum(scored.seconds.values())
     seconds = {"capture": frame.read_s, "queue": taken - frame.ready_at, **scored.seconds,
-               "postprocess": done - taken - work, "total": done - frame.ready_at + frame.read_s}
+               "postprocess": done - taken - sum(scored.seconds.values()), "total": done - frame.started_at}
+    seconds["preprocess"] = seconds.get("preprocess", 0.0) + frame.prepare_s  # part may be in the reader
     return FrameEvent(frame=frame.index, verdict=outcome.verdict, score=scored.score, threshold=outcome.threshold,
                       source=source_name, file=frame.name, fault=scored.fault,
                       latency_ms={stage: value * 1e3 for stage, value in seconds.items()})

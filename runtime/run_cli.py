@@ -17,17 +17,19 @@ import sys
 import threading
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
 from runtime.atomic import atomic_write_json
 from runtime.backends import BACKENDS, PRECISIONS, open_backend
 from runtime.bundle import Bundle, open_bundle
-from runtime.errors import DaadError, ThresholdError
+from runtime.errors import ThresholdError
 from runtime.events import EventLog
 from runtime.loop import RunStats, Sink, run_loop
 from runtime.ng_store import NgStore, SaveNg
 from runtime.overlay import OverlayVideo, OverlayWindow
+from runtime.preprocess import prepare_frame
 from runtime.sources import MODES, FrameReader, Source, open_source
 from runtime.threshold import check_binding, read_threshold
 
@@ -131,6 +133,12 @@ def build_sinks(args: argparse.Namespace, bundle: Bundle, threshold: float, stop
     return sinks
 
 
+def write_summary(summary: dict[str, Any], path: Path | None) -> None:
+    if path is not None:
+        atomic_write_json(path, summary)
+    print(json.dumps(summary, indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="daad run: %(levelname)s %(message)s")
@@ -138,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     threshold, threshold_from = resolve_threshold(bundle, args.precision, args.threshold)
     providers = args.providers.split(",") if args.providers else None
     stop, ending = threading.Event(), {"stopped_by": "end of source"}
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with ExitStack() as stack:
         source = open_source(args.source, loop=args.loop)
         stack.callback(source.close)
@@ -148,34 +155,33 @@ def main(argv: list[str] | None = None) -> int:
         choice = backend.choice  # type: ignore[attr-defined]
         print(f"daad run: {source.name} ({mode}) -> {choice.name} {args.precision} ({choice.reason}); "
               f"threshold {threshold:.6g} from {threshold_from}", file=sys.stderr)
+        header = {
+            "bundle": str(bundle.root), "model_sha256": bundle.sha256, "source": source.name, "mode": mode,
+            "backend": choice.name, "backend_reason": choice.reason, "precision": args.precision,
+            "threshold": threshold, "threshold_from": threshold_from,
+            "events": str(args.events) if args.events else None,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         events = stack.enter_context(EventLog(args.events))
         sinks = build_sinks(args, bundle, threshold, stop)
         for sink in sinks:
             stack.callback(sink.close)
-        reader = FrameReader(source, mode, stop)
+        # Lossless: the capture thread also preprocesses, overlapping it with inference.
+        prepare = partial(prepare_frame, config=bundle.preprocess) if mode == "lossless" else None
+        reader = FrameReader(source, mode, stop, prepare=prepare)
         stats = RunStats(args.stats_every, counters=lambda: source_counters(reader, source))
         try:
             with reader, stop_on_signals(stop, ending):
                 run_loop(reader, backend, bundle.preprocess, threshold, source.name, events, sinks, stats,
                          args.max_frames)
-                if args.max_frames is not None and stats.frames >= args.max_frames:
-                    ending["stopped_by"] = "max-frames"
-        except DaadError as exc:
+            if args.max_frames is not None and stats.frames >= args.max_frames:
+                ending["stopped_by"] = "max-frames"
+        except BaseException as exc:
             ending["stopped_by"] = f"error: {exc}"
             raise
         finally:
-            summary = {
-                "bundle": str(bundle.root), "model_sha256": bundle.sha256, "source": source.name, "mode": mode,
-                "backend": choice.name, "backend_reason": choice.reason, "precision": args.precision,
-                "threshold": threshold, "threshold_from": threshold_from,
-                "started": started, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                **ending, "events": str(args.events) if args.events else None,
-                **stats.summary(),
-            }
-            path = summary_path(args)
-            if path is not None:
-                atomic_write_json(path, summary)
-            print(json.dumps(summary, indent=2))
+            finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            write_summary({**header, "finished": finished, **ending, **stats.summary()}, summary_path(args))
     return 0
 
 

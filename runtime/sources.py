@@ -43,9 +43,12 @@ class Frame:
 
     image: np.ndarray | None
     name: str | None = None  # file name for image folders
-    index: int = -1  # position in the stream, stamped by the reader
+    index: int = -1  # position in the stream; this and the rest are stamped by FrameReader
+    started_at: float = 0.0  # time.perf_counter() when reading it began
     read_s: float = 0.0  # time the source took to deliver it (grab + decode)
-    ready_at: float = 0.0  # time.perf_counter() when it was delivered
+    prepared: np.ndarray | None = None  # the model input, when the reader prepared it
+    prepare_s: float = 0.0
+    ready_at: float = 0.0  # time.perf_counter() when the loop could take it
 
 
 class Source(Protocol):
@@ -271,13 +274,17 @@ class FrameReader:
     arrived is dropped and counted, so latency stays bounded when the camera outpaces the model.
     Iterating yields frames until the source ends or `stop` is set; a fatal source error is
     re-raised in the iterating thread after the frames read before it.
+
+    With `prepare` (e.g. runtime.preprocess.prepare_frame for the model), the reader also
+    prepares each frame, so preprocessing overlaps inference too. Worth it in lossless mode; in
+    realtime mode it would be spent on frames that are then dropped.
     """
 
     def __init__(self, source: Source, mode: str = "lossless", stop: threading.Event | None = None,
-                 depth: int = 4) -> None:
+                 depth: int = 4, prepare: Callable[[np.ndarray | None], np.ndarray] | None = None) -> None:
         if mode not in MODES:
             raise DataError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
-        self.source, self.mode = source, mode
+        self.source, self.mode, self.prepare = source, mode, prepare
         self.stop = stop or threading.Event()
         self._capacity = depth if mode == "lossless" else 1
         self._queue: deque[Frame] = deque()
@@ -301,8 +308,10 @@ class FrameReader:
                 frame = self.source.read()
                 if frame is None:
                     break
+                frame.started_at, frame.read_s = started, time.perf_counter() - started
+                if self.prepare is not None:
+                    self._prepare(frame)
                 frame.ready_at = time.perf_counter()
-                frame.read_s = frame.ready_at - started
                 self._put(frame)
         except BaseException as exc:  # handed to the loop's thread, which decides
             self._error = exc
@@ -310,6 +319,14 @@ class FrameReader:
             with self._ready:
                 self._finished = True
                 self._ready.notify_all()
+
+    def _prepare(self, frame: Frame) -> None:
+        started = time.perf_counter()
+        try:
+            frame.prepared = self.prepare(frame.image)
+        except Exception:  # a bad frame: the loop prepares it again and reports the fault
+            frame.prepared = None
+        frame.prepare_s = time.perf_counter() - started
 
     def _put(self, frame: Frame) -> None:
         with self._ready:
