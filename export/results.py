@@ -1,0 +1,205 @@
+"""The accuracy benchmark: one command that regenerates the measured sections of docs/RESULTS.md.
+
+    python -m export.results --out docs/RESULTS.md            # full: hours on 2 CPU cores
+    python -m export.results --quick --out /tmp/RESULTS.md    # smoke check: a few minutes
+
+It synthesises the products (`daad synth`), trains and evaluates ae / memae / daad / daad+ on
+each (train.experiments, the code behind `daad train` / `daad eval`), exports the default model
+(`daad export`, which measures ONNX-vs-PyTorch parity), measures the fp16/int8 accuracy change
+where TensorRT exists, and times the bundle with `daad bench`. Each result lands between
+`<!-- results:NAME -->` markers; prose outside the markers is kept as written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import sys
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from export.export_cli import export_checkpoint
+from runtime.atomic import atomic_write_json, atomic_write_text
+from runtime.backends import open_backend
+from runtime.bench import BenchConfig, run_bench
+from runtime.bench_cli import make_opener
+from runtime.bench_report import render_markdown
+from runtime.bundle import Bundle, open_bundle
+from runtime.environment import collect_environment
+from runtime.preprocess import PreprocessConfig
+from train.config import MODEL_KINDS, ModelConfig, TrainConfig
+from train.experiments import table, table_markdown
+from train.synth import SynthConfig, write_product
+from train.synth_products import PRODUCTS
+
+DEFAULT_KIND = ModelConfig().kind  # what `daad train` trains without --model: the model we ship
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to train and measure; `quick` is a smoke check, not a result."""
+
+    products: tuple[str, ...]
+    models: tuple[str, ...]
+    epochs: int
+    image_size: int
+    synth: SynthConfig
+    bench_batches: tuple[int, ...]
+    bench_warmup_s: float
+    bench_duration_s: float
+    bench_repeat: int
+
+
+FULL = Plan(tuple(PRODUCTS), MODEL_KINDS, TrainConfig().epochs, 128, SynthConfig(),
+            bench_batches=(1, 8), bench_warmup_s=1.0, bench_duration_s=5.0, bench_repeat=2)
+QUICK = Plan(tuple(PRODUCTS)[:1], ("ae", DEFAULT_KIND), 1, 64, SynthConfig(image_size=64, train=24, test_good=6, test_defect=3),
+             bench_batches=(1, 8), bench_warmup_s=0.2, bench_duration_s=1.0, bench_repeat=2)
+
+
+def synthesize(root: Path, plan: Plan) -> Path:
+    """The synthetic products, written once into `root` (reused when already complete)."""
+    for product in plan.products:
+        if not (root / product / "synth.json").is_file():
+            write_product(root, product, plan.synth, overwrite=True)
+    return root
+
+
+def model_table(data: Path, work: Path, plan: Plan) -> tuple[list[dict[str, Any]], str]:
+    """Train and evaluate every model on every product with train.experiments.table."""
+    args = argparse.Namespace(data=data, out=work / "table", products=list(plan.products), models=list(plan.models))
+    train_config = TrainConfig(epochs=plan.epochs, validate_every=0)
+    preprocess = PreprocessConfig(height=plan.image_size, width=plan.image_size, channels=3)
+    rows = table(args, ModelConfig(), train_config, preprocess)
+    return rows, table_markdown(rows, list(plan.models))
+
+
+def parity_section(results: list[tuple[str, str, dict[str, Any]]]) -> str:
+    """(product, model kind, ParityReport.to_dict()) rows as a table."""
+    lines = ["| product | model | images | max rel. score error | max map error | image AUROC torch / onnxruntime | parity |",
+             "|---|---|---|---|---|---|---|"]
+    for product, kind, parity in results:
+        auroc = " / ".join(f"{value:.4f}" for value in parity["auroc"].values()) or "n/a"
+        lines.append(
+            f"| {product} | {kind} | {parity['images']} ({parity['source']}) | {parity['max_rel_score_error']:.2e} | "
+            f"{parity['max_abs_map_error']:.2e} | {auroc} | {'pass' if parity['passed'] else 'FAIL'} |"
+        )
+    return "\n".join(lines)
+
+
+def precision_change(bundle: Bundle, product: Path) -> str:
+    """Image AUROC of the TensorRT engines at fp32 / fp16 / int8, or why it was skipped."""
+    if importlib.util.find_spec("tensorrt") is None or importlib.util.find_spec("pycuda") is None:
+        return ("Skipped: TensorRT and pycuda are not installed on this machine (they need an NVIDIA GPU). "
+                "Run this command on the Jetson to fill this table.")
+    from export.engine_builder import build_engine
+    from train.evaluate import evaluate
+
+    lines = ["| precision | image AUROC | change vs fp32 |", "|---|---|---|"]
+    baseline = None
+    for precision in ("fp32", "fp16", "int8"):
+        build_engine(bundle, precision, calib_data=product if precision == "int8" else None)
+        with open_backend(bundle, "tensorrt", precision) as backend:
+            def score_fn(frames, backend=backend):
+                result = backend.infer(frames)
+                return result.scores, result.anomaly_maps
+
+            auroc = evaluate(score_fn, product, bundle.preprocess, batch_size=1).metrics["image_auroc"]
+        baseline = auroc if baseline is None else baseline
+        lines.append(f"| {precision} | {auroc:.4f} | {auroc - baseline:+.4f} |")
+    return "\n".join(lines)
+
+
+def latency_section(bundle: Bundle, checkpoint: Path, plan: Plan, work: Path) -> str:
+    """`daad bench` on this machine: ONNX Runtime beside PyTorch eager (and TensorRT where it exists)."""
+    config = BenchConfig(backends=("onnxruntime", "tensorrt", "torch"), batches=plan.bench_batches,
+                         warmup_s=plan.bench_warmup_s, duration_s=plan.bench_duration_s, repeat=plan.bench_repeat)
+    report = run_bench(bundle, config, make_opener(bundle, None, checkpoint), collect_environment()).to_dict()
+    atomic_write_json(work / "bench.json", report)
+    text = render_markdown(report, title="Latency on this machine (`daad bench`)")
+    return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())  # one level down
+
+
+def update_sections(path: Path, sections: dict[str, str], title: str) -> Path:
+    """Replace each marked section of `path` (append the ones it lacks); keep everything else."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else f"# {title}\n"
+    for name, body in sections.items():
+        block = f"<!-- results:{name} -->\n{body.strip()}\n<!-- /results:{name} -->"
+        pattern = re.compile(rf"<!-- results:{re.escape(name)} -->.*?<!-- /results:{re.escape(name)} -->", re.DOTALL)
+        text, found = pattern.subn(lambda _: block, text)
+        if not found:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+    return atomic_write_text(path, text)
+
+
+def reproduce_section(args: argparse.Namespace, plan: Plan, seconds: float) -> str:
+    quick = " --quick" if args.quick else ""
+    stamp = datetime.now(timezone.utc).isoformat(timespec="minutes")
+    return "\n".join([
+        f"Generated {stamp} by `python -m export.results{quick} --out {args.out}` in {seconds / 60:.1f} min "
+        f"({'QUICK smoke run: not a result' if args.quick else 'full run'}; the full run takes hours on 2 CPU cores).",
+        f"Products {', '.join(plan.products)} at {plan.image_size}x{plan.image_size}, {plan.epochs} epochs, "
+        f"models {', '.join(plan.models)}; the latency table is for the default model ({DEFAULT_KIND}).",
+        "",
+        "Step by step:",
+        "```",
+        f"daad synth --out {args.work}/data --products {','.join(plan.products)} --image-size {plan.synth.image_size} "
+        f"--train {plan.synth.train} --test-good {plan.synth.test_good} --test-defect {plan.synth.test_defect}",
+        f"python -m train.experiments table --data {args.work}/data --out {args.work}/table --epochs {plan.epochs} "
+        f"--image-size {plan.image_size} --products {' '.join(plan.products)} --models {' '.join(plan.models)}",
+        f"daad export --checkpoint {args.work}/table/runs/{plan.products[0]}/{DEFAULT_KIND}/checkpoint.pt "
+        f"--out {args.work}/bundles/{DEFAULT_KIND}",
+        f"daad bench --bundle {args.work}/bundles/{DEFAULT_KIND} --backend onnxruntime,tensorrt,torch "
+        f"--batch {','.join(map(str, plan.bench_batches))} --repeat {plan.bench_repeat} "
+        f"--checkpoint {args.work}/table/runs/{plan.products[0]}/{DEFAULT_KIND}/checkpoint.pt",
+        "```",
+    ])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export.results", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="results file to update")
+    parser.add_argument("--work", type=Path, default=Path("runs/results"),
+                        help="folder for data, checkpoints, bundles and bench JSON (default runs/results)")
+    parser.add_argument("--data", type=Path, default=None, help="use this `daad synth` output instead of making one")
+    parser.add_argument("--quick", action="store_true",
+                        help="one product, ae and the default model, 1 epoch at 64 px, short bench: a few minutes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    data = args.data or synthesize(args.work / "data", plan)
+    if args.data is not None:
+        plan = replace(plan, products=tuple(p for p in plan.products if (data / p).is_dir()) or plan.products)
+    rows, table_text = model_table(data, args.work, plan)
+    product = plan.products[0]
+    checkpoint = args.work / "table" / "runs" / product / DEFAULT_KIND / "checkpoint.pt"
+    exported = export_checkpoint(checkpoint, args.work / "bundles" / DEFAULT_KIND, eval_data=data / product)
+    print(exported.parity.summary(), file=sys.stderr)
+    bundle = open_bundle(exported.root)
+    sections = {
+        "model-table": f"Image / pixel AUROC on the synthetic products.\n\n{table_text}",
+        "parity": parity_section([(product, DEFAULT_KIND, exported.parity.to_dict())]),
+        "precision": precision_change(bundle, data / product),
+        "latency": latency_section(bundle, checkpoint, plan, args.work),
+    }
+    sections["reproduce"] = reproduce_section(args, plan, time.perf_counter() - started)
+    path = update_sections(args.out, sections, "daad-edge results")
+    print(f"results: {path} ({len(rows)} trained models)")
+    return 0
+
+
+if __name__ == "__main__":
+    from runtime.errors import DaadError
+
+    try:
+        sys.exit(main())
+    except DaadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
