@@ -106,11 +106,15 @@ def test_f1_and_recall_with_defects_keep_history_and_plot_roc(tiny_bundle, good,
     assert [json.loads(path.read_text())["method"] for path in history] == ["f1", "recall"]
 
 
-def test_check_passes_the_same_line_and_flags_a_drifted_one(tiny_bundle, good, tmp_path, capsys) -> None:
-    assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0
+def test_check_passes_the_same_line_and_flags_a_drifted_one(tiny_bundle, good, defect, tmp_path, capsys) -> None:
+    assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--defect", defect)[0] == 0
     same = write_parts(tmp_path / "today", 60, seed=3)
-    code, out, _ = calibrate(capsys, "--check", "--bundle", tiny_bundle, "--good", same)
-    assert code == 0 and "ok - no drift found" in out
+    same_defects = write_parts(tmp_path / "today-bad", 15, seed=8, blob=(190, 256))
+    code, out, _ = calibrate(capsys, "--check", "--bundle", tiny_bundle, "--good", same, "--defect", same_defects)
+    assert code == 0 and "ok - no drift found" in out and "catches 15 of 15" in out
+    faint = write_parts(tmp_path / "faint-bad", 15, seed=9, blob=(128, 140))
+    code, out, _ = calibrate(capsys, "--check", "--bundle", tiny_bundle, "--good", same, "--defect", faint)
+    assert code == 1 and "fewer defects are caught" in out
     noisier = write_parts(tmp_path / "dirty-lens", 60, seed=4, noise=(25, 60))
     code, out, _ = calibrate(capsys, "--check", "--bundle", tiny_bundle, "--good", noisier)
     assert code == 1 and "DRIFTED" in out and "good parts score higher" in out
