@@ -161,9 +161,9 @@ def _score_parts(backend: Backend, bundle: Bundle, args: argparse.Namespace) -> 
         good = score_folder(backend, args.good, bundle.preprocess, args.batch, progress)
     else:
         good = score_source(backend, args.source, args.frames, bundle.preprocess, args.batch, progress)
-        if good.scores.size + len(good.skipped) + len(good.nan) < args.frames:
-            print(f"daad calibrate: {args.source} ended after {good.scores.size} frames, not {args.frames}",
-                  file=sys.stderr)
+        delivered = good.scores.size + len(good.skipped) + len(good.nan)
+        if delivered < args.frames:
+            print(f"daad calibrate: {args.source} ended after {delivered} frames, not {args.frames}", file=sys.stderr)
     defect = None
     if args.defect is not None:
         defect = score_folder(backend, args.defect, bundle.preprocess, args.batch, progress)
