@@ -49,12 +49,13 @@ class CalibrationSettings:
             raise ValueError(f"target recall must be in (0, 1], got {self.target_recall}")
 
     def targets(self) -> dict[str, Any]:
-        return {
-            "target_frr": self.target_frr,
-            "target_recall": self.target_recall,
-            "confidence": self.confidence,
-            "reject_rule": REJECT_RULE,
-        }
+        """What the method aimed at (only the target it uses), the confidence and the rule."""
+        targets: dict[str, Any] = {"confidence": self.confidence, "reject_rule": REJECT_RULE}
+        if self.method == "quantile":
+            targets["target_frr"] = self.target_frr
+        if self.method == "recall":
+            targets["target_recall"] = self.target_recall
+        return targets
 
 
 @dataclass
