@@ -75,5 +75,11 @@ def check_binding(record: ThresholdRecord, bundle: Bundle, precision: str, path:
 def write_threshold(bundle: Bundle, record: ThresholdRecord) -> Path:
     """Write threshold.json atomically and keep a timestamped copy in thresholds/."""
     stamp = record.created.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
-    atomic_write_json(bundle.root / HISTORY_DIR / f"threshold-{stamp}.json", record.to_dict())
+    history = bundle.root / HISTORY_DIR
+    copy = history / f"threshold-{stamp}.json"
+    serial = 1
+    while copy.exists():  # two calibrations within one timestamp keep both copies
+        serial += 1
+        copy = history / f"threshold-{stamp}-{serial}.json"
+    atomic_write_json(copy, record.to_dict())
     return atomic_write_json(bundle.root / THRESHOLD_FILE, record.to_dict())
