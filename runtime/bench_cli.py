@@ -20,7 +20,7 @@ from runtime.bench import BenchConfig, BenchReport, run_bench
 from runtime.bench_report import render_markdown, write_json, write_markdown
 from runtime.bundle import Bundle, open_bundle
 from runtime.environment import collect_environment
-from runtime.errors import DaadError
+from runtime.errors import DaadError, MissingDependency
 from runtime.threshold import read_threshold
 
 # Backends that live outside runtime/: name -> "module:callable(checkpoint) -> Backend".
@@ -83,16 +83,22 @@ def checkpoint_for(bundle: Bundle, given: Path | None) -> Path:
     return path
 
 
-def open_reference(spec: str, checkpoint: Path, threads: int | None) -> Backend:
-    """Import `module:attr.path` now (never at import time) and open it on `checkpoint`."""
-    module_name, _, attr_path = spec.partition(":")
+def resolve_reference(name: str, threads: int | None) -> Callable[[Path], Backend]:
+    """Import the registered `module:attr.path` now (never at import time) and return the callable."""
+    module_name, _, attr_path = REFERENCE_BACKENDS[name].partition(":")
     if threads is not None and "torch" not in sys.modules:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # torch sizes its intra-op pool from this at import
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"the {name} reference backend needs {exc.name or module_name}, which is not installed: "
+            "install daad-edge[train] (pip install 'daad-edge[train]')"
+        ) from exc
     factory: Any = module
     for attr in attr_path.split("."):
         factory = getattr(factory, attr)
-    return factory(checkpoint)
+    return factory
 
 
 def make_opener(bundle: Bundle, threads: int | None, checkpoint: Path | None) -> Callable[[str, str], Backend]:
@@ -100,7 +106,8 @@ def make_opener(bundle: Bundle, threads: int | None, checkpoint: Path | None) ->
         if name in REFERENCE_BACKENDS:
             if precision != "fp32":
                 raise DaadError(f"the {name} reference runs at fp32 only, not {precision}")
-            return open_reference(REFERENCE_BACKENDS[name], checkpoint_for(bundle, checkpoint), threads)
+            factory = resolve_reference(name, threads)
+            return factory(checkpoint_for(bundle, checkpoint))
         return open_backend(bundle, name, precision, threads=threads)
 
     return open_named

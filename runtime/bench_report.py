@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.atomic import atomic_write_json, atomic_write_text
-from runtime.bench import STAGES
+from runtime.bench import CAMERA_FRAME, STAGES
 
 STAGE_LABELS = {
     "capture": "capture/decode",
@@ -133,7 +133,7 @@ def stage_table(case: dict[str, Any]) -> list[str]:
 
 def render_markdown(report: dict[str, Any], title: str = "daad bench") -> str:
     config = report["config"]
-    inputs = f"source {config['source']}" if config.get("source") else "fixed camera-sized frames (1280x720 BGR)"
+    inputs = f"source {config['source']}" if config.get("source") else f"fixed camera-sized frames ({CAMERA_FRAME[1]}x{CAMERA_FRAME[0]} BGR)"
     lines = [f"## {title}", "", f"Inputs: {inputs}; warm-up {config['warmup_s']} s, "
              f"then at least {config['duration_s']} s and {config['min_iterations']} iterations per case.", ""]
     lines += ["### Environment", "", *environment_lines(report["environment"]), ""]

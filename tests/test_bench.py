@@ -187,3 +187,10 @@ def test_source_runs_the_whole_camera_loop_on_a_lossless_video(tiny_bundle, tmp_
     assert measured["stages"]["capture"]["status"] == "measured"
     assert measured["stages"]["end_to_end"]["count"] == 12  # lossless: every frame of the file, no more
     assert measured["loop_overhead"] is not None and report["config"]["source"] == str(video)
+
+
+def test_reference_backend_without_its_package_names_the_extra(tiny_bundle, monkeypatch) -> None:
+    monkeypatch.setitem(bench_cli.REFERENCE_BACKENDS, "torch", "no_such_module_here:Backend.from_checkpoint")
+    opener = bench_cli.make_opener(open_bundle(tiny_bundle), None, None)
+    with pytest.raises(MissingDependency, match=r"daad-edge\[train\]"):
+        opener("torch", "fp32")
