@@ -1,13 +1,14 @@
 """The measurement harness behind `daad bench`: per-stage latency of each backend on the same inputs.
 
-Every iteration is the camera loop's own path — frames in, runtime.preprocess, Backend.infer,
-verdict + map range out — timed stage by stage with perf_counter, after a timed warm-up, for
-at least `duration_s` and `min_iterations` (trtexec's --duration / --iterations). Backends
-report their own device stages (h2d, compute, d2h) in InferenceResult.timings; a stage a
-backend does not have is reported as skipped, with the reason, never as zero.
+Fixed frames (the default): every iteration is the camera loop's path on the same raw
+camera-sized frames — runtime.preprocess, Backend.infer, verdict + map range — timed stage by
+stage with perf_counter, after a timed warm-up, for at least `duration_s` and `min_iterations`
+(trtexec's --duration / --iterations); capture is skipped. With a source, the camera loop
+itself (runtime.loop.run_loop, the code of `daad run`) runs on it and its own per-stage
+statistics are reported, capture and queueing included.
 
-Frames come from a `FrameSupply`: a fixed set of raw camera-sized frames (capture/decode is
-then skipped), or a real source read frame by frame (capture/decode is measured).
+Backends report their device stages (h2d, compute, d2h) in InferenceResult.timings; a stage a
+backend does not have is reported as skipped, with the reason, never as zero.
 """
 
 from __future__ import annotations
