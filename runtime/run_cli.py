@@ -120,14 +120,15 @@ def source_counters(reader: FrameReader, source: Source) -> dict[str, int]:
     }
 
 
-def build_sinks(args: argparse.Namespace, bundle: Bundle, threshold: float, stop: threading.Event) -> list[Sink]:
+def build_sinks(args: argparse.Namespace, bundle: Bundle, source: Source, threshold: float,
+                stop: threading.Event) -> list[Sink]:
     scale = 2.0 * threshold if threshold > 0 else 1.0  # the threshold sits mid-way up the colour map
     sinks: list[Sink] = []
     if args.save_ng is not None:
         store = NgStore(args.save_ng, int(args.save_ng_max_mb * 1024 * 1024))
         sinks.append(SaveNg(store, bundle.preprocess, scale))
     if args.output is not None:
-        sinks.append(OverlayVideo(args.output, bundle.preprocess, scale))
+        sinks.append(OverlayVideo(args.output, bundle.preprocess, scale, fps=getattr(source, "fps", 0.0) or 15.0))
     if args.display:
         sinks.append(OverlayWindow(bundle.preprocess, scale, stop))
     return sinks
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         events = stack.enter_context(EventLog(args.events))
-        sinks = build_sinks(args, bundle, threshold, stop)
+        sinks = build_sinks(args, bundle, source, threshold, stop)
         for sink in sinks:
             stack.callback(sink.close)
         # Lossless: the capture thread also preprocesses, overlapping it with inference.

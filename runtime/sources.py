@@ -86,6 +86,7 @@ class VideoCaptureSource:
         self._open_args = (target, api, params or [])
         self._hint = hint
         self._capture = self._open()
+        self.fps = float(self._capture.get(cv2().CAP_PROP_FPS) or 0.0)  # 0 when the source does not say
 
     def _open(self):  # -> cv2.VideoCapture
         cv = cv2()

@@ -74,7 +74,7 @@ def test_run_writes_events_ng_images_video_and_summary(tiny_bundle, video, tmp_p
     assert [line["verdict"] == "NG" for line in lines] == defect_pattern(12)
     assert len(list(ng.glob("*.png"))) == 3
     capture = cv2.VideoCapture(str(output))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12 and capture.get(cv2.CAP_PROP_FPS) == 10
     summary = json.loads((tmp_path / "out" / "events.summary.json").read_text())
     assert summary == json.loads(captured.out)
     assert summary["frames"] == 12 and summary["verdicts"] == {"OK": 9, "NG": 3, "FAULT": 0}
