@@ -115,6 +115,7 @@ def source_counters(reader: FrameReader, source: Source) -> dict[str, int]:
         "read": reader.produced,
         "dropped": reader.dropped,
         "unprocessed": reader.pending,
+        "stalls": reader.stalls,
         "read_errors": getattr(source, "read_errors", 0),
         "reconnects": getattr(source, "reconnects", 0),
     }
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     providers = args.providers.split(",") if args.providers else None
     stop, ending = threading.Event(), {"stopped_by": "end of source"}
     with ExitStack() as stack:
-        source = open_source(args.source, loop=args.loop)
+        source = open_source(args.source, loop=args.loop, sleep=stop.wait)  # a stop cuts reconnect waits short
         stack.callback(source.close)
         backend = stack.enter_context(open_backend(bundle, args.backend, args.precision, threads=args.threads,
                                                    providers=providers, cuda_graph=args.cuda_graph))

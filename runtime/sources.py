@@ -250,7 +250,7 @@ def open_source(uri: str, loop: bool = False, backoff: Backoff = Backoff(),
     path = Path(text)
     if path.is_dir():
         return ImageFilesSource(list_images(path), str(path), loop=loop)
-    if glob.has_magic(text):
+    if any(char in text for char in "*?["):
         matches = [Path(p) for p in sorted(glob.glob(text)) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
         return ImageFilesSource(matches, text, loop=loop)
     if path.is_file():
@@ -282,17 +282,18 @@ class FrameReader:
     """
 
     def __init__(self, source: Source, mode: str = "lossless", stop: threading.Event | None = None,
-                 depth: int = 4, prepare: Callable[[np.ndarray | None], np.ndarray] | None = None) -> None:
+                 depth: int = 4, prepare: Callable[[np.ndarray | None], np.ndarray] | None = None,
+                 stall_s: float = 60.0) -> None:
         if mode not in MODES:
             raise DataError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
-        self.source, self.mode, self.prepare = source, mode, prepare
+        self.source, self.mode, self.prepare, self.stall_s = source, mode, prepare, stall_s
         self.stop = stop or threading.Event()
         self._capacity = depth if mode == "lossless" else 1
         self._queue: deque[Frame] = deque()
         self._ready = threading.Condition()
         self._finished = False
         self._error: BaseException | None = None
-        self.produced = self.dropped = 0
+        self.produced = self.dropped = self.stalls = 0
         self._thread = threading.Thread(target=self._capture, name=f"capture {source.name}", daemon=True)
 
     def __enter__(self) -> "FrameReader":
@@ -344,8 +345,12 @@ class FrameReader:
     def __iter__(self) -> Iterator[Frame]:
         while True:
             with self._ready:
+                waiting_since = time.monotonic()
                 while not self._queue and not self._finished and not self.stop.is_set():
                     self._ready.wait(0.1)
+                    if time.monotonic() - waiting_since >= self.stall_s:
+                        self._stalled()
+                        waiting_since = time.monotonic()
                 if self.stop.is_set():
                     return
                 if not self._queue:
@@ -355,6 +360,12 @@ class FrameReader:
             yield frame
         if self._error is not None:
             raise self._error
+
+    def _stalled(self) -> None:
+        """No frame for `stall_s`: said and counted, because a hung camera otherwise looks like a quiet line."""
+        self.stalls += 1
+        log.warning("source %s: no frame for %.0f s (normal for a triggered camera between parts; otherwise "
+                    "check the camera)", self.source.name, self.stall_s)
 
     @property
     def pending(self) -> int:

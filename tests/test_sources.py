@@ -201,3 +201,15 @@ def test_reader_stops_when_asked_and_reraises_source_errors() -> None:
         with pytest.raises(DataError, match="camera lost"):
             seen.extend(frame.index for frame in reader)
     assert seen == [0, 1, 2, 3, 4]
+
+
+def test_reader_counts_a_stalled_source() -> None:
+    class Stalling(CountingSource):
+        def read(self):
+            if self.produced == 2:
+                time.sleep(0.5)
+            return super().read()
+
+    with FrameReader(Stalling(4), "lossless", stall_s=0.1) as reader:
+        assert [frame.index for frame in reader] == [0, 1, 2, 3]
+    assert reader.stalls >= 1
