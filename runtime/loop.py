@@ -63,7 +63,7 @@ def score_frame(frame: Frame, backend: Backend, config: PreprocessConfig) -> Sco
     try:
         result = backend.infer(batch)
     except Exception as exc:  # a backend failure faults this frame; the next one may succeed
-        log.exception("inference failed on frame %d", frame.index)
+        log.debug("inference failed on frame %d", frame.index, exc_info=True)  # the event says why; this, where
         return Scored(math.nan, None, f"inference failed: {exc}", {"preprocess": prepared - started})
     seconds = {"preprocess": prepared - started, "infer": time.perf_counter() - prepared}
     score = float(result.scores[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from datetime import datetime, timezone
@@ -19,6 +20,8 @@ from runtime.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:
     from runtime.loop import Outcome
+
+log = logging.getLogger(__name__)
 
 
 class NgStore:
@@ -58,19 +61,32 @@ class NgStore:
 
 
 class SaveNg:
-    """Sink: every NG frame, with its heat map, into an NgStore."""
+    """Sink: every NG frame, with its heat map, into an NgStore.
+
+    A full or read-only disk costs the image, not the inspection: the failure is logged and counted.
+    """
 
     def __init__(self, store: NgStore, config: PreprocessConfig, scale: float) -> None:
         self.store, self.config, self.scale = store, config, scale
+        self.failed = 0
 
     def emit(self, outcome: "Outcome") -> None:
         if outcome.verdict != NG:
             return
         image = render(outcome, self.config, self.scale)
-        if image is not None:
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-            origin = Path(outcome.frame.name).stem if outcome.frame.name else "frame"
+        if image is None:
+            return
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        origin = Path(outcome.frame.name).stem if outcome.frame.name else "frame"
+        try:
             self.store.save(image, f"{stamp}_{outcome.frame.index:08d}_{origin}")
+        except (OSError, DaadError) as exc:
+            self.failed += 1
+            log.warning("could not save NG frame %d into %s: %s", outcome.frame.index, self.store.folder, exc)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"ng_saved": self.store.saved, "ng_removed": self.store.removed, "ng_save_failed": self.failed}
 
     def close(self) -> None:
         """Nothing to release: every image was written whole when it was saved."""

@@ -110,8 +110,9 @@ def stop_on_signals(stop: threading.Event, reason: dict[str, str]) -> Iterator[N
             signal.signal(sig, handler)
 
 
-def source_counters(reader: FrameReader, source: Source) -> dict[str, int]:
-    return {
+def run_counters(reader: FrameReader, source: Source, sinks: list[Sink]) -> dict[str, int]:
+    """What the stats line and the summary count beside the verdicts."""
+    counts = {
         "read": reader.produced,
         "dropped": reader.dropped,
         "unprocessed": reader.pending,
@@ -119,6 +120,9 @@ def source_counters(reader: FrameReader, source: Source) -> dict[str, int]:
         "read_errors": getattr(source, "read_errors", 0),
         "reconnects": getattr(source, "reconnects", 0),
     }
+    for sink in sinks:
+        counts.update(getattr(sink, "counts", {}))
+    return counts
 
 
 def build_sinks(args: argparse.Namespace, bundle: Bundle, source: Source, threshold: float,
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         # Lossless: the capture thread also preprocesses, overlapping it with inference.
         prepare = partial(prepare_frame, config=bundle.preprocess) if mode == "lossless" else None
         reader = FrameReader(source, mode, stop, prepare=prepare)
-        stats = RunStats(args.stats_every, counters=lambda: source_counters(reader, source))
+        stats = RunStats(args.stats_every, counters=lambda: run_counters(reader, source, sinks))
         try:
             with reader, stop_on_signals(stop, ending):
                 run_loop(reader, backend, bundle.preprocess, threshold, source.name, events, sinks, stats,

@@ -268,3 +268,13 @@ def test_overlay_leaves_the_frame_untouched_and_covers_the_crop(bundle) -> None:
     before = frame.copy()
     image = heatmap_overlay(frame, np.ones((32, 32), np.float32), bundle.preprocess, scale=1.0, label="NG")
     assert np.array_equal(frame, before) and image.shape == (40, 40, 3) and not np.array_equal(image, frame)
+
+
+def test_ng_images_that_cannot_be_written_do_not_stop_the_loop(tmp_path, bundle, backend) -> None:
+    store = NgStore(tmp_path / "ng", max_bytes=10**9)
+    (tmp_path / "ng").rmdir()
+    (tmp_path / "ng").write_text("a file where the folder was")  # the disk 'fails' under the store
+    sink = SaveNg(store, bundle.preprocess, 2 * THRESHOLD)
+    _, stats = run(open_source(str(write_video(tmp_path / "v.avi", part_frames(8)))), backend, bundle, None,
+                   sinks=[sink])
+    assert stats.frames == 8 and sink.counts == {"ng_saved": 0, "ng_removed": 0, "ng_save_failed": 2}

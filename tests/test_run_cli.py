@@ -80,7 +80,7 @@ def test_run_writes_events_ng_images_video_and_summary(tiny_bundle, video, tmp_p
     assert summary["frames"] == 12 and summary["verdicts"] == {"OK": 9, "NG": 3, "FAULT": 0}
     assert summary["threshold_from"] == str(threshold_file) and summary["mode"] == "lossless"
     assert summary["stopped_by"] == "end of source" and summary["read"] == 12 and summary["dropped"] == 0
-    assert summary["backend"] == "onnxruntime" and "onnxruntime" in captured.err
+    assert summary["backend"] == "onnxruntime" and "onnxruntime" in captured.err and summary["ng_saved"] == 3
     # A second run appends to the same log.
     assert daad(argv + ["--max-frames", "5", "--threshold", "0.9"]) == 0
     assert len(read_events(events)) == 17 and read_events(events)[-1]["threshold"] == 0.9
