@@ -266,6 +266,7 @@ def run_bench(
     """
     preprocess = bundle.preprocess
     flops = (bundle.metadata.model_stats or {}).get("flops_per_image")
+    fixed_batch = bundle.metadata.input_shape[0] if bundle.metadata.input_shape else None
     cases: list[CaseResult] = []
     for run in range(1, config.repeat + 1):
         for precision in config.precisions:
@@ -278,7 +279,10 @@ def run_bench(
                     continue
                 with backend:
                     for batch in config.batches:
-                        if open_frames is None:
+                        if isinstance(fixed_batch, int) and batch != fixed_batch:
+                            case = CaseResult(name, precision, batch, run, "skipped",
+                                              f"{bundle.onnx_path} was exported with a fixed batch of {fixed_batch}")
+                        elif open_frames is None:
                             case = measure_fixed(backend, preprocess, config, batch, run)
                         elif batch != 1:
                             case = CaseResult(name, precision, batch, run, "skipped",

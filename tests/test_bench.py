@@ -194,3 +194,14 @@ def test_reference_backend_without_its_package_names_the_extra(tiny_bundle, monk
     opener = bench_cli.make_opener(open_bundle(tiny_bundle), None, None)
     with pytest.raises(MissingDependency, match=r"daad-edge\[train\]"):
         opener("torch", "fp32")
+
+
+def test_batches_a_fixed_batch_bundle_cannot_take_are_skipped(tiny_bundle) -> None:
+    metadata = json.loads((tiny_bundle / "model.json").read_text())
+    metadata["input_shape"] = [1, 32, 32, 3]
+    (tiny_bundle / "model.json").write_text(json.dumps(metadata))
+    config = BenchConfig(batches=(1, 4), warmup_s=0, duration_s=0, min_iterations=1)
+    bundle = open_bundle(tiny_bundle)
+    report = run_bench(bundle, config, bench_cli.make_opener(bundle, None, None), Environment())
+    assert [case.status for case in report.cases] == ["measured", "skipped"]
+    assert "fixed batch of 1" in report.cases[1].reason
