@@ -97,7 +97,7 @@ class OverlayWindow:
             cv.namedWindow(self.TITLE, cv.WINDOW_NORMAL)
         except cv.error as exc:
             raise DaadError(
-                f"this OpenCV cannot open a window ({exc.err if hasattr(exc, 'err') else exc}): "
+                f"this OpenCV cannot open a window ({getattr(exc, 'err', exc)}): "
                 "opencv-python-headless has no GUI; on a Jetson use the system OpenCV, or drop --display."
             ) from exc
 

@@ -15,9 +15,10 @@ engine is an error that names the command to run.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -78,14 +79,16 @@ class TensorRTBackend:
         trt, cuda = import_tensorrt()
         self._trt, self._cuda = trt, cuda
         self.precision, self.max_batch, self.cuda_graph = precision, batch, cuda_graph
-        self.engine_path = engine_path or locate_engine(bundle, precision, batch)
+        with _cuda_errors(device):
+            self.engine_path = engine_path or locate_engine(bundle, precision, batch)
         if self.engine_path is None:
             raise BundleError(
                 f"no TensorRT engine for precision {precision}, batch {batch} on this GPU and TensorRT version "
                 f"in {bundle.engines_dir}: build it on this device with `{build_command(bundle, precision, batch)}`."
             )
-        cuda.init()
-        self._cuda_context = cuda.Device(device).retain_primary_context()
+        with _cuda_errors(device):
+            cuda.init()
+            self._cuda_context = cuda.Device(device).retain_primary_context()
         self._cuda_context.push()
         self._device_outputs: dict[str, Any] = {}
         self._slots: list[_Slot] = []
@@ -229,6 +232,20 @@ class TensorRTBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def _cuda_errors(device: int) -> Iterator[None]:
+    """pycuda's errors when there is no GPU or driver -> a DaadError that says what to check."""
+    try:
+        yield
+    except DaadError:
+        raise
+    except Exception as exc:
+        raise DaadError(
+            f"the TensorRT backend cannot use CUDA device {device} ({exc}): check the NVIDIA driver "
+            "(nvidia-smi, or tegrastats on a Jetson), or run with --backend onnxruntime."
+        ) from exc
 
 
 def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
