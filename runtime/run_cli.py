@@ -19,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from runtime.atomic import atomic_write_json
 from runtime.backends import BACKENDS, PRECISIONS, open_backend
@@ -34,6 +34,18 @@ from runtime.sources import MODES, FrameReader, Source, open_source
 from runtime.threshold import check_binding, read_threshold
 
 
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` above zero."""
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daad run",
@@ -41,33 +53,33 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Sources: 0 (camera index), /dev/video0, csi://0, rtsp://host/stream, a GStreamer pipeline "
         "ending in appsink, a video file, an image folder or a glob such as 'parts/*.png'.",
     )
-    parser.add_argument("--bundle", required=True, help="bundle folder written by `daad export`")
-    parser.add_argument("--source", required=True, help="what to read frames from (see below)")
+    parser.add_argument("--bundle", required=True, metavar="DIR", help="bundle folder written by `daad export`")
+    parser.add_argument("--source", required=True, metavar="SRC", help="what to read frames from (see below)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: TensorRT when installed and the bundle has an engine for this GPU, else ONNX Runtime")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="must match the precision threshold.json was calibrated at (default fp32)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
-    parser.add_argument("--providers", default=None,
+    parser.add_argument("--threads", type=positive(int), default=None, metavar="N", help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--providers", default=None, metavar="LIST",
                         help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt (default cpu)")
     parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: capture and replay a CUDA graph")
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="realtime: newest frame only, drops counted (default for cameras and streams); "
                         "lossless: every frame in order (default for files and folders)")
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
                         help="override threshold.json (for trials; production runs use the calibrated one)")
-    parser.add_argument("--events", type=Path, default=None, help="append one JSON line per frame to this file")
-    parser.add_argument("--summary", type=Path, default=None,
+    parser.add_argument("--events", type=Path, default=None, metavar="FILE.jsonl", help="append one JSON line per frame to this file")
+    parser.add_argument("--summary", type=Path, default=None, metavar="FILE.json",
                         help="write the end-of-run summary here (default: next to --events as *.summary.json)")
-    parser.add_argument("--save-ng", type=Path, default=None, help="save NG frames with a heat map into this folder")
-    parser.add_argument("--save-ng-max-mb", type=float, default=500.0,
+    parser.add_argument("--save-ng", type=Path, default=None, metavar="DIR", help="save NG frames with a heat map into this folder")
+    parser.add_argument("--save-ng-max-mb", type=positive(float), default=500.0, metavar="MB",
                         help="disk cap of --save-ng; the oldest images are removed first (default 500)")
-    parser.add_argument("--output", type=Path, default=None, help="write an overlay video (.avi: MJPG, .mp4: mp4v)")
+    parser.add_argument("--output", type=Path, default=None, metavar="VIDEO", help="write an overlay video (.avi: MJPG, .mp4: mp4v)")
     parser.add_argument("--display", action="store_true", help="show the overlay in a window (q or Esc stops)")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--max-frames", type=positive(int), default=None, metavar="N", help="stop after this many frames")
     parser.add_argument("--loop", action="store_true", help="start a video file or image folder again at its end")
-    parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between stats lines on stderr (0: none)")
-    parser.add_argument("--log-level", default="WARNING", help="Python logging level for stderr (default WARNING)")
+    parser.add_argument("--stats-every", type=float, default=5.0, metavar="S", help="seconds between stats lines on stderr (0: none)")
+    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Python logging level for stderr (default WARNING)")
     return parser
 
 
@@ -147,7 +159,7 @@ def write_summary(summary: dict[str, Any], path: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="daad run: %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="daad run: %(levelname)s %(message)s")
     bundle = open_bundle(args.bundle)
     threshold, threshold_from = resolve_threshold(bundle, args.precision, args.threshold)
     providers = args.providers.split(",") if args.providers else None
