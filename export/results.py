@@ -1,6 +1,6 @@
 """The accuracy benchmark: one command that regenerates the measured sections of docs/RESULTS.md.
 
-    python -m export.results --out docs/RESULTS.md            # full: hours on 2 CPU cores
+    python -m export.results --out docs/RESULTS.md            # full: 12 models x 30 epochs, hours on 2 cores
     python -m export.results --quick --out /tmp/RESULTS.md    # smoke check: a few minutes
 
 It synthesises the products (`daad synth`), trains and evaluates ae / memae / daad / daad+ on
@@ -33,7 +33,7 @@ from runtime.environment import collect_environment
 from runtime.preprocess import PreprocessConfig
 from train.config import MODEL_KINDS, ModelConfig, TrainConfig
 from train.experiments import table, table_markdown
-from train.synth import SynthConfig, write_product
+from train.synth import SynthConfig, check_products, write_product
 from train.synth_products import PRODUCTS
 
 DEFAULT_KIND = ModelConfig().kind  # what `daad train` trains without --model: the model we ship
@@ -135,8 +135,14 @@ def update_sections(path: Path, sections: dict[str, str], title: str) -> Path:
     return atomic_write_text(path, text)
 
 
-def reproduce_section(args: argparse.Namespace, plan: Plan, seconds: float) -> str:
+def checkpoint_of(work: Path, product: str, kind: str) -> Path:
+    """Where train.experiments.table leaves the checkpoint of `kind` trained on `product`."""
+    return work / "table" / "runs" / product / kind / "checkpoint.pt"
+
+
+def reproduce_section(args: argparse.Namespace, data: Path, plan: Plan, seconds: float) -> str:
     quick = " --quick" if args.quick else ""
+    checkpoint = checkpoint_of(args.work, plan.products[0], DEFAULT_KIND)
     stamp = datetime.now(timezone.utc).isoformat(timespec="minutes")
     return "\n".join([
         f"Generated {stamp} by `python -m export.results{quick} --out {args.out}` in {seconds / 60:.1f} min "
@@ -146,15 +152,15 @@ def reproduce_section(args: argparse.Namespace, plan: Plan, seconds: float) -> s
         "",
         "Step by step:",
         "```",
-        f"daad synth --out {args.work}/data --products {','.join(plan.products)} --image-size {plan.synth.image_size} "
+        f"daad synth --out {data} --products {','.join(plan.products)} --image-size {plan.synth.image_size} "
         f"--train {plan.synth.train} --test-good {plan.synth.test_good} --test-defect {plan.synth.test_defect}",
-        f"python -m train.experiments table --data {args.work}/data --out {args.work}/table --epochs {plan.epochs} "
+        f"python -m train.experiments table --data {data} --out {args.work}/table --epochs {plan.epochs} "
         f"--image-size {plan.image_size} --products {' '.join(plan.products)} --models {' '.join(plan.models)}",
-        f"daad export --checkpoint {args.work}/table/runs/{plan.products[0]}/{DEFAULT_KIND}/checkpoint.pt "
-        f"--out {args.work}/bundles/{DEFAULT_KIND}",
+        f"daad export --checkpoint {checkpoint} --out {args.work}/bundles/{DEFAULT_KIND}   # likewise each model",
         f"daad bench --bundle {args.work}/bundles/{DEFAULT_KIND} --backend onnxruntime,tensorrt,torch "
         f"--batch {','.join(map(str, plan.bench_batches))} --repeat {plan.bench_repeat} "
-        f"--checkpoint {args.work}/table/runs/{plan.products[0]}/{DEFAULT_KIND}/checkpoint.pt",
+        f"--warmup-s {plan.bench_warmup_s:g} --duration-s {plan.bench_duration_s:g} "
+        f"--checkpoint {checkpoint}",
         "```",
     ])
 
@@ -167,29 +173,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=None, help="use this `daad synth` output instead of making one")
     parser.add_argument("--quick", action="store_true",
                         help="one product, ae and the default model, 1 epoch at 64 px, short bench: a few minutes")
+    parser.add_argument("--products", default=None, help=f"comma-separated subset of {', '.join(PRODUCTS)}")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 30, quick: 1)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.products:
+        plan = replace(plan, products=tuple(check_products(args.products.split(","))))
+    if args.epochs:
+        plan = replace(plan, epochs=args.epochs)
     started = time.perf_counter()
     data = args.data or synthesize(args.work / "data", plan)
     if args.data is not None:
         plan = replace(plan, products=tuple(p for p in plan.products if (data / p).is_dir()) or plan.products)
     rows, table_text = model_table(data, args.work, plan)
     product = plan.products[0]
-    checkpoint = args.work / "table" / "runs" / product / DEFAULT_KIND / "checkpoint.pt"
-    exported = export_checkpoint(checkpoint, args.work / "bundles" / DEFAULT_KIND, eval_data=data / product)
-    print(exported.parity.summary(), file=sys.stderr)
-    bundle = open_bundle(exported.root)
+    exported = {kind: export_checkpoint(checkpoint_of(args.work, product, kind), args.work / "bundles" / kind,
+                                        eval_data=data / product) for kind in plan.models}
+    for result in exported.values():
+        print(result.parity.summary(), file=sys.stderr)
+    bundle = open_bundle(exported[DEFAULT_KIND].root)
     sections = {
         "model-table": f"Image / pixel AUROC on the synthetic products.\n\n{table_text}",
-        "parity": parity_section([(product, DEFAULT_KIND, exported.parity.to_dict())]),
+        "parity": parity_section([(product, kind, result.parity.to_dict()) for kind, result in exported.items()]),
         "precision": precision_change(bundle, data / product),
-        "latency": latency_section(bundle, checkpoint, plan, args.work),
+        "latency": latency_section(bundle, checkpoint_of(args.work, product, DEFAULT_KIND), plan, args.work),
     }
-    sections["reproduce"] = reproduce_section(args, plan, time.perf_counter() - started)
+    sections["reproduce"] = reproduce_section(args, data, plan, time.perf_counter() - started)
     path = update_sections(args.out, sections, "daad-edge results")
     print(f"results: {path} ({len(rows)} trained models)")
     return 0
