@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
@@ -20,7 +22,7 @@ from runtime.backends.base import Backend
 from runtime.events import FAULT, NG, OK, EventLog, FrameEvent, judge
 from runtime.latency import StageTimes
 from runtime.preprocess import PreprocessConfig, prepare_frame
-from runtime.sources import Frame
+from runtime.sources import Frame, FrameReader, Source
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,13 @@ class RunStats:
             "latency_ms": {**self.latency.to_ms(), **self.cycle.to_ms()},
             "backend_ms": self.backend.to_ms(),
         }
+
+
+def open_reader(source: Source, mode: str, config: PreprocessConfig,
+                stop: threading.Event | None = None) -> FrameReader:
+    """The capture thread `daad run` uses: in lossless mode it also preprocesses, overlapping that with inference."""
+    prepare = partial(prepare_frame, config=config) if mode == "lossless" else None
+    return FrameReader(source, mode, stop, prepare=prepare)
 
 
 def frame_event(outcome: Outcome, source_name: str, taken: float, done: float) -> FrameEvent:

@@ -17,7 +17,6 @@ import sys
 import threading
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,10 +25,9 @@ from runtime.backends import BACKENDS, PRECISIONS, open_backend
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import ThresholdError
 from runtime.events import EventLog
-from runtime.loop import RunStats, Sink, run_loop
+from runtime.loop import RunStats, Sink, open_reader, run_loop
 from runtime.ng_store import NgStore, SaveNg
 from runtime.overlay import OverlayVideo, OverlayWindow
-from runtime.preprocess import prepare_frame
 from runtime.sources import MODES, FrameReader, Source, open_source
 from runtime.threshold import check_binding, read_threshold
 
@@ -184,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         sinks = build_sinks(args, bundle, source, threshold, stop)
         for sink in sinks:
             stack.callback(sink.close)
-        # Lossless: the capture thread also preprocesses, overlapping it with inference.
-        prepare = partial(prepare_frame, config=bundle.preprocess) if mode == "lossless" else None
-        reader = FrameReader(source, mode, stop, prepare=prepare)
+        reader = open_reader(source, mode, bundle.preprocess, stop)
         stats = RunStats(args.stats_every, counters=lambda: run_counters(reader, source, sinks))
         try:
             with reader, stop_on_signals(stop, ending):

@@ -18,11 +18,11 @@ from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import open_bundle
 from runtime.events import FAULT, NG, OK, EventLog, judge
 from runtime.latency import StageTimes, summarize
-from runtime.loop import RunStats, run_loop
+from runtime.loop import RunStats, open_reader, run_loop
 from runtime.ng_store import NgStore, SaveNg
 from runtime.overlay import heatmap_overlay
 from runtime.preprocess import prepare_batch
-from runtime.sources import Backoff, Frame, FrameReader, Reconnecting, SourceReadError, open_source
+from runtime.sources import Backoff, Frame, Reconnecting, SourceReadError, open_source
 
 THRESHOLD = 0.3  # tiny_bundle: grey frames score ~0, a blob of 250 scores ~0.48
 
@@ -43,7 +43,7 @@ def read_events(path) -> list[dict]:
 
 
 def run(source, backend, bundle, events_path, mode="lossless", sinks=(), max_frames=None):
-    with FrameReader(source, mode) as reader, EventLog(events_path) as events:
+    with open_reader(source, mode, bundle.preprocess) as reader, EventLog(events_path) as events:
         stats = RunStats(every_s=0, counters=lambda: {"dropped": reader.dropped})
         run_loop(reader, backend, bundle.preprocess, THRESHOLD, source.name, events, sinks, stats, max_frames)
     return reader, stats
