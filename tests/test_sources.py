@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -213,3 +215,14 @@ def test_reader_counts_a_stalled_source() -> None:
     with FrameReader(Stalling(4), "lossless", stall_s=0.1) as reader:
         assert [frame.index for frame in reader] == [0, 1, 2, 3]
     assert reader.stalls >= 1
+
+
+def test_live_sources_that_cannot_open_are_named_with_a_hint() -> None:
+    with socket.socket() as probe:  # a local port nobody listens on: refused at once, no timeout
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for uri, hint in ((f"rtsp://127.0.0.1:{port}/line", "check the URL"),
+                      (f"http://127.0.0.1:{port}/cam.mjpg", "check the URL"),
+                      ("/dev/video99", "video group")):
+        with pytest.raises(DataError, match=f"cannot open source {re.escape(uri)}: .*{hint}"):
+            open_source(uri)
