@@ -78,13 +78,13 @@ class Renderer:
 def _capture(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Lighting and sensor: per-channel gain, offset, a gradient, focus blur, noise -> uint8."""
     size = image.shape[0]
-    gain = rng.uniform(0.88, 1.12) * rng.uniform(0.97, 1.03, size=3)
+    gain = rng.uniform(0.92, 1.08) * rng.uniform(0.98, 1.02, size=3)
     direction = rng.uniform(0, 2 * np.pi)
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
-    gradient = 1.0 + rng.uniform(-0.12, 0.12) * (x * np.cos(direction) + y * np.sin(direction))
-    lit = image * gain.astype(np.float32) * gradient[:, :, None] + rng.uniform(-10, 10)
-    lit = cv2().GaussianBlur(lit, (0, 0), rng.uniform(0.3, 0.8))
-    noisy = lit + rng.normal(0.0, rng.uniform(1.5, 4.0), size=lit.shape).astype(np.float32)
+    gradient = 1.0 + rng.uniform(-0.08, 0.08) * (x * np.cos(direction) + y * np.sin(direction))
+    lit = image * gain.astype(np.float32) * gradient[:, :, None] + rng.uniform(-6, 6)
+    lit = cv2().GaussianBlur(lit, (0, 0), rng.uniform(0.3, 0.7))
+    noisy = lit + rng.normal(0.0, rng.uniform(1.0, 3.0), size=lit.shape).astype(np.float32)
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
@@ -147,7 +147,7 @@ def _make_room(folder: Path, overwrite: bool) -> None:
 
 
 def example_grid(image_size: int = 128, seed: int = 0) -> np.ndarray:
-    """One row per product: two good samples, then one of each defect with its mask outlined in red."""
+    """One row per product: two good samples, then one of each defect, its mask outlined in red."""
     cv = cv2()
     rows = []
     for name, product in PRODUCTS.items():
@@ -157,7 +157,8 @@ def example_grid(image_size: int = 128, seed: int = 0) -> np.ndarray:
             image, mask = renderer.sample(_rng(seed, name, "example", defect, column), None if defect == "good" else defect)
             tile = image if image.ndim == 3 else cv.cvtColor(image, cv.COLOR_GRAY2BGR)
             if mask is not None:
-                contours, _ = cv.findContours(mask.astype(np.uint8), cv.RETR_EXTERNAL, cv.CHAIN_APPROX_NONE)
+                outline = cv.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8))  # around, not over, the defect
+                contours, _ = cv.findContours(outline, cv.RETR_EXTERNAL, cv.CHAIN_APPROX_NONE)
                 cv.drawContours(tile, contours, -1, (0, 0, 255), 1)
             label = np.full((16, image_size, 3), 255, dtype=np.uint8)
             cv.putText(label, f"{name} {defect}", (2, 12), cv.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 1, cv.LINE_AA)

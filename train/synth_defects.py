@@ -42,7 +42,7 @@ def _stroke(image: np.ndarray, points: np.ndarray, width: int) -> np.ndarray:
 
 def _line_defect(image: np.ndarray, region: np.ndarray, points: np.ndarray, strength: float, target: np.ndarray) -> np.ndarray:
     side = image.shape[0]
-    coverage = _stroke(image, points, max(1, round(side / 200))) * region
+    coverage = _stroke(image, points, max(1, round(side / 80))) * region
     _blend(image, strength * coverage, target)
     return coverage > 0.3
 
@@ -52,25 +52,25 @@ def scratch(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> 
     side = image.shape[0]
     start = _centre(region, rng, 0.15)
     heading = rng.uniform(0, 2 * np.pi)
-    length = rng.uniform(0.08, 0.22) * side
+    length = rng.uniform(0.12, 0.3) * side
     bend = rng.uniform(-1.0, 1.0)
     t = np.linspace(0, 1, 24)[:, None]
     direction = np.array([np.cos(heading), np.sin(heading)])
     normal = np.array([-direction[1], direction[0]])
     points = start + length * (t - 0.5) * direction + bend * 0.15 * length * (t * (1 - t) * 4) * normal
     target = np.full(3, 245.0 if rng.random() < 0.6 else 25.0)
-    return _line_defect(image, region, points, rng.uniform(0.2, 0.5), target)
+    return _line_defect(image, region, points, rng.uniform(0.35, 0.65), target)
 
 
 def crack(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A dark, jagged random walk: brittle fracture."""
     side = image.shape[0]
     steps = int(rng.integers(8, 16))
-    step = rng.uniform(0.008, 0.015) * side
+    step = rng.uniform(0.01, 0.02) * side
     heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.5, steps))
     walk = np.cumsum(np.stack([np.cos(heading), np.sin(heading)], axis=1) * step, axis=0)
     points = _centre(region, rng, 0.15) + np.vstack([[0.0, 0.0], walk]) - walk[-1] / 2
-    return _line_defect(image, region, points, rng.uniform(0.3, 0.65), np.full(3, 15.0))
+    return _line_defect(image, region, points, rng.uniform(0.5, 0.8), np.full(3, 15.0))
 
 
 def _blob(side: int, centre: np.ndarray, radius: float, rng: np.random.Generator) -> np.ndarray:
@@ -87,19 +87,19 @@ def _blob(side: int, centre: np.ndarray, radius: float, rng: np.random.Generator
 def hole(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A small dark pit with a soft rim: a hole in cloth, a dent or pore in metal."""
     side = image.shape[0]
-    radius = rng.uniform(0.01, 0.03) * side
+    radius = rng.uniform(0.015, 0.04) * side
     alpha = _blob(side, _centre(region, rng, 0.1), radius, rng) * region
-    _blend(image, rng.uniform(0.35, 0.8) * alpha, np.full(3, 20.0))
+    _blend(image, rng.uniform(0.45, 0.85) * alpha, np.full(3, 20.0))
     return alpha > 0.5
 
 
 def stain(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A faint, larger discoloured patch (oil, rust, dirt): colour shift more than darkening."""
     side = image.shape[0]
-    radius = rng.uniform(0.03, 0.08) * side
+    radius = rng.uniform(0.04, 0.1) * side
     alpha = _blob(side, _centre(region, rng, 0.12), radius, rng) * region
     tint = np.array([0.55, 0.8, 1.0], dtype=np.float32) * rng.uniform(0.75, 1.0)  # brownish: less blue
-    strength = rng.uniform(0.15, 0.4)
+    strength = rng.uniform(0.3, 0.55)
     image[:] = image * (1.0 - strength * alpha[:, :, None] * (1.0 - tint))
     return alpha > 0.5
 
@@ -111,7 +111,7 @@ def misplaced(image: np.ndarray, region: np.ndarray, rng: np.random.Generator) -
     of its colours, finds it: missing/extra material, misprint, misweave.
     """
     side = image.shape[0]
-    patch = max(4, int(rng.uniform(0.07, 0.13) * side))
+    patch = max(4, int(rng.uniform(0.08, 0.15) * side))
     target = _centre(region, rng, 0.15).astype(int) - patch // 2
     original = image[target[1] : target[1] + patch, target[0] : target[0] + patch]
     turns = int(rng.integers(1, 4))

@@ -92,7 +92,7 @@ def render_pcb(canvas: int) -> tuple[np.ndarray, np.ndarray]:
     board = np.empty((canvas, canvas, 3), dtype=np.uint8)  # OpenCV draws text on 8-bit images only
     board[:] = (55, 105, 35)
     trace, pad, silk = (75, 150, 70), (185, 190, 195), (235, 235, 230)
-    for _ in range(60):
+    for _ in range(35):
         points = [rng.uniform(0, canvas, size=2)]
         for _ in range(rng.integers(2, 5)):
             step = rng.uniform(0.05, 0.25) * size * rng.choice([-1, 1])
