@@ -171,11 +171,13 @@ def train(
             bar.set_postfix({"epoch": epoch + 1, **{k: f"{v:.4f}" for k, v in terms.items()}}, refresh=False)
 
         model.eval()
-        model.fit_score_stats(batches(train_set.images, 32, device))
         record: dict[str, Any] = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in sums.items()}}
         last = epoch + 1 == train_config.epochs
         every = train_config.validate_every
-        if can_validate and every and ((epoch + 1) % every == 0 or last):
+        validate = can_validate and every and ((epoch + 1) % every == 0 or last)
+        if validate or last:  # mid-run checkpoints keep the last fitted stats; --resume refits
+            model.fit_score_stats(batches(train_set.images, 32, device))
+        if validate:
             scores, _ = score_images(model, test_set.images)
             record["val_image_auroc"] = image_auroc(test_labels, scores)
             bar.write(f"epoch {epoch + 1}: validation image AUROC {record['val_image_auroc']:.3f}", file=sys.stderr)
