@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +118,9 @@ def test_evaluate_scores_from_samples_with_and_without_masks() -> None:
 def test_invalid_arguments_say_what_was_wrong(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_metrics_and_synth_import_without_torch() -> None:
+    # calibration/ uses the metrics on a device where PyTorch is not installed.
+    code = "import sys; sys.modules['torch'] = None; import train.metrics, train.synth_cli"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
