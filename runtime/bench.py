@@ -325,15 +325,15 @@ def model_summary(bundle: Bundle, device: str, precisions: tuple[str, ...]) -> d
 
 
 def speedups(cases: list[CaseResult], order: tuple[str, ...]) -> list[dict[str, Any]]:
-    """For each precision and batch of the first run: how many times faster each backend is than each later one."""
+    """Per run, precision and batch: how many times faster each backend is than each later one."""
     rows = []
-    measured = {(c.backend, c.precision, c.batch): c for c in cases if c.run == 1 and c.status == "measured"}
-    for precision, batch in sorted({(c.precision, c.batch) for c in measured.values()}):
+    measured = {(c.run, c.backend, c.precision, c.batch): c for c in cases if c.status == "measured"}
+    for run, precision, batch in sorted({(c.run, c.precision, c.batch) for c in measured.values()}):
         for first, second in combinations(order, 2):
-            a, b = measured.get((first, precision, batch)), measured.get((second, precision, batch))
+            a, b = measured.get((run, first, precision, batch)), measured.get((run, second, precision, batch))
             if a is None or b is None:
                 continue
-            row = {"backend": first, "baseline": second, "precision": precision, "batch": batch}
+            row = {"backend": first, "baseline": second, "precision": precision, "batch": batch, "run": run}
             for stage in ("inference", "end_to_end"):
                 fast, slow = a.median_ms(stage), b.median_ms(stage)
                 row[f"{stage}_speedup"] = slow / fast if fast and slow else None

@@ -144,12 +144,12 @@ def render_markdown(report: dict[str, Any], title: str = "daad bench") -> str:
         lines += ["### Skipped", "", *skipped, ""]
     if report.get("ratios"):
         rows = [
-            [r["backend"], r["baseline"], r["precision"], str(r["batch"]),
+            [r["backend"], r["baseline"], r["precision"], str(r["batch"]), str(r.get("run", 1)),
              _ratio(r["inference_speedup"]), _ratio(r["end_to_end_speedup"])]
             for r in report["ratios"]
         ]
-        lines += ["### Speed-up (median, first run)", "",
-                  *_table(["backend", "vs", "precision", "batch", "inference", "end to end"], rows), ""]
+        lines += ["### Speed-up (ratio of medians)", "",
+                  *_table(["backend", "vs", "precision", "batch", "run", "inference", "end to end"], rows), ""]
     if report.get("repeatability"):
         rows = [
             [r["backend"], r["precision"], str(r["batch"]), ", ".join(_number(m) for m in r["medians_ms"]),

@@ -166,8 +166,10 @@ def _case(backend: str, batch: int, run: int, inference: float, end_to_end: floa
 def test_speedups_and_repeatability_from_medians() -> None:
     cases = [_case("onnxruntime", 1, 1, 2.0, 4.0), _case("torch", 1, 1, 5.0, 7.0),
              _case("onnxruntime", 1, 2, 2.1, 4.6), _case("torch", 1, 2, 5.0, 7.0)]
-    (row,) = speedups(cases, ("onnxruntime", "tensorrt", "torch"))
-    assert row["inference_speedup"] == pytest.approx(2.5) and row["end_to_end_speedup"] == pytest.approx(1.75)
+    first, second = speedups(cases, ("onnxruntime", "tensorrt", "torch"))
+    assert (first["run"], second["run"]) == (1, 2)
+    assert first["inference_speedup"] == pytest.approx(2.5) and first["end_to_end_speedup"] == pytest.approx(1.75)
+    assert second["end_to_end_speedup"] == pytest.approx(7.0 / 4.6)
     rows = {r["backend"]: r for r in repeatability(cases)}
     assert rows["onnxruntime"]["spread"] == pytest.approx(0.15) and not rows["onnxruntime"]["repeatable"]
     assert rows["torch"]["spread"] == 0 and rows["torch"]["repeatable"]

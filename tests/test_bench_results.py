@@ -44,4 +44,4 @@ def test_quick_results_run_end_to_end(tmp_path) -> None:
     text = out.read_text()
     for name in ("model-table", "parity", "precision", "latency", "reproduce"):
         assert f"<!-- results:{name} -->" in text
-    assert "| onnxruntime | torch | fp32 | 1 |" in text
+    assert "| onnxruntime | torch | fp32 | 1 | 1 |" in text
