@@ -102,8 +102,10 @@ class RunStats:
         self.verdicts[event.verdict] += 1
         self.latency.add({stage: ms / 1e3 for stage, ms in event.latency_ms.items()})
         self.backend.add(backend_seconds)
+        if self.every_s <= 0:  # no stats line: keep no window either (a run may last months)
+            return
         self._window.append(event.latency_ms.get("total", math.nan))
-        if self.every_s > 0 and now - self._window_start >= self.every_s:
+        if now - self._window_start >= self.every_s:
             print(self.line(now), file=self.stream, flush=True)
             self._window, self._window_start = [], now
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -16,7 +17,7 @@ from tiny_bundle import grey_frame
 from runtime.backends.base import InferenceResult
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import open_bundle
-from runtime.events import FAULT, NG, OK, EventLog, judge
+from runtime.events import FAULT, NG, OK, EventLog, FrameEvent, judge
 from runtime.latency import StageTimes, summarize
 from runtime.loop import RunStats, open_reader, run_loop
 from runtime.ng_store import NgStore, SaveNg
@@ -278,3 +279,17 @@ def test_ng_images_that_cannot_be_written_do_not_stop_the_loop(tmp_path, bundle,
     _, stats = run(open_source(str(write_video(tmp_path / "v.avi", part_frames(8)))), backend, bundle, None,
                    sinks=[sink])
     assert stats.frames == 8 and sink.counts == {"ng_saved": 0, "ng_removed": 0, "ng_save_failed": 2}
+
+
+def test_stats_line_every_few_seconds_on_an_injected_clock() -> None:
+    now, stream = [100.0], io.StringIO()
+    stats = RunStats(every_s=5.0, stream=stream, counters=lambda: {"dropped": 3}, clock=lambda: now[0])
+    for index in range(20):
+        now[0] += 0.5  # 2 frames per second
+        verdict = FAULT if index == 7 else OK
+        stats.add(FrameEvent(frame=index, verdict=verdict, score=0.1, threshold=0.3, source="cam",
+                             latency_ms={"infer": 10.0, "total": 20.0 + index}), {})
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2  # at 5 s and at 10 s
+    assert lines[0].startswith("daad run: 2.0 fps | latency p50 24.5 ms") and "FAULT 1" in lines[0]
+    assert lines[0].endswith("dropped 3")
