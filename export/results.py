@@ -56,7 +56,8 @@ class Plan:
 
 FULL = Plan(tuple(PRODUCTS), MODEL_KINDS, TrainConfig().epochs, 128, SynthConfig(),
             bench_batches=(1, 8), bench_warmup_s=1.0, bench_duration_s=5.0, bench_repeat=2)
-QUICK = Plan(tuple(PRODUCTS)[:1], ("ae", DEFAULT_KIND), 1, 64, SynthConfig(image_size=64, train=24, test_good=6, test_defect=3),
+QUICK = Plan(tuple(PRODUCTS)[:1], ("ae", DEFAULT_KIND), 1, 64,
+             SynthConfig(image_size=64, train=24, test_good=6, test_defect=3),
              bench_batches=(1, 8), bench_warmup_s=0.2, bench_duration_s=1.0, bench_repeat=2)
 
 
@@ -79,7 +80,8 @@ def model_table(data: Path, work: Path, plan: Plan) -> tuple[list[dict[str, Any]
 
 def parity_section(results: list[tuple[str, str, dict[str, Any]]]) -> str:
     """(product, model kind, ParityReport.to_dict()) rows as a table."""
-    lines = ["| product | model | images | max rel. score error | max map error | image AUROC torch / onnxruntime | parity |",
+    lines = ["| product | model | images | max rel. score error | max map error "
+             "| image AUROC torch / onnxruntime | parity |",
              "|---|---|---|---|---|---|---|"]
     for product, kind, parity in results:
         auroc = " / ".join(f"{value:.4f}" for value in parity["auroc"].values()) or "n/a"

@@ -51,14 +51,15 @@ def environment_lines(env: dict[str, Any]) -> list[str]:
     packages = ", ".join(f"{name} {version}" for name, version in env.get("packages", {}).items())
     lines = [
         f"- CPU: {env.get('cpu_model')} ({env.get('cpu_cores')} cores usable, governor {env.get('cpu_governor')})",
-        f"- GPU: {env.get('gpu')}; CUDA: {env.get('cuda')}",
+        f"- GPU: {env.get('gpu')}; CUDA toolkit: {env.get('cuda')}",
         f"- OS: {env.get('os')}; Python {env.get('python')}",
         f"- packages: {packages}",
     ]
     jetson = env.get("jetson") or {}
     if jetson:
         lines.append(
-            f"- Jetson: {jetson.get('model')}, {jetson.get('l4t')}, nvpmodel {jetson.get('nvpmodel')}, "
+            f"- Jetson: {jetson.get('model')}, {jetson.get('l4t')}, JetPack {jetson.get('jetpack', 'unknown')}, "
+            f"nvpmodel {jetson.get('nvpmodel')}, "
             f"jetson_clocks {jetson.get('jetson_clocks')}"
         )
     return lines
@@ -133,7 +134,8 @@ def stage_table(case: dict[str, Any]) -> list[str]:
 
 def render_markdown(report: dict[str, Any], title: str = "daad bench") -> str:
     config = report["config"]
-    inputs = f"source {config['source']}" if config.get("source") else f"fixed camera-sized frames ({CAMERA_FRAME[1]}x{CAMERA_FRAME[0]} BGR)"
+    fixed = f"fixed camera-sized frames ({CAMERA_FRAME[1]}x{CAMERA_FRAME[0]} BGR)"
+    inputs = f"source {config['source']}" if config.get("source") else fixed
     lines = [f"## {title}", "", f"Inputs: {inputs}; warm-up {config['warmup_s']} s, "
              f"then at least {config['duration_s']} s and {config['min_iterations']} iterations per case.", ""]
     lines += ["### Environment", "", *environment_lines(report["environment"]), ""]
@@ -160,7 +162,8 @@ def render_markdown(report: dict[str, Any], title: str = "daad bench") -> str:
                   *_table(["backend", "precision", "batch", "medians ms", "spread", "within 10%"], rows), ""]
     for case in report["cases"]:
         if case["status"] == "measured" and case["run"] == 1:
-            lines += [f"### {case['backend']} {case['precision']} batch {case['batch']}: per stage", "", *stage_table(case), ""]
+            heading = f"### {case['backend']} {case['precision']} batch {case['batch']}: per stage"
+            lines += [heading, "", *stage_table(case), ""]
     if report.get("warnings"):
         lines += ["### Warnings", "", *(f"- {warning}" for warning in report["warnings"]), ""]
     return "\n".join(lines)

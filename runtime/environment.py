@@ -78,7 +78,7 @@ class Environment:
     gpu: str = UNKNOWN  # nvidia-smi's name/driver/clocks, or the Jetson module
     cuda: str = UNKNOWN
     packages: dict[str, str] = field(default_factory=dict)
-    jetson: dict[str, str] = field(default_factory=dict)  # model, l4t, nvpmodel, jetson_clocks
+    jetson: dict[str, str] = field(default_factory=dict)  # model, l4t, jetpack, nvpmodel, jetson_clocks
 
     @property
     def device(self) -> str:
@@ -107,6 +107,7 @@ def collect_environment() -> Environment:
         env.jetson = {
             "model": model,
             "l4t": _safe(l4t_release),
+            "jetpack": _safe(jetpack_version),
             "nvpmodel": _safe(nvpmodel_mode),
             "jetson_clocks": _safe(jetson_clocks_state),
         }
@@ -223,6 +224,11 @@ def l4t_release() -> str | None:
         return None
     match = re.search(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
     return f"L4T R{match.group(1)}.{match.group(2)}" if match else text.splitlines()[0]
+
+
+def jetpack_version() -> str | None:
+    """The nvidia-jetpack meta-package's version (e.g. 5.1.2-b104), present when JetPack was installed whole."""
+    return run_command(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
 
 
 def nvpmodel_mode() -> str | None:

@@ -110,7 +110,8 @@ def test_tensorrt_absent_is_skipped_by_the_cli(tiny_bundle, tmp_path) -> None:
                         "--precision", "fp32,fp16", "--iterations", "1")
     cases = {(c["backend"], c["precision"]): c for c in report["cases"]}
     assert cases[("tensorrt", "fp32")]["status"] == "skipped" and "tensorrt" in cases[("tensorrt", "fp32")]["reason"]
-    assert cases[("onnxruntime", "fp16")]["status"] == "skipped" and "fp32 only" in cases[("onnxruntime", "fp16")]["reason"]
+    ort_fp16 = cases[("onnxruntime", "fp16")]
+    assert ort_fp16["status"] == "skipped" and "fp32 only" in ort_fp16["reason"]
     assert cases[("onnxruntime", "fp32")]["status"] == "measured"
 
 
@@ -159,7 +160,8 @@ def test_torch_and_export_are_not_imported_unless_asked(tiny_bundle) -> None:
 
 
 def _case(backend: str, batch: int, run: int, inference: float, end_to_end: float) -> CaseResult:
-    stages = {"inference": StageStats("measured", median=inference), "end_to_end": StageStats("measured", median=end_to_end)}
+    stages = {"inference": StageStats("measured", median=inference),
+              "end_to_end": StageStats("measured", median=end_to_end)}
     return CaseResult(backend, "fp32", batch, run, "measured", stages=stages)
 
 

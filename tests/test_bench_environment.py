@@ -47,12 +47,12 @@ JETSON_FILES = {
 
 def test_reads_a_jetsons_release_power_mode_and_peak(monkeypatch) -> None:
     monkeypatch.setattr(environment, "read_text", lambda path: JETSON_FILES.get(path, "").replace("\x00", "") or None)
-    outputs = {"nvpmodel": "NV Fan Mode:quiet\nNV Power Mode: MAXN\n0"}
+    outputs = {"nvpmodel": "NV Fan Mode:quiet\nNV Power Mode: MAXN\n0", "dpkg-query": "5.1.2-b104"}
     monkeypatch.setattr(environment, "run_command", lambda args, timeout=5.0: outputs.get(args[0]))
     env = collect_environment()
     assert env.jetson["model"] == "NVIDIA Jetson AGX Orin Developer Kit"
     assert env.jetson["l4t"] == "L4T R35.4.1"
-    assert env.jetson["nvpmodel"] == "MAXN (mode 0)"
+    assert env.jetson["nvpmodel"] == "MAXN (mode 0)" and env.jetson["jetpack"] == "5.1.2-b104"
     assert env.jetson["jetson_clocks"] in ("on", "off", UNKNOWN)
     assert env.gpu == "NVIDIA Jetson AGX Orin Developer Kit"  # no nvidia-smi: the module names the GPU
     assert peak_flops(env.device, "fp16") == pytest.approx(42.5e12)

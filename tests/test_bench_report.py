@@ -23,8 +23,9 @@ def _report(tiny_bundle) -> dict:
 
     config = BenchConfig(backends=("onnxruntime", "tensorrt"), batches=(1, 4), warmup_s=0, duration_s=0,
                          min_iterations=3, repeat=2)
-    environment = Environment(cpu_model="Test CPU", cpu_cores=2, jetson={"model": "NVIDIA Jetson Orin NX", "l4t": "L4T R36.3.0",
-                                                                          "nvpmodel": "MAXN (mode 0)", "jetson_clocks": "on"})
+    jetson = {"model": "NVIDIA Jetson Orin NX", "l4t": "L4T R36.3.0", "jetpack": "6.0+b87",
+              "nvpmodel": "MAXN (mode 0)", "jetson_clocks": "on"}
+    environment = Environment(cpu_model="Test CPU", cpu_cores=2, jetson=jetson)
     return run_bench(bundle, config, opener, environment).to_dict()
 
 
@@ -37,7 +38,7 @@ def test_markdown_has_summary_stages_skips_and_environment(tiny_bundle) -> None:
     e2e = report["cases"][0]["stages"]["end_to_end"]
     assert f"| onnxruntime | fp32 | 1 | 1 | " in text and f"{e2e['median']:.3f}" in summary_rows[0]
     assert "- tensorrt fp32 (batch 1, 4): tensorrt is not installed: install daad-edge[tensorrt]" in text
-    assert "Jetson: NVIDIA Jetson Orin NX, L4T R36.3.0, nvpmodel MAXN (mode 0), jetson_clocks on" in text
+    assert "Jetson: NVIDIA Jetson Orin NX, L4T R36.3.0, JetPack 6.0+b87, nvpmodel MAXN (mode 0), jetson_clocks on" in text
     assert "device peak: fp32 1.88 TFLOP/s" in text
     assert "### Repeatability" in text and "| onnxruntime | fp32 | 4 |" in text
     for label in STAGE_LABELS.values():
