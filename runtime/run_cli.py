@@ -51,33 +51,36 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Sources: 0 (camera index), /dev/video0, csi://0, rtsp://host/stream, a GStreamer pipeline "
         "ending in appsink, a video file, an image folder or a glob such as 'parts/*.png'.",
     )
-    parser.add_argument("--bundle", required=True, metavar="DIR", help="bundle folder written by `daad export`")
-    parser.add_argument("--source", required=True, metavar="SRC", help="what to read frames from (see below)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: TensorRT when installed and the bundle has an engine for this GPU, else ONNX Runtime")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="must match the precision threshold.json was calibrated at (default fp32)")
-    parser.add_argument("--threads", type=positive(int), default=None, metavar="N", help="ONNX Runtime intra-op threads (default: all cores)")
-    parser.add_argument("--providers", default=None, metavar="LIST",
-                        help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt (default cpu)")
-    parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: capture and replay a CUDA graph")
-    parser.add_argument("--mode", choices=MODES, default=None,
-                        help="realtime: newest frame only, drops counted (default for cameras and streams); "
-                        "lossless: every frame in order (default for files and folders)")
-    parser.add_argument("--threshold", type=float, default=None, metavar="T",
-                        help="override threshold.json (for trials; production runs use the calibrated one)")
-    parser.add_argument("--events", type=Path, default=None, metavar="FILE.jsonl", help="append one JSON line per frame to this file")
-    parser.add_argument("--summary", type=Path, default=None, metavar="FILE.json",
-                        help="write the end-of-run summary here (default: next to --events as *.summary.json)")
-    parser.add_argument("--save-ng", type=Path, default=None, metavar="DIR", help="save NG frames with a heat map into this folder")
-    parser.add_argument("--save-ng-max-mb", type=positive(float), default=500.0, metavar="MB",
-                        help="disk cap of --save-ng; the oldest images are removed first (default 500)")
-    parser.add_argument("--output", type=Path, default=None, metavar="VIDEO", help="write an overlay video (.avi: MJPG, .mp4: mp4v)")
-    parser.add_argument("--display", action="store_true", help="show the overlay in a window (q or Esc stops)")
-    parser.add_argument("--max-frames", type=positive(int), default=None, metavar="N", help="stop after this many frames")
-    parser.add_argument("--loop", action="store_true", help="start a video file or image folder again at its end")
-    parser.add_argument("--stats-every", type=float, default=5.0, metavar="S", help="seconds between stats lines on stderr (0: none)")
-    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Python logging level for stderr (default WARNING)")
+    add = parser.add_argument
+    add("--bundle", required=True, metavar="DIR", help="bundle folder written by `daad export`")
+    add("--source", required=True, metavar="SRC", help="what to read frames from (see below)")
+    add("--backend", choices=BACKENDS, default="auto",
+        help="auto: TensorRT when installed and the bundle has an engine for this GPU, else ONNX Runtime")
+    add("--precision", choices=PRECISIONS, default="fp32",
+        help="must match the precision threshold.json was calibrated at (default fp32)")
+    add("--threads", type=positive(int), default=None, metavar="N",
+        help="ONNX Runtime intra-op threads (default: all cores)")
+    add("--providers", default=None, metavar="LIST",
+        help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt (default cpu)")
+    add("--cuda-graph", action="store_true", help="TensorRT: capture and replay a CUDA graph")
+    add("--mode", choices=MODES, default=None,
+        help="realtime: newest frame only, drops counted (default for cameras and streams); "
+        "lossless: every frame in order (default for files and folders)")
+    add("--threshold", type=float, default=None, metavar="T",
+        help="override threshold.json (for trials; production runs use the calibrated one)")
+    add("--events", type=Path, default=None, metavar="FILE.jsonl", help="append one JSON line per frame to this file")
+    add("--summary", type=Path, default=None, metavar="FILE.json",
+        help="write the end-of-run summary here (default: next to --events as *.summary.json)")
+    add("--save-ng", type=Path, default=None, metavar="DIR", help="save NG frames with a heat map into this folder")
+    add("--save-ng-max-mb", type=positive(float), default=500.0, metavar="MB",
+        help="disk cap of --save-ng; the oldest images are removed first (default 500)")
+    add("--output", type=Path, default=None, metavar="VIDEO", help="write an overlay video (.avi: MJPG, .mp4: mp4v)")
+    add("--display", action="store_true", help="show the overlay in a window (q or Esc stops)")
+    add("--max-frames", type=positive(int), default=None, metavar="N", help="stop after this many frames")
+    add("--loop", action="store_true", help="start a video file or image folder again at its end")
+    add("--stats-every", type=float, default=5.0, metavar="S", help="seconds between stats lines on stderr (0: none)")
+    add("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="Python logging level for stderr (default WARNING)")
     return parser
 
 

@@ -243,7 +243,8 @@ def open_source(uri: str, loop: bool = False, backoff: Backoff = Backoff(),
     if "!" in text:
         return Reconnecting(lambda: _gstreamer_source(text, "GStreamer pipeline"), backoff, sleep)
     if scheme in STREAM_SCHEMES:
-        timeouts = [cv.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS, cv.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
+        timeouts = [cv.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
+                    cv.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
         return Reconnecting(lambda: VideoCaptureSource(text, text, live=True, api=cv.CAP_FFMPEG, params=timeouts,
                                                        hint="check the URL, the network and the camera's credentials"),
                             backoff, sleep)
