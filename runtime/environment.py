@@ -243,14 +243,14 @@ def nvpmodel_mode() -> str | None:
     return f"{name} (mode {number})" if number else name
 
 
-def jetson_clocks_state() -> str:
-    """'on' when every CPU and the GPU sit at their maximum clock (what jetson_clocks does)."""
+def jetson_clocks_state(sysfs: str = "/sys") -> str:
+    """'on' when every CPU and the GPU are pinned at the top clock of the power mode (what jetson_clocks does)."""
     pinned: list[bool] = []
-    for cpu in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq"):
-        low, high = read_text(f"{cpu}/scaling_min_freq"), read_text(f"{cpu}/cpuinfo_max_freq")
+    for cpu in glob.glob(f"{sysfs}/devices/system/cpu/cpu[0-9]*/cpufreq"):
+        low, high = read_text(f"{cpu}/scaling_min_freq"), read_text(f"{cpu}/scaling_max_freq")
         if low and high:
             pinned.append(low == high)
-    for gpu in glob.glob("/sys/class/devfreq/*.g[av]1?b") + glob.glob("/sys/class/devfreq/*gpu*"):
+    for gpu in glob.glob(f"{sysfs}/class/devfreq/*.g[av]1?b") + glob.glob(f"{sysfs}/class/devfreq/*gpu*"):
         low, high = read_text(f"{gpu}/min_freq"), read_text(f"{gpu}/max_freq")
         if low and high:
             pinned.append(low == high)

@@ -65,3 +65,21 @@ def test_reads_a_jetsons_release_power_mode_and_peak(monkeypatch) -> None:
 )
 def test_peak_is_known_only_for_documented_devices(model, precision, expected) -> None:
     assert peak_flops(model, precision) == expected
+
+
+def _frequencies(folder: Path, low_name: str, high_name: str, low: int, high: int) -> None:
+    folder.mkdir(parents=True)
+    (folder / low_name).write_text(f"{low}\n")
+    (folder / high_name).write_text(f"{high}\n")
+
+
+def test_jetson_clocks_is_on_only_when_cpus_and_gpu_are_pinned(tmp_path) -> None:
+    assert environment.jetson_clocks_state(str(tmp_path)) == UNKNOWN
+    for cpu in (0, 1):
+        _frequencies(tmp_path / f"devices/system/cpu/cpu{cpu}/cpufreq", "scaling_min_freq", "scaling_max_freq",
+                     1984000, 1984000)
+    gpu = tmp_path / "class/devfreq/17000000.ga10b"
+    _frequencies(gpu, "min_freq", "max_freq", 306000000, 1300500000)
+    assert environment.jetson_clocks_state(str(tmp_path)) == "off"  # the GPU still scales
+    (gpu / "min_freq").write_text("1300500000\n")
+    assert environment.jetson_clocks_state(str(tmp_path)) == "on"
