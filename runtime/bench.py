@@ -187,18 +187,18 @@ def stage_stats(
     return stats
 
 
-def finish_case(case: CaseResult, flops_per_image: float | None, device: str) -> CaseResult:
+def finish_case(case: CaseResult, flops_per_image: float | None, device: str) -> None:
     """Add the compute floor and the high-variation warning to a measured case."""
     peak = peak_flops(device, case.precision)
     if flops_per_image and peak:
         case.compute_floor_ms = flops_per_image * case.batch / peak * 1000.0
-    noisy = [f"{stage} {case.stages[stage].cv:.0%}" for stage in STEADY_STAGES if (case.stages[stage].cv or 0) > HIGH_CV]
+    spreads = {stage: case.stages[stage].cv or 0.0 for stage in STEADY_STAGES}
+    noisy = [f"{stage} {cv:.0%}" for stage, cv in spreads.items() if cv > HIGH_CV]
     if noisy:
         case.warnings.append(
             f"{case.backend} {case.precision} batch {case.batch}: high variation (CV {', '.join(noisy)} > "
             f"{HIGH_CV:.0%}): clocks not locked, thermal throttling or a busy machine; see docs/BENCHMARKING.md"
         )
-    return case
 
 
 def measure_fixed(
@@ -289,7 +289,9 @@ def run_bench(
                                               "the camera loop scores one frame at a time: batch 1 only with --source")
                         else:
                             case = measure_loop(backend, open_frames(), preprocess, config, run)
-                        cases.append(finish_case(case, flops, environment.device) if case.status == "measured" else case)
+                        if case.status == "measured":
+                            finish_case(case, flops, environment.device)
+                        cases.append(case)
     report = BenchReport(
         environment=environment.to_dict(),
         model=model_summary(bundle, environment.device, config.precisions),

@@ -98,7 +98,8 @@ def test_missing_backends_are_skipped_with_the_reason(tiny_bundle, tmp_path) -> 
                          min_iterations=2)
     report = run_bench(open_bundle(tiny_bundle), config, opener, Environment()).to_dict()
     status = {(c["backend"], c["batch"]): (c["status"], c["reason"]) for c in report["cases"]}
-    assert status[("ghost", 1)] == status[("ghost", 2)] == ("skipped", "ghost is not installed: install daad-edge[ghost]")
+    ghost = ("skipped", "ghost is not installed: install daad-edge[ghost]")
+    assert status[("ghost", 1)] == status[("ghost", 2)] == ghost
     assert status[("onnxruntime", 2)][0] == "measured"
     assert status[("torch", 1)][0] == "skipped" and "--checkpoint" in status[("torch", 1)][1]
     assert report["ratios"] == []  # nothing to compare onnxruntime with

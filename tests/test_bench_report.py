@@ -38,7 +38,8 @@ def test_markdown_has_summary_stages_skips_and_environment(tiny_bundle) -> None:
     e2e = report["cases"][0]["stages"]["end_to_end"]
     assert f"| onnxruntime | fp32 | 1 | 1 | " in text and f"{e2e['median']:.3f}" in summary_rows[0]
     assert "- tensorrt fp32 (batch 1, 4): tensorrt is not installed: install daad-edge[tensorrt]" in text
-    assert "Jetson: NVIDIA Jetson Orin NX, L4T R36.3.0, JetPack 6.0+b87, nvpmodel MAXN (mode 0), jetson_clocks on" in text
+    jetson = "Jetson: NVIDIA Jetson Orin NX, L4T R36.3.0, JetPack 6.0+b87, nvpmodel MAXN (mode 0), jetson_clocks on"
+    assert jetson in text
     assert "device peak: fp32 1.88 TFLOP/s" in text
     assert "### Repeatability" in text and "| onnxruntime | fp32 | 4 |" in text
     for label in STAGE_LABELS.values():
