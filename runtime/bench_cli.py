@@ -21,6 +21,7 @@ from runtime.bench_report import render_markdown, write_json, write_markdown
 from runtime.bundle import Bundle, open_bundle
 from runtime.environment import collect_environment
 from runtime.errors import DaadError, MissingDependency
+from runtime.sources import open_source
 from runtime.threshold import read_threshold
 
 # Backends that live outside runtime/: name -> "module:callable(checkpoint) -> Backend".
@@ -133,8 +134,6 @@ def bench(args: argparse.Namespace) -> BenchReport:
     )
     open_frames = None
     if args.source is not None:
-        from runtime.sources import open_source
-
         open_source(args.source).close()  # a wrong source fails now, not after the first backend
         open_frames = lambda: open_source(args.source)  # noqa: E731
     opener = make_opener(bundle, args.threads, args.checkpoint)
