@@ -90,7 +90,9 @@ def export_checkpoint(
     if images is None:
         print("parity: no data set found for this checkpoint; using synthetic frames (pass --eval-data DIR)",
               file=sys.stderr)  # fmt: skip
-    training = {**loaded.meta, "train_config": loaded.train_config.to_dict()}
+    # The checkpoint path lets `daad bench --backend torch` find the PyTorch reference later.
+    training = {**loaded.meta, "train_config": loaded.train_config.to_dict(),
+                "checkpoint": str(Path(checkpoint).resolve())}
     return export_bundle(
         loaded.model,
         loaded.preprocess,
