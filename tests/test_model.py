@@ -28,14 +28,14 @@ TINY_MEMORIES = (
 
 def tiny(kind: str, **overrides) -> torch.nn.Module:
     torch.manual_seed(0)
+    settings = {"map_sigma": 1.0, "diff_sigma": 1.0, **overrides}
     config = ModelConfig(
         kind=kind,
         widths=(4, 8, 8, 8),
         memories=TINY_MEMORIES,
         memae_memory=MemoryConfig(block_h=1, block_w=1, slots=10, shrink_threshold=0.05),
         discriminator_widths=(4, 4, 8, 8),
-        map_sigma=1.0,
-        **overrides,
+        **settings,
     )
     return build_model(config, PREPROCESS)
 
@@ -95,18 +95,32 @@ def test_the_decoder_sees_the_input_only_through_the_memories():
     assert torch.allclose(first, second, atol=1e-6)
 
 
-def test_anomaly_map_is_the_gaussian_smoothed_squared_error():
+def test_anomaly_map_is_the_smoothed_square_of_the_smoothed_difference():
     model = tiny("daad").eval()
     batch = frames(2)
     with torch.no_grad():
         _, maps = model.score(batch)
         x = model.normalise(batch)
         reconstruction, _ = model.reconstruct(x)
-    error = ((x - reconstruction) ** 2).mean(dim=1).numpy()
-    # Zero padding, renormalised by the kernel mass inside the image (sigma 1, radius 3).
-    smooth = [ndimage.gaussian_filter(e, 1.0, mode="constant", truncate=3.0) for e in error]
-    mass = ndimage.gaussian_filter(np.ones((32, 32)), 1.0, mode="constant", truncate=3.0)
-    assert np.allclose(maps[:, 0].numpy(), np.stack(smooth) / mass, rtol=1e-4, atol=1e-6)
+    difference = (x - reconstruction).numpy()
+
+    def blur(image: np.ndarray) -> np.ndarray:
+        """Zero padding, renormalised by the kernel mass inside the image (sigma 1, radius 3)."""
+        mass = ndimage.gaussian_filter(np.ones_like(image), 1.0, mode="constant", truncate=3.0)
+        return ndimage.gaussian_filter(image, 1.0, mode="constant", truncate=3.0) / mass
+
+    expected = [blur(np.mean([blur(channel) ** 2 for channel in image], axis=0)) for image in difference]
+    assert np.allclose(maps[:, 0].numpy(), np.stack(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_zero_sigmas_give_the_plain_squared_error():
+    model = tiny("ae", diff_sigma=0.0, map_sigma=0.0).eval()
+    batch = frames(1)
+    with torch.no_grad():
+        _, maps = model.score(batch)
+        x = model.normalise(batch)
+        reconstruction, _ = model.reconstruct(x)
+    assert torch.allclose(maps, ((x - reconstruction) ** 2).mean(dim=1, keepdim=True))
 
 
 def test_daad_plus_score_is_gamma_r_plus_one_minus_gamma_l():

@@ -48,11 +48,13 @@ class MemoryConfig:
 
 
 def _default_memories() -> tuple[MemoryConfig, ...]:
+    """Granularity 16 (each block covers 16 x 16 input pixels) at N x D = 16384 per memory:
+    the best block size measured in docs/RESULTS.md; slots = 16384 / D."""
     return (
-        MemoryConfig(block_h=8, block_w=8, slots=50),
-        MemoryConfig(block_h=8, block_w=8, slots=50),
-        MemoryConfig(block_h=4, block_w=4, slots=50),
-        MemoryConfig(block_h=2, block_w=2, slots=50),
+        MemoryConfig(block_h=8, block_w=8, slots=32),
+        MemoryConfig(block_h=4, block_w=4, slots=64),
+        MemoryConfig(block_h=2, block_w=2, slots=128),
+        MemoryConfig(block_h=1, block_w=1, slots=256),
     )
 
 
@@ -66,18 +68,19 @@ class ModelConfig:
     """
 
     kind: str = "daad+"
-    widths: tuple[int, int, int, int] = (16, 32, 64, 128)
+    widths: tuple[int, int, int, int] = (8, 16, 32, 64)
     memories: tuple[MemoryConfig, ...] = field(default_factory=_default_memories)
     memae_memory: MemoryConfig = field(
         default_factory=lambda: MemoryConfig(block_h=1, block_w=1, slots=500, temperature=1.0, shrink_threshold=0.0025)
     )
-    discriminator_widths: tuple[int, int, int, int] = (16, 32, 64, 64)
+    discriminator_widths: tuple[int, int, int, int] = (8, 16, 32, 32)
     l_rec: float = 1.0
     l_adv: float = 0.01
     l_ali: float = 0.1
     entropy_weight: float = 0.0002
     gamma: float = 0.5
-    map_sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in input pixels
+    diff_sigma: float = 2.0  # Gaussian low-pass of x - x_hat before squaring (0: off), input pixels
+    map_sigma: float = 1.0  # Gaussian smoothing of the squared-error map, input pixels
     score_reduction: str = "max"  # R = max or mean of the smoothed map
 
     def __post_init__(self) -> None:
@@ -89,6 +92,8 @@ class ModelConfig:
             raise ConfigError(f"memories needs one entry per scale ({', '.join(SCALES)}), got {len(self.memories)}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.diff_sigma < 0 or self.map_sigma < 0:
+            raise ConfigError(f"diff_sigma and map_sigma must be >= 0, got {self.diff_sigma}, {self.map_sigma}")
         if self.score_reduction not in ("max", "mean"):
             raise ConfigError(f"score_reduction must be 'max' or 'mean', got {self.score_reduction!r}")
 

@@ -41,25 +41,57 @@ def products(root: Path, names: list[str] | None) -> list[Path]:
     return found
 
 
+SCORE_SIDE = ("diff_sigma", "map_sigma", "score_reduction", "gamma")  # change no weight
+
+
 def train_and_evaluate(
-    product: Path, run: Path, model_config: ModelConfig, train_config: TrainConfig, preprocess: PreprocessConfig
+    product: Path,
+    run: Path,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    preprocess: PreprocessConfig,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Train one model on one product and return its test metrics and the training time."""
+    """Train one model on one product and return its test metrics and the training time.
+
+    With `reuse`, a finished run in `run` whose training settings match is scored again
+    instead of retrained (training is deterministic, so that is what a retrain would give).
+    """
     from train.checkpoint import load_checkpoint
     from train.evaluate import checkpoint_scorer, evaluate
+    from train.model import build_model
     from train.trainer import detect_channels, train
 
     preprocess = replace(preprocess, channels=detect_channels(product), mean=preprocess.mean[:1], std=preprocess.std[:1])
+    checkpoint = run / "checkpoint.pt"
     started = time.perf_counter()
-    train(product, run, model_config, train_config, preprocess, progress=False)
-    seconds = time.perf_counter() - started
-    score_fn, _ = checkpoint_scorer(load_checkpoint(run / "checkpoint.pt").model)
+    seconds = None
+    if reuse and checkpoint.is_file():
+        loaded = load_checkpoint(checkpoint)
+        history = loaded.meta.get("history", [])
+        same_training = (
+            {k: v for k, v in loaded.model_config.to_dict().items() if k not in SCORE_SIDE}
+            == {k: v for k, v in model_config.to_dict().items() if k not in SCORE_SIDE}
+            and loaded.train_config == train_config
+            and loaded.preprocess == preprocess
+            and loaded.state.get("epoch") == train_config.epochs
+        )
+        if same_training:
+            seconds = sum(record["seconds"] for record in history)
+    if seconds is None:
+        train(product, run, model_config, train_config, preprocess, progress=False)
+        seconds = time.perf_counter() - started
+    loaded = load_checkpoint(checkpoint)
+    model = build_model(model_config, preprocess)
+    model.load_state_dict(loaded.model.state_dict())
+    score_fn, _ = checkpoint_scorer(model.eval())
     metrics = evaluate(score_fn, product, preprocess).metrics
     return {
         "product": product.name,
         "kind": model_config.kind,
         "image_auroc": metrics["image_auroc"],
         "pixel_auroc": metrics["pixel_auroc"],
+        "per_defect": metrics["per_defect"],
         "train_seconds": round(seconds, 1),
     }
 
@@ -79,7 +111,8 @@ def table(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig
     rows = []
     for product in products(args.data, args.products):
         for kind in args.models:
-            row = train_and_evaluate(product, args.out / "runs" / product.name / kind, replace(base, kind=kind), train_config, preprocess)
+            run = args.out / "runs" / product.name / kind
+            row = train_and_evaluate(product, run, replace(base, kind=kind), train_config, preprocess, args.reuse_runs)
             print(_row_text(row), flush=True)
             rows.append(row)
             atomic_write_json(args.out / "table.json", rows)
@@ -93,7 +126,8 @@ def granularity(args: argparse.Namespace, base: ModelConfig, train_config: Train
     for product in products(args.data, args.products):
         for side in args.blocks:
             config = granularity_config(replace(base, kind=args.kind), side, args.budget, preprocess.height)
-            row = train_and_evaluate(product, args.out / "runs" / product.name / f"block{side}", config, train_config, preprocess)
+            run = args.out / "runs" / product.name / f"block{side}"
+            row = train_and_evaluate(product, run, config, train_config, preprocess, args.reuse_runs)
             row.update(block=side, memories=[[m.block_h, m.block_w, m.slots] for m in config.memories])
             print(_row_text(row), flush=True)
             rows.append(row)
@@ -187,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--config", type=Path, help="JSON/YAML with 'model'/'train' sections, as for daad train")
+        sub.add_argument("--reuse-runs", action="store_true", help="score finished runs in --out again instead of retraining")
     verbs.choices["table"].add_argument("--models", nargs="*", default=list(MODEL_KINDS), choices=MODEL_KINDS)
     verbs.choices["granularity"].add_argument("--kind", default="daad", choices=("daad", "daad+"))
     verbs.choices["granularity"].add_argument("--blocks", nargs="*", type=int, default=list(GRANULARITY_BLOCKS))

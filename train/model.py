@@ -56,6 +56,28 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return (kernel / kernel.sum()).float()[None, None]
 
 
+class GaussianBlur(nn.Module):
+    """A fixed depthwise Gaussian, zero-padded, divided by the kernel mass inside the image so
+    border pixels keep full weight. sigma = 0 is the identity."""
+
+    def __init__(self, sigma: float, channels: int, height: int, width: int) -> None:
+        super().__init__()
+        self.sigma, self.channels = sigma, channels
+        if sigma <= 0:
+            return
+        kernel = gaussian_kernel(sigma)
+        self.register_buffer("kernel", kernel.repeat(channels, 1, 1, 1), persistent=False)
+        self.padding = kernel.shape[-1] // 2
+        ones = torch.ones(1, channels, height, width)
+        self.register_buffer("border", 1.0 / self._convolve(ones), persistent=False)
+
+    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.kernel, padding=self.padding, groups=self.channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._convolve(x) * self.border if self.sigma > 0 else x
+
+
 class AnomalyModel(nn.Module):
     """uint8 frames in; reconstruction (forward) or anomaly score and map (score) out."""
 
@@ -97,11 +119,11 @@ class AnomalyModel(nn.Module):
             Discriminator(channels, config.discriminator_widths) if config.has_discriminator else None
         )
 
-        kernel = gaussian_kernel(config.map_sigma)
-        self.register_buffer("map_kernel", kernel, persistent=False)
-        ones = torch.ones(1, 1, preprocess.height, preprocess.width)
-        # Dividing by the smoothed ones-image keeps border pixels at full weight under zero padding.
-        self.register_buffer("map_border", 1.0 / self._convolve(ones), persistent=False)
+        # Two fixed Gaussians (depthwise conv2d, constant kernels): one low-passes the signed
+        # difference x - x_hat per channel, so sensor noise the model cannot reproduce averages
+        # out before squaring; the other smooths the squared-error map.
+        self.diff_blur = GaussianBlur(config.diff_sigma, channels, preprocess.height, preprocess.width)
+        self.map_blur = GaussianBlur(config.map_sigma, 1, preprocess.height, preprocess.width)
         # Mean and std of R and L on the training images: standardises them before mixing (daad+).
         self.register_buffer("score_stats", torch.tensor([0.0, 1.0, 0.0, 1.0]))
 
@@ -147,13 +169,10 @@ class AnomalyModel(nn.Module):
             output.fake_features, output.fake_logit = self.discriminator(reconstruction)
         return output
 
-    def _convolve(self, maps: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(maps, self.map_kernel, padding=self.map_kernel.shape[-1] // 2)
-
     def anomaly_map(self, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        """Per-pixel squared error, channel mean, Gaussian-smoothed: N x 1 x H x W."""
-        error = ((x - reconstruction) ** 2).mean(dim=1, keepdim=True)
-        return self._convolve(error) * self.map_border
+        """Smoothed squared error of the smoothed difference, channel mean: N x 1 x H x W."""
+        difference = self.diff_blur(x - reconstruction)
+        return self.map_blur((difference * difference).mean(dim=1, keepdim=True))
 
     def score_terms(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """(R per sample, L per sample or None, anomaly map): the raw parts of the score."""
