@@ -128,7 +128,7 @@ class ModelConfig:
 class TrainConfig:
     """The optimisation: Adam on the generator (and the discriminator for daad+)."""
 
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 16
     lr: float = 2e-3
     discriminator_lr: float = 2e-4
