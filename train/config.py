@@ -17,6 +17,7 @@ from runtime.optional import require
 
 MODEL_KINDS = ("ae", "memae", "daad", "daad+")
 SCALES = ("skip1", "skip2", "skip3", "bottleneck")  # 1/2, 1/4, 1/8, 1/16 of the input
+MAP_NORMALISATIONS = ("none", "pixel")
 
 
 class ConfigError(DaadError):
@@ -82,6 +83,9 @@ class ModelConfig:
     diff_sigma: float = 2.0  # Gaussian low-pass of x - x_hat before squaring (0: off), input pixels
     map_sigma: float = 1.0  # Gaussian smoothing of the squared-error map, input pixels
     score_reduction: str = "max"  # R = max or mean of the smoothed map
+    # "pixel": (map - mean) / std per pixel, both fitted on the good training images, so structure
+    # every part reconstructs badly (a logo, a hole) no longer dominates R; "none": the raw map.
+    map_normalisation: str = "none"
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -96,6 +100,10 @@ class ModelConfig:
             raise ConfigError(f"diff_sigma and map_sigma must be >= 0, got {self.diff_sigma}, {self.map_sigma}")
         if self.score_reduction not in ("max", "mean"):
             raise ConfigError(f"score_reduction must be 'max' or 'mean', got {self.score_reduction!r}")
+        if self.map_normalisation not in MAP_NORMALISATIONS:
+            raise ConfigError(
+                f"map_normalisation must be one of {', '.join(MAP_NORMALISATIONS)}, got {self.map_normalisation!r}"
+            )
 
     @property
     def has_discriminator(self) -> bool:
