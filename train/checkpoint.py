@@ -96,7 +96,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
             f"{FORMAT_VERSION}: retrain with this version"
         )
     try:
-        model_config = ModelConfig.from_dict(payload["model_config"])
+        # Checkpoints from before map_normalisation existed scored the raw map.
+        model_config = ModelConfig.from_dict({"map_normalisation": "none", **payload["model_config"]})
         preprocess = PreprocessConfig.from_dict(payload["preprocess"])
         train_config = TrainConfig.from_dict(payload["train_config"])
         model = build_model(model_config, preprocess)

@@ -25,6 +25,8 @@ from train.config import SCALES, ConfigError, ModelConfig
 from train.discriminator import Discriminator, feature_distance
 from train.memory import BlockMemory, entropy
 
+MAP_STD_FLOOR = 0.1  # "pixel" normalisation: per-pixel std floor, as a fraction of its image mean
+
 
 @dataclass
 class ModelOutput:
@@ -126,6 +128,12 @@ class AnomalyModel(nn.Module):
         self.map_blur = GaussianBlur(config.map_sigma, 1, preprocess.height, preprocess.width)
         # Mean and std of R and L on the training images: standardises them before mixing (daad+).
         self.register_buffer("score_stats", torch.tensor([0.0, 1.0, 0.0, 1.0]))
+        # "pixel": per-pixel mean and std of the map on the training images; only then in the
+        # state dict, so checkpoints and exports without it stay exactly as they were.
+        if config.map_normalisation == "pixel":
+            size = (1, 1, preprocess.height, preprocess.width)
+            self.register_buffer("map_mean", torch.zeros(size))
+            self.register_buffer("map_std", torch.ones(size))
 
     def _memory_config(self, index: int):
         if self.config.uses_skips:
@@ -174,26 +182,38 @@ class AnomalyModel(nn.Module):
         difference = self.diff_blur(x - reconstruction)
         return self.map_blur((difference * difference).mean(dim=1, keepdim=True))
 
+    def standardise_map(self, maps: torch.Tensor) -> torch.Tensor:
+        """"pixel": (map - map_mean) / map_std, elementwise with constants; "none": the map."""
+        if self.config.map_normalisation == "pixel":
+            return (maps - self.map_mean) / self.map_std
+        return maps
+
+    def reduce_map(self, maps: torch.Tensor) -> torch.Tensor:
+        """R per sample: the maximum or mean of the (standardised) map."""
+        if self.config.score_reduction == "max":
+            return maps.amax(dim=(1, 2, 3))
+        return maps.mean(dim=(1, 2, 3))
+
+    def feature_term(self, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor | None:
+        """L per sample (daad+): discriminator feature distance of x and x_hat; None otherwise."""
+        if self.discriminator is None:
+            return None
+        real, _ = self.discriminator(x)
+        fake, _ = self.discriminator(reconstruction)
+        return feature_distance(real, fake)
+
     def score_terms(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(R per sample, L per sample or None, anomaly map): the raw parts of the score."""
+        """(R per sample, L per sample or None, anomaly map): the unmixed parts of the score."""
         x = self.normalise(frames)
         reconstruction, _ = self.reconstruct(x)
-        maps = self.anomaly_map(x, reconstruction)
-        if self.config.score_reduction == "max":
-            rec_term = maps.amax(dim=(1, 2, 3))
-        else:
-            rec_term = maps.mean(dim=(1, 2, 3))
-        feature_term = None
-        if self.discriminator is not None:
-            real, _ = self.discriminator(x)
-            fake, _ = self.discriminator(reconstruction)
-            feature_term = feature_distance(real, fake)
-        return rec_term, feature_term, maps
+        maps = self.standardise_map(self.anomaly_map(x, reconstruction))
+        return self.reduce_map(maps), self.feature_term(x, reconstruction), maps
 
     def score(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 frames -> (anomaly score N, anomaly map N x 1 x H x W). Higher = more anomalous.
 
-        ae/memae/daad: score = R, the maximum (or mean) of the smoothed map.
+        ae/memae/daad: score = R, the maximum (or mean) of the smoothed map, standardised per
+        pixel first with map_normalisation "pixel" (the map returned is the standardised one).
         daad+: score = gamma * R' + (1 - gamma) * L', R' and L' standardised by `score_stats`.
         """
         rec_term, feature_term, maps = self.score_terms(frames)
@@ -206,17 +226,36 @@ class AnomalyModel(nn.Module):
 
     @torch.no_grad()
     def fit_score_stats(self, batches) -> None:
-        """Set `score_stats` from R and L on good (training) images, so gamma mixes like units."""
+        """Fit the score's constants on good (training) images: with "pixel", the per-pixel map
+        mean and std; for daad+, `score_stats` from R (on the map as scored) and L, so gamma
+        mixes like units."""
+        pixel = self.config.map_normalisation == "pixel"
+        if self.discriminator is None and not pixel:
+            return
+        raw_maps, feature_terms = [], []
+        for frames in batches:
+            x = self.normalise(frames)
+            reconstruction, _ = self.reconstruct(x)
+            raw_maps.append(self.anomaly_map(x, reconstruction))
+            feature_terms.append(self.feature_term(x, reconstruction))
+        maps = torch.cat(raw_maps)
+        if pixel:
+            self.fit_map_stats(maps)
         if self.discriminator is None:
             return
-        rec_terms, feature_terms = [], []
-        for frames in batches:
-            rec_term, feature_term, _ = self.score_terms(frames)
-            rec_terms.append(rec_term)
-            feature_terms.append(feature_term)
-        r, l = torch.cat(rec_terms), torch.cat(feature_terms)
+        r, l = self.reduce_map(self.standardise_map(maps)), torch.cat(feature_terms)
         spread = (r.std(), l.std()) if r.numel() > 1 else (torch.ones(()), torch.ones(()))
         self.score_stats.copy_(torch.stack([r.mean(), spread[0].clamp_min(1e-8), l.mean(), spread[1].clamp_min(1e-8)]))
+
+    def fit_map_stats(self, maps: torch.Tensor) -> None:
+        """Per-pixel mean and std of raw maps N x 1 x H x W of good images, smoothed like the map
+        (fewer images than pixels: a noisy estimate); the std floored at MAP_STD_FLOOR of its
+        mean so flat background, where the error hardly varies, does not turn noise into alarms."""
+        mean = self.map_blur(maps.mean(dim=0, keepdim=True))
+        spread = maps.std(dim=0, keepdim=True) if len(maps) > 1 else torch.zeros_like(mean)
+        spread = self.map_blur(spread)
+        self.map_mean.copy_(mean)
+        self.map_std.copy_(spread.clamp_min(max(MAP_STD_FLOOR * float(spread.mean()), 1e-8)))
 
     def memory_banks(self) -> dict[str, torch.Tensor]:
         """Memory name ("skip1".."skip3", "bottleneck") -> its bank N x D."""
