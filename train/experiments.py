@@ -187,7 +187,7 @@ def plot_granularity(rows: list[dict[str, Any]], path: Path, budget: int) -> Pat
 
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
     for name in dict.fromkeys(row["product"] for row in rows):
-        chosen = [row for row in rows if row["product"] == name]
+        chosen = sorted((row for row in rows if row["product"] == name), key=lambda row: row["block"])
         axis.plot([r["block"] for r in chosen], [r["image_auroc"] for r in chosen], marker="o", label=name)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("block side in input pixels (all four memories)")
