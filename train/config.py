@@ -84,8 +84,9 @@ class ModelConfig:
     map_sigma: float = 1.0  # Gaussian smoothing of the squared-error map, input pixels
     score_reduction: str = "max"  # R = max or mean of the smoothed map
     # "pixel": (map - mean) / std per pixel, both fitted on the good training images, so structure
-    # every part reconstructs badly (a logo, a hole) no longer dominates R; "none": the raw map.
-    map_normalisation: str = "none"
+    # every part reconstructs badly (a logo, a hole) no longer dominates R (measured in
+    # docs/RESULTS-scoring.md); "none": the raw map, as in checkpoints from before this field.
+    map_normalisation: str = "pixel"
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
