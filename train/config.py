@@ -79,7 +79,7 @@ class ModelConfig:
     l_adv: float = 0.01
     l_ali: float = 0.1
     entropy_weight: float = 0.0002
-    gamma: float = 0.5
+    gamma: float = 1.0  # measured best (docs/RESULTS.md); L still shapes training through l_ali
     diff_sigma: float = 2.0  # Gaussian low-pass of x - x_hat before squaring (0: off), input pixels
     map_sigma: float = 1.0  # Gaussian smoothing of the squared-error map, input pixels
     score_reduction: str = "max"  # R = max or mean of the smoothed map
