@@ -31,10 +31,10 @@ class DemoConfig:
     """Sizes chosen so the demo finishes in minutes on 2 CPU cores."""
 
     out: Path = Path("demo-out")
-    product: str = "fabric"
+    product: str = "cap"
     image_size: int = 128
-    epochs: int = 12
-    train_images: int = 120
+    epochs: int = 30
+    train_images: int = 200
     bench_seconds: float = 3.0
 
 
