@@ -211,10 +211,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from runtime.errors import DaadError
+    from runtime.cli import run_script
 
-    try:
-        sys.exit(main())
-    except DaadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "python -m export.results")

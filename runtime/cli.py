@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Callable
 
 # verb -> (module with `main(argv) -> int`, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -56,6 +57,17 @@ def main(argv: list[str] | None = None, package: str | None = None) -> int:
     except KeyboardInterrupt:
         print(f"daad {verb}: interrupted", file=sys.stderr)
         return 130
+
+
+def run_script(entry: Callable[[], int], name: str) -> None:
+    """Run a `python -m` script's main like a verb: a DaadError prints its message and exits 2."""
+    from runtime.errors import DaadError
+
+    try:
+        sys.exit(entry())
+    except DaadError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ GRANULARITY_BUDGET = 16384  # floats per memory bank (N * D)
 
 def products(root: Path, names: list[str] | None) -> list[Path]:
     """Product folders under `root` (those with a test split), or `root` itself if it is one."""
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist: write one with `daad synth --out {root}`")
     if has_test_split(root):
         return [root]
     found = sorted(p for p in root.iterdir() if p.is_dir() and has_test_split(p))
@@ -251,10 +253,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from runtime.errors import DaadError
+    from runtime.cli import run_script
 
-    try:
-        sys.exit(main())
-    except DaadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "python -m train.experiments")
