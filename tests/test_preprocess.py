@@ -73,3 +73,24 @@ def test_config_round_trips_and_collapses_statistics_for_grey() -> None:
     assert PreprocessConfig(8, 8, 3, mean=(0.5,)).mean == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="channels"):
         PreprocessConfig(8, 8, 2)
+
+
+def test_fast_shrink_matches_area_averaging_on_a_camera_frame() -> None:
+    import cv2
+
+    from runtime.preprocess import resize
+
+    rows, cols = np.mgrid[0:720, 0:1280]
+    frame = ((np.sin(rows / 37.0) + np.cos(cols / 23.0) + 2) * 60).astype(np.uint8)
+    fast = resize(frame, 128, 128).astype(np.float32)
+    area = cv2.resize(frame, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32)
+    assert fast.shape == (128, 128)
+    assert np.abs(fast - area).mean() < 1.0
+
+
+def test_grey_model_gets_one_channel_from_a_colour_frame() -> None:
+    frame = np.zeros((480, 640, 3), dtype=np.uint8)
+    frame[..., 2] = 255  # pure red in BGR
+    prepared = prepare_frame(frame, PreprocessConfig(height=64, width=64, channels=1))
+    assert prepared.shape == (64, 64, 1)
+    assert abs(int(prepared[32, 32, 0]) - 76) <= 1  # OpenCV's luma weight for red, 0.299 * 255
