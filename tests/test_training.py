@@ -163,6 +163,20 @@ def test_train_and_eval_command_lines(dataset, tmp_path, capsys):
     grid = cv2.imread(str(run / "eval_grid.png"))
     assert grid is not None and grid.shape[0] > grid.shape[1]  # 6 rows of 4 panels
 
+    # The same model as a bundle, scored through ONNX Runtime, gives the same metrics.
+    from export.export_cli import main as export_main
+
+    bundle = tmp_path / "bundle"
+    assert export_main(["--checkpoint", str(run / "checkpoint.pt"), "--out", str(bundle)]) == 0
+    bundle_metrics_path = tmp_path / "bundle_metrics.json"
+    assert eval_cli.main(["--bundle", str(bundle), "--backend", "onnxruntime", "--data", str(dataset),
+                          "--json", str(bundle_metrics_path)]) == 0
+    assert "onnxruntime fp32" in capsys.readouterr().out
+    bundle_metrics = json.loads(bundle_metrics_path.read_text())
+    assert bundle_metrics["image_auroc"] == pytest.approx(metrics["image_auroc"], abs=1e-6)
+    assert bundle_metrics["pixel_auroc"] == pytest.approx(metrics["pixel_auroc"], abs=1e-4)
+    assert cv2.imread(str(bundle / "eval_grid.png")) is not None
+
 
 def test_a_spot_on_stripes_scores_higher_after_training(dataset, tmp_path):
     config = ModelConfig.from_dict({**MODEL, "kind": "ae"})

@@ -1,4 +1,8 @@
-"""`daad eval`: metrics of a checkpoint on a data set's test split, plus a picture."""
+"""`daad eval`: metrics of a checkpoint or a bundle on a data set's test split, plus a picture.
+
+A bundle is scored through a runtime backend, so the numbers are those of the graph, engine and
+precision that run on the line, not of the PyTorch model they came from.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,19 @@ from runtime.atomic import atomic_write_json
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daad eval",
-        description="Image AUROC, pixel AUROC, AUPRO, F1-max and per-defect AUROC of a checkpoint on "
-        "DIR/test (MVTec AD layout), and a PNG grid of good and defective examples.",
+        description="Image AUROC, pixel AUROC, AUPRO, F1-max and per-defect AUROC of a checkpoint or a "
+        "bundle on DIR/test (MVTec AD layout), and a PNG grid of good and defective examples.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="RUN/checkpoint.pt from `daad train`")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", type=Path, help="RUN/checkpoint.pt from `daad train` (PyTorch)")
+    model.add_argument("--bundle", type=Path, help="bundle folder from `daad export`, scored through --backend")
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
+                        help="with --bundle: the runtime backend to score on (default auto)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                        help="with --bundle: the engine precision (TensorRT; default fp32)")
     parser.add_argument("--data", required=True, type=Path, help="product folder with test/ (and ground_truth/)")
     parser.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
-    parser.add_argument("--grid", type=Path, help="where to write the example grid (default: next to the checkpoint, eval_grid.png)")
+    parser.add_argument("--grid", type=Path, help="where to write the example grid (default: eval_grid.png next to the checkpoint, or in the bundle)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     return parser
 
@@ -34,15 +44,12 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.checkpoint import load_checkpoint
-    from train.evaluate import checkpoint_scorer, evaluate, save_grid
-
     args = build_parser().parse_args(argv)
-    loaded = load_checkpoint(args.checkpoint, device=args.device)
-    score_fn, reconstruct_fn = checkpoint_scorer(loaded.model)
-    evaluation = evaluate(score_fn, args.data, loaded.preprocess, progress=True)
-    grid = save_grid(args.grid or args.checkpoint.parent / "eval_grid.png", evaluation, reconstruct_fn)
-    print(f"{loaded.model_config.kind} on {args.data}")
+    if args.bundle is not None:
+        evaluation, kind, grid = _evaluate_bundle(args)
+    else:
+        evaluation, kind, grid = _evaluate_checkpoint(args)
+    print(f"{kind} on {args.data}")
     print(format_table(evaluation.metrics))
     print(f"examples: {grid}")
     if args.json:
@@ -50,3 +57,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metrics: {args.json}")
     return 0
 
+
+def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[Any, str, Path]:
+    from train.checkpoint import load_checkpoint
+    from train.evaluate import checkpoint_scorer, evaluate, save_grid
+
+    loaded = load_checkpoint(args.checkpoint, device=args.device)
+    score_fn, reconstruct_fn = checkpoint_scorer(loaded.model)
+    evaluation = evaluate(score_fn, args.data, loaded.preprocess, progress=True)
+    grid = save_grid(args.grid or args.checkpoint.parent / "eval_grid.png", evaluation, reconstruct_fn)
+    return evaluation, loaded.model_config.kind, grid
+
+
+def _evaluate_bundle(args: argparse.Namespace) -> tuple[Any, str, Path]:
+    from runtime.backends import open_backend
+    from runtime.bundle import open_bundle
+    from train.evaluate import evaluate, save_grid
+
+    bundle = open_bundle(args.bundle)
+    with open_backend(bundle, args.backend, args.precision) as backend:
+
+        def score_fn(frames: Any) -> tuple[Any, Any]:
+            result = backend.infer(frames)
+            return result.scores, result.anomaly_maps
+
+        # One frame per call: a TensorRT engine is built for a fixed maximum batch.
+        evaluation = evaluate(score_fn, args.data, bundle.preprocess, batch_size=1, progress=True)
+        kind = f"{bundle.metadata.model_kind} ({backend.name} {backend.precision})"
+    grid = save_grid(args.grid or bundle.root / "eval_grid.png", evaluation)
+    return evaluation, kind, grid
