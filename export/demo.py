@@ -22,6 +22,7 @@ from runtime.dataset import find_samples
 from runtime.errors import DaadError
 from runtime.images import read_image
 from runtime.optional import cv2
+from runtime.preprocess import to_channels
 
 TRAIN_SEED, CALIBRATION_SEED, LINE_SEED = 0, 1, 2
 
@@ -73,9 +74,7 @@ def write_line_video(product_root: Path, video: Path, fps: float = 10.0) -> list
             image = read_image(sample.path)
             if image is None:
                 continue
-            if image.ndim == 2:
-                image = cv.cvtColor(image, cv.COLOR_GRAY2BGR)
-            writer.write(np.ascontiguousarray(image[:, :, :3]))
+            writer.write(np.ascontiguousarray(to_channels(image, 3)))
             truth.append((sample.defect, sample.label))
     finally:
         writer.release()
