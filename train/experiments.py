@@ -4,6 +4,7 @@
     python -m train.experiments granularity  --data SYNTH --out DIR   # image AUROC vs block size
     python -m train.experiments scoring      --checkpoint RUN/checkpoint.pt --data PRODUCT
                                              # score-side knobs (gamma, reduction) of one model
+    python -m train.experiments curve        --data SYNTH --out DIR   # image AUROC vs epochs
 
 Each run trains with `train.trainer.train` and evaluates with `train.evaluate.evaluate`, the
 same code as `daad train` / `daad eval`, and writes JSON (and a plot) into --out.
@@ -98,6 +99,14 @@ def train_and_evaluate(
     }
 
 
+def learning_curve(run: Path) -> list[list[float]]:
+    """[epoch, validation image AUROC] pairs recorded in a run's checkpoint history."""
+    from train.checkpoint import load_checkpoint
+
+    history = load_checkpoint(run / "checkpoint.pt").meta.get("history", [])
+    return [[record["epoch"], record["val_image_auroc"]] for record in history if "val_image_auroc" in record]
+
+
 def granularity_config(base: ModelConfig, side: int, budget: int, image_size: int) -> ModelConfig:
     """Every memory covers `side` x `side` input pixels per block, with N = budget / D slots."""
     memories = []
@@ -135,6 +144,29 @@ def granularity(args: argparse.Namespace, base: ModelConfig, train_config: Train
             rows.append(row)
             atomic_write_json(args.out / "granularity.json", rows)
     plot_granularity(rows, args.out / "granularity.png", args.budget)
+    return rows
+
+
+def curve(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig, preprocess: PreprocessConfig) -> list[dict[str, Any]]:
+    """Validation image AUROC every `--every` epochs of one run per (product, model).
+
+    The learning rate is constant and the batch order depends only on (seed, epoch), so the
+    model after epoch e of this run is the model a run of e epochs ends with: one run gives
+    the table at every budget, and the budget of a comparison can be read off, not guessed.
+    """
+    train_config = replace(train_config, validate_every=args.every)
+    rows = []
+    for product in products(args.data, args.products):
+        for kind in args.models:
+            run = args.out / "runs" / product.name / kind
+            row = train_and_evaluate(product, run, replace(base, kind=kind), train_config, preprocess, args.reuse_runs)
+            row["curve"] = learning_curve(run)
+            print(_row_text(row), flush=True)
+            rows.append(row)
+            atomic_write_json(args.out / "curve.json", rows)
+    plot_curve(rows, args.out / "curve.png")
+    atomic_write_text(args.out / "curve.md", curve_markdown(rows))
+    print(curve_markdown(rows))
     return rows
 
 
@@ -181,12 +213,67 @@ def table_markdown(rows: list[dict[str, Any]], kinds: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_granularity(rows: list[dict[str, Any]], path: Path, budget: int) -> Path:
-    matplotlib = require("matplotlib", "train", "the granularity plot")
+def mean_curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Model -> (epoch, image AUROC averaged over the products) at the epochs all products share."""
+    means = {}
+    for kind in dict.fromkeys(row["kind"] for row in rows):
+        curves = [dict((int(e), a) for e, a in row["curve"]) for row in rows if row["kind"] == kind]
+        epochs = sorted(set.intersection(*(set(c) for c in curves)))
+        means[kind] = [(e, sum(c[e] for c in curves) / len(curves)) for e in epochs]
+    return means
+
+
+def curve_markdown(rows: list[dict[str, Any]]) -> str:
+    """Epochs as rows, mean image AUROC per model as columns."""
+    means = mean_curves(rows)
+    kinds = list(means)
+    epochs = sorted({e for points in means.values() for e, _ in points})
+    lookup = {(k, e): a for k, points in means.items() for e, a in points}
+    lines = ["| epochs | " + " | ".join(f"{k} mean image AUROC" for k in kinds) + " |", "|" + "---|" * (len(kinds) + 1)]
+    for epoch in epochs:
+        cells = [f"{lookup[(k, epoch)]:.3f}" if (k, epoch) in lookup else "-" for k in kinds]
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot(purpose: str) -> Any:
+    matplotlib = require("matplotlib", "train", purpose)
     matplotlib.use("Agg")
-    plt = require("matplotlib.pyplot", "train", "the granularity plot")
+    return require("matplotlib.pyplot", "train", purpose)
+
+
+def _save_figure(figure: Any, path: Path) -> Path:
     import io
 
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    figure.clf()
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_curve(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Mean image AUROC against epochs per model (thick), each product thin behind it."""
+    plt = _pyplot("the learning-curve plot")
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    colours = {}
+    for kind, points in mean_curves(rows).items():
+        (line,) = axis.plot([e for e, _ in points], [a for _, a in points], marker="o", linewidth=2, label=f"{kind} (mean)")
+        colours[kind] = line.get_color()
+    for row in rows:
+        axis.plot([e for e, _ in row["curve"]], [a for _, a in row["curve"]], color=colours[row["kind"]], alpha=0.3, linewidth=1)
+    axis.set_xlabel("epochs")
+    axis.set_ylabel("image AUROC (thin: one product)")
+    axis.set_title("validation image AUROC during training", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    path = _save_figure(figure, path)
+    plt.close(figure)
+    return path
+
+
+def plot_granularity(rows: list[dict[str, Any]], path: Path, budget: int) -> Path:
+    plt = _pyplot("the granularity plot")
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
     for name in dict.fromkeys(row["product"] for row in rows):
         chosen = sorted((row for row in rows if row["product"] == name), key=lambda row: row["block"])
@@ -197,11 +284,9 @@ def plot_granularity(rows: list[dict[str, Any]], path: Path, budget: int) -> Pat
     axis.set_title(f"granularity at a fixed memory budget (N x D = {budget})", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    path = _save_figure(figure, path)
     plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return path
 
 
 def _row_text(row: dict[str, Any]) -> str:
@@ -213,7 +298,7 @@ def _row_text(row: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train.experiments", description=__doc__.split("\n\n")[0])
     verbs = parser.add_subparsers(dest="experiment", required=True)
-    for name in ("table", "granularity"):
+    for name in ("table", "granularity", "curve"):
         sub = verbs.add_parser(name)
         sub.add_argument("--data", required=True, type=Path, help="`daad synth` output (one folder per product)")
         sub.add_argument("--out", required=True, type=Path, help="results folder (JSON, runs, plot)")
@@ -225,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", type=Path, help="JSON/YAML with 'model'/'train' sections, as for daad train")
         sub.add_argument("--reuse-runs", action="store_true", help="score finished runs in --out again instead of retraining")
     verbs.choices["table"].add_argument("--models", nargs="*", default=list(MODEL_KINDS), choices=MODEL_KINDS)
+    verbs.choices["curve"].add_argument("--models", nargs="*", default=["ae", "daad+"], choices=MODEL_KINDS)
+    verbs.choices["curve"].add_argument("--every", type=int, default=5, help="epochs between validation AUROCs")
     verbs.choices["granularity"].add_argument("--kind", default="daad", choices=("daad", "daad+"))
     verbs.choices["granularity"].add_argument("--blocks", nargs="*", type=int, default=list(GRANULARITY_BLOCKS))
     verbs.choices["granularity"].add_argument("--budget", type=int, default=GRANULARITY_BUDGET)
@@ -236,7 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.experiment == "curve" and args.every < 1:
+        parser.error("--every must be at least 1 (epochs between validation AUROCs)")
     if args.experiment == "scoring":
         scoring(args)
         return 0
@@ -248,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     size = args.image_size
     preprocess = PreprocessConfig(height=size, width=size, channels=3)
     args.out.mkdir(parents=True, exist_ok=True)
-    (table if args.experiment == "table" else granularity)(args, base, train_config, preprocess)
+    experiments = {"table": table, "granularity": granularity, "curve": curve}
+    experiments[args.experiment](args, base, train_config, preprocess)
     return 0
 
 

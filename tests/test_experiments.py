@@ -1,0 +1,64 @@
+"""The RESULTS.md experiments end to end on a tiny synthetic product: real training, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import cv2
+import pytest
+import torch
+
+from train.experiments import main
+from train.synth import SynthConfig, write_product
+
+torch.set_num_threads(1)
+
+TINY = {
+    "model": {
+        "widths": [4, 8, 8, 8],
+        "memories": [{"block_h": b, "block_w": b, "slots": 8} for b in (4, 2, 2, 1)],
+        "discriminator_widths": [4, 4, 8, 8],
+    },
+    "train": {"lr": 5e-3},
+}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    write_product(root, "cap", SynthConfig(image_size=32, train=8, test_good=3, test_defect=1))
+    config = root / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    return root, config
+
+
+def run(synth, out, *args):
+    root, config = synth
+    common = ["--data", str(root), "--out", str(out), "--image-size", "32", "--batch-size", "4", "--config", str(config)]
+    assert main([args[0], *common, *args[1:]]) == 0
+
+
+def test_one_curve_run_gives_the_table_at_every_budget(synth, tmp_path):
+    run(synth, tmp_path / "curve", "curve", "--epochs", "3", "--every", "1", "--models", "ae", "daad+")
+    rows = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    assert [(r["product"], r["kind"]) for r in rows] == [("cap", "ae"), ("cap", "daad+")]
+    for row in rows:
+        assert [epoch for epoch, _ in row["curve"]] == [1, 2, 3]
+        assert row["curve"][-1][1] == pytest.approx(row["image_auroc"])  # the last point is the evaluation
+    # Epoch 2 of the 3-epoch run is the model a 2-epoch run ends with.
+    run(synth, tmp_path / "table", "table", "--epochs", "2", "--models", "ae")
+    two_epochs = json.loads((tmp_path / "table" / "table.json").read_text())[0]["image_auroc"]
+    assert rows[0]["curve"][1][1] == pytest.approx(two_epochs)
+    assert cv2.imread(str(tmp_path / "curve" / "curve.png")) is not None
+    markdown = (tmp_path / "curve" / "curve.md").read_text()
+    assert "| 3 |" in markdown and "daad+ mean image AUROC" in markdown
+
+
+def test_curve_refuses_a_zero_interval(synth, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(synth, tmp_path, "curve", "--epochs", "2", "--every", "0")
+    assert exit_info.value.code == 2
+    assert "--every must be at least 1" in capsys.readouterr().err
