@@ -126,6 +126,23 @@ def test_resume_continues_to_the_same_weights_as_one_run(dataset, tmp_path):
         train(dataset, tmp_path / "resumed", model_config, TrainConfig(epochs=2, batch_size=4), PREPROCESS, resume=True, progress=False)
 
 
+def test_cosine_schedule_decays_both_rates_and_resumes_like_one_run(dataset, tmp_path):
+    model_config = ModelConfig.from_dict({**MODEL, "kind": "daad+"})
+    cosine = {"batch_size": 4, "lr": 4e-3, "discriminator_lr": 2e-4, "lr_schedule": "cosine"}
+    straight = train(dataset, tmp_path / "straight", model_config, TrainConfig(epochs=2, **cosine), PREPROCESS, progress=False)
+    state = load_checkpoint(straight.checkpoint).state
+    # The last epoch (1 of 2) ran at (1 + cos(pi / 2)) / 2 = half of each rate.
+    assert state["optimiser"]["param_groups"][0]["lr"] == pytest.approx(2e-3)
+    assert state["disc_optimiser"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    train(dataset, tmp_path / "resumed", model_config, TrainConfig(epochs=1, **cosine), PREPROCESS, progress=False)
+    resumed = train(dataset, tmp_path / "resumed", model_config, TrainConfig(epochs=2, **cosine), PREPROCESS, resume=True, progress=False)
+    a, b = load_checkpoint(straight.checkpoint).model, load_checkpoint(resumed.checkpoint).model
+    for name, tensor in a.state_dict().items():
+        assert torch.allclose(tensor, b.state_dict()[name], atol=1e-6), name
+    with pytest.raises(ConfigError, match="lr_schedule must be one of constant, cosine"):
+        TrainConfig(lr_schedule="step")
+
+
 def test_truncated_or_foreign_checkpoints_give_a_clear_error(dataset, tmp_path):
     model = build_model(ModelConfig.from_dict({**MODEL, "kind": "ae"}), PREPROCESS)
     good = save_checkpoint(tmp_path / "good.pt", model, model.config, PREPROCESS, TrainConfig(), {})

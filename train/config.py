@@ -8,6 +8,7 @@ holds the same dicts: `{"model": {...}, "train": {...}}`, any key may be left ou
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from runtime.optional import require
 MODEL_KINDS = ("ae", "memae", "daad", "daad+")
 SCALES = ("skip1", "skip2", "skip3", "bottleneck")  # 1/2, 1/4, 1/8, 1/16 of the input
 MAP_NORMALISATIONS = ("none", "pixel")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(DaadError):
@@ -144,10 +146,22 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     validate_every: int = 1  # epochs between validation AUROCs (0: never)
+    # "constant", or "cosine": lr * (1 + cos(pi * epoch / epochs)) / 2 per epoch for both
+    # optimisers, a function of the epoch alone, so --resume needs no scheduler state (but a
+    # resumed run with more --epochs follows the longer schedule from where it is).
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"epochs, batch_size and lr must be positive, got {self}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplier of both learning rates during `epoch` (0-based)."""
+        if self.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+        return 1.0
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
 

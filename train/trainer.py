@@ -80,6 +80,15 @@ def load_split(root: Path, split: str, preprocess: PreprocessConfig, progress: b
     return load_images(find_samples(root, split), preprocess, progress=progress)
 
 
+def set_learning_rates(optimiser, disc_optimiser, train_config: TrainConfig, epoch: int) -> None:
+    """Both optimisers' rates for `epoch` from the schedule (also right after --resume)."""
+    factor = train_config.lr_factor(epoch)
+    for group in optimiser.param_groups:
+        group["lr"] = train_config.lr * factor
+    for group in disc_optimiser.param_groups if disc_optimiser is not None else []:
+        group["lr"] = train_config.discriminator_lr * factor
+
+
 def train(
     data_root: str | Path,
     out_dir: str | Path,
@@ -143,6 +152,7 @@ def train(
     meta_base = {"data": summarize(data_root), "skipped_images": [str(p) for p in train_set.skipped]}
     for epoch in range(start_epoch, train_config.epochs):
         started = time.perf_counter()
+        set_learning_rates(optimiser, disc_optimiser, train_config, epoch)
         model.train()
         order = torch.randperm(len(train_set.images), generator=torch.Generator().manual_seed(train_config.seed * 100003 + epoch))
         sums: dict[str, float] = {}
