@@ -51,6 +51,28 @@ def test_counts_do_not_change_the_other_images(tmp_path: Path) -> None:
     assert all(more[name] == data for name, data in few.items() if name.endswith(".png"))
 
 
+@pytest.mark.parametrize("defect", list(DEFECTS))
+def test_severity_draws_the_same_defect_fainter(defect: str) -> None:
+    def sample(severity: float) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = Renderer(PRODUCTS["cap"], 64, severity).sample(np.random.default_rng(5), defect)
+        return image.astype(float), mask
+
+    (faint, faint_mask), (full, full_mask), (none, _) = sample(0.5), sample(1.0), sample(1e-6)
+    assert np.array_equal(faint_mask, full_mask)  # same place, same shape, same ground truth
+    change_full, change_faint = np.abs(full - none)[full_mask].mean(), np.abs(faint - none)[full_mask].mean()
+    assert change_full > 3 and 0.35 < change_faint / change_full < 0.65
+
+
+def test_severity_leaves_good_images_alone_and_is_checked(tmp_path: Path) -> None:
+    full = _files(write_product(tmp_path / "full", "cap", SMALL))
+    faint = _files(write_product(tmp_path / "faint", "cap", replace(SMALL, severity=0.4)))
+    assert {n: d for n, d in full.items() if "good" in n} == {n: d for n, d in faint.items() if "good" in n}
+    assert {n: d for n, d in full.items() if "ground_truth" in n} == {n: d for n, d in faint.items() if "ground_truth" in n}
+    assert any(full[n] != faint[n] for n in full if "test/scratch" in n)
+    with pytest.raises(ValueError, match="severity must be in"):
+        SynthConfig(severity=0.0)
+
+
 @pytest.mark.parametrize("product", list(PRODUCTS))
 @pytest.mark.parametrize("defect", list(DEFECTS))
 def test_defects_change_the_pixels_their_masks_cover(product: str, defect: str) -> None:

@@ -35,10 +35,16 @@ class SynthConfig:
     train: int = 200  # train/good
     test_good: int = 30  # test/good
     test_defect: int = 15  # per defect type
+    # Fraction of each defect's change to the pixels that is kept: 1 draws it as designed,
+    # 0.5 at half the contrast. Placement, shape and mask are the same at every severity,
+    # so one seed at several severities is the same test set made harder.
+    severity: float = 1.0
 
     def __post_init__(self) -> None:
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32, got {self.image_size}")
+        if not 0.0 < self.severity <= 1.0:
+            raise ValueError(f"severity must be in (0, 1], got {self.severity}")
         if min(self.train, self.test_good, self.test_defect) < 0:
             raise ValueError("sample counts must not be negative")
 
@@ -46,8 +52,8 @@ class SynthConfig:
 class Renderer:
     """One product at one image size; the clean rendering is drawn once and reused."""
 
-    def __init__(self, product: Product, image_size: int) -> None:
-        self.product, self.size = product, image_size
+    def __init__(self, product: Product, image_size: int, severity: float = 1.0) -> None:
+        self.product, self.size, self.severity = product, image_size, severity
         self.base, region = product.render(2 * image_size)
         self.region = region.astype(np.float32)
 
@@ -56,7 +62,10 @@ class Renderer:
         image, region = self.place(rng)
         mask = None
         if defect is not None:
+            clean = image.copy()
             mask = DEFECTS[defect](image, region, rng)
+            if self.severity != 1.0:
+                image = clean + np.float32(self.severity) * (image - clean)
         image = _capture(image, rng)
         if self.product.channels == 1:
             image = cv2().cvtColor(image, cv2().COLOR_BGR2GRAY)
@@ -121,7 +130,7 @@ def write_product(out: Path, product: str, config: SynthConfig, overwrite: bool 
     check_products([product])
     folder = Path(out) / product
     _make_room(folder, overwrite)
-    renderer = Renderer(PRODUCTS[product], config.image_size)
+    renderer = Renderer(PRODUCTS[product], config.image_size, config.severity)
     plan = list(_plan(config))
     if progress:
         plan = require("tqdm", "cpu", "progress bars").tqdm(plan, desc=f"synth {product}", unit="img", leave=False)

@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train", type=int, default=defaults.train, help="good training images per product (default: %(default)s)")
     parser.add_argument("--test-good", type=int, default=defaults.test_good, help="good test images per product (default: %(default)s)")
     parser.add_argument("--test-defect", type=int, default=defaults.test_defect, help="test images per defect type and product (default: %(default)s)")
+    parser.add_argument(
+        "--severity", type=float, default=defaults.severity,
+        help="fraction of each defect's contrast kept, in (0, 1]; the same defects, fainter (default: %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace product folders a previous `daad synth` wrote")
     return parser
 
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     products = check_products([name.strip() for name in args.products.split(",") if name.strip()])
     try:
-        config = SynthConfig(args.image_size, args.seed, args.train, args.test_good, args.test_defect)
+        config = SynthConfig(args.image_size, args.seed, args.train, args.test_good, args.test_defect, args.severity)
     except ValueError as exc:
         build_parser().error(str(exc))
     folders = [write_product(args.out, product, config, args.overwrite, progress=True) for product in products]
