@@ -55,6 +55,8 @@ def test_one_curve_run_gives_the_table_at_every_budget(synth, tmp_path):
     assert cv2.imread(str(tmp_path / "curve" / "curve.png")) is not None
     markdown = (tmp_path / "curve" / "curve.md").read_text()
     assert "| 3 |" in markdown and "daad+ mean image AUROC" in markdown
+    late = [line for line in markdown.splitlines() if line.startswith("| mean of 3 |")]
+    assert late and f"**{rows[0]['curve'][-1][1]:.3f}**" in late[0]  # the plateau of the last third
 
 
 def test_curve_refuses_a_zero_interval(synth, tmp_path, capsys):

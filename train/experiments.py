@@ -233,6 +233,14 @@ def curve_markdown(rows: list[dict[str, Any]]) -> str:
     for epoch in epochs:
         cells = [f"{lookup[(k, epoch)]:.3f}" if (k, epoch) in lookup else "-" for k in kinds]
         lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    # One validation point swings by a few hundredths from epoch to epoch; the mean of the
+    # last third of the run is the plateau to compare models by.
+    late = [e for e in epochs if e > 2 * epochs[-1] / 3]
+    cells = []
+    for kind in kinds:
+        values = [lookup[(kind, e)] for e in late if (kind, e) in lookup]
+        cells.append(f"**{sum(values) / len(values):.3f}**" if values else "-")
+    lines.append(f"| mean of {', '.join(map(str, late))} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
