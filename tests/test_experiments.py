@@ -59,6 +59,17 @@ def test_one_curve_run_gives_the_table_at_every_budget(synth, tmp_path):
     assert late and f"**{rows[0]['curve'][-1][1]:.3f}**" in late[0]  # the plateau of the last third
 
 
+def test_granularity_compares_block_sizes_by_their_plateau(synth, tmp_path):
+    run(synth, tmp_path, "granularity", "--epochs", "3", "--every", "1", "--blocks", "4", "16")
+    rows = json.loads((tmp_path / "granularity.json").read_text())
+    assert [(r["block"], r["memories"][0][:2]) for r in rows] == [(4, [2, 2]), (16, [8, 8])]
+    for row in rows:  # plateau = mean of the last third of the run: epoch 3 of 3
+        assert row["plateau_image_auroc"] == pytest.approx(row["curve"][-1][1])
+    table = (tmp_path / "granularity.md").read_text()
+    assert "mean plateau image AUROC" in table and table.count("\n") == 4
+    assert cv2.imread(str(tmp_path / "granularity.png")) is not None
+
+
 def test_curve_refuses_a_zero_interval(synth, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run(synth, tmp_path, "curve", "--epochs", "2", "--every", "0")

@@ -96,7 +96,21 @@ def train_and_evaluate(
         "pixel_auroc": metrics["pixel_auroc"],
         "per_defect": metrics["per_defect"],
         "train_seconds": round(seconds, 1),
+        **curve_fields(run, train_config),
     }
+
+
+def curve_fields(run: Path, train_config: TrainConfig) -> dict[str, Any]:
+    """With validation during training: the curve, and its plateau (mean of the last third).
+
+    One validation point swings by a few hundredths from epoch to epoch (docs/RESULTS.md);
+    the plateau is what models and block sizes are compared by.
+    """
+    if not train_config.validate_every:
+        return {}
+    points = learning_curve(run)
+    late = [auroc for epoch, auroc in points if epoch > 2 * points[-1][0] / 3] if points else []
+    return {"curve": points, "plateau_image_auroc": sum(late) / len(late) if late else None}
 
 
 def learning_curve(run: Path) -> list[list[float]]:
@@ -144,6 +158,8 @@ def granularity(args: argparse.Namespace, base: ModelConfig, train_config: Train
             rows.append(row)
             atomic_write_json(args.out / "granularity.json", rows)
     plot_granularity(rows, args.out / "granularity.png", args.budget)
+    atomic_write_text(args.out / "granularity.md", granularity_markdown(rows))
+    print(granularity_markdown(rows))
     return rows
 
 
@@ -154,13 +170,11 @@ def curve(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig
     model after epoch e of this run is the model a run of e epochs ends with: one run gives
     the table at every budget, and the budget of a comparison can be read off, not guessed.
     """
-    train_config = replace(train_config, validate_every=args.every)
     rows = []
     for product in products(args.data, args.products):
         for kind in args.models:
             run = args.out / "runs" / product.name / kind
             row = train_and_evaluate(product, run, replace(base, kind=kind), train_config, preprocess, args.reuse_runs)
-            row["curve"] = learning_curve(run)
             print(_row_text(row), flush=True)
             rows.append(row)
             atomic_write_json(args.out / "curve.json", rows)
@@ -280,15 +294,41 @@ def plot_curve(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _image_auroc(row: dict[str, Any]) -> float:
+    """The plateau when the run validated during training, else the final evaluation."""
+    plateau = row.get("plateau_image_auroc")
+    return row["image_auroc"] if plateau is None else plateau
+
+
+def granularity_markdown(rows: list[dict[str, Any]]) -> str:
+    """Block sides as rows; image AUROC per product (plateau if measured), their mean, mean pixel AUROC."""
+    names = list(dict.fromkeys(row["product"] for row in rows))
+    blocks = sorted({row["block"] for row in rows})
+    lookup = {(row["product"], row["block"]): row for row in rows}
+    kind = "plateau image AUROC" if any("plateau_image_auroc" in row for row in rows) else "image AUROC"
+    lines = [f"| block side (px) | memories (side / N) | " + " | ".join(names) + f" | mean {kind} | mean pixel AUROC |"]
+    lines.append("|" + "---|" * (len(names) + 4))
+    for block in blocks:
+        chosen = [lookup[(n, block)] for n in names if (n, block) in lookup]
+        memories = ", ".join(f"{h}/{slots}" for h, _, slots in chosen[0]["memories"])
+        cells = [f"{_image_auroc(lookup[(n, block)]):.3f}" if (n, block) in lookup else "-" for n in names]
+        image = sum(_image_auroc(r) for r in chosen) / len(chosen)
+        pixels = [r["pixel_auroc"] for r in chosen if r["pixel_auroc"] is not None]
+        pixel = f"{sum(pixels) / len(pixels):.3f}" if pixels else "n/a"
+        lines.append(f"| {block} | {memories} | " + " | ".join(cells) + f" | {image:.3f} | {pixel} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_granularity(rows: list[dict[str, Any]], path: Path, budget: int) -> Path:
     plt = _pyplot("the granularity plot")
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
     for name in dict.fromkeys(row["product"] for row in rows):
         chosen = sorted((row for row in rows if row["product"] == name), key=lambda row: row["block"])
-        axis.plot([r["block"] for r in chosen], [r["image_auroc"] for r in chosen], marker="o", label=name)
+        axis.plot([r["block"] for r in chosen], [_image_auroc(r) for r in chosen], marker="o", label=name)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("block side in input pixels (all four memories)")
-    axis.set_ylabel("image AUROC")
+    plateau = any(row.get("plateau_image_auroc") is not None for row in rows)
+    axis.set_ylabel("image AUROC" + (" (plateau)" if plateau else ""))
     axis.set_title(f"granularity at a fixed memory budget (N x D = {budget})", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
@@ -300,7 +340,11 @@ def plot_granularity(rows: list[dict[str, Any]], path: Path, budget: int) -> Pat
 def _row_text(row: dict[str, Any]) -> str:
     pixel = "n/a" if row["pixel_auroc"] is None else f"{row['pixel_auroc']:.3f}"
     block = f" block {row['block']}" if "block" in row else ""
-    return f"{row['product']:>10} {row['kind']:>6}{block}: image AUROC {row['image_auroc']:.3f}, pixel {pixel}, {row['train_seconds']:.0f} s"
+    plateau = "" if row.get("plateau_image_auroc") is None else f" (plateau {row['plateau_image_auroc']:.3f})"
+    return (
+        f"{row['product']:>10} {row['kind']:>6}{block}: image AUROC {row['image_auroc']:.3f}{plateau}, "
+        f"pixel {pixel}, {row['train_seconds']:.0f} s"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,9 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--config", type=Path, help="JSON/YAML with 'model'/'train' sections, as for daad train")
         sub.add_argument("--reuse-runs", action="store_true", help="score finished runs in --out again instead of retraining")
+        sub.add_argument(
+            "--every", type=int, default=5 if name == "curve" else 0,
+            help="epochs between validation AUROCs during training; >0 adds the curve and its plateau "
+            "(mean of the last third) to each row (default: %(default)s)",
+        )
     verbs.choices["table"].add_argument("--models", nargs="*", default=list(MODEL_KINDS), choices=MODEL_KINDS)
     verbs.choices["curve"].add_argument("--models", nargs="*", default=["ae", "daad+"], choices=MODEL_KINDS)
-    verbs.choices["curve"].add_argument("--every", type=int, default=5, help="epochs between validation AUROCs")
     verbs.choices["granularity"].add_argument("--kind", default="daad", choices=("daad", "daad+"))
     verbs.choices["granularity"].add_argument("--blocks", nargs="*", type=int, default=list(GRANULARITY_BLOCKS))
     verbs.choices["granularity"].add_argument("--budget", type=int, default=GRANULARITY_BUDGET)
@@ -335,13 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.experiment == "curve" and args.every < 1:
         parser.error("--every must be at least 1 (epochs between validation AUROCs)")
+    if args.experiment != "scoring" and args.every < 0:
+        parser.error("--every must not be negative")
     if args.experiment == "scoring":
         scoring(args)
         return 0
     sections = read_config_file(args.config) if args.config else {}
     base = ModelConfig.from_dict(sections.get("model", {}))
     train_config = TrainConfig.from_dict(
-        {**sections.get("train", {}), "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "validate_every": 0}
+        {**sections.get("train", {}), "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "validate_every": args.every}
     )
     size = args.image_size
     preprocess = PreprocessConfig(height=size, width=size, channels=3)
