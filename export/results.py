@@ -71,7 +71,9 @@ def synthesize(root: Path, plan: Plan) -> Path:
 
 def model_table(data: Path, work: Path, plan: Plan) -> tuple[list[dict[str, Any]], str]:
     """Train and evaluate every model on every product with train.experiments.table."""
-    args = argparse.Namespace(data=data, out=work / "table", products=list(plan.products), models=list(plan.models))
+    args = argparse.Namespace(
+        data=data, out=work / "table", products=list(plan.products), models=list(plan.models), reuse_runs=False
+    )
     train_config = TrainConfig(epochs=plan.epochs, validate_every=0)
     preprocess = PreprocessConfig(height=plan.image_size, width=plan.image_size, channels=3)
     rows = table(args, ModelConfig(), train_config, preprocess)

@@ -35,8 +35,9 @@ def test_parity_rows() -> None:
     assert "| fabric | daad+ | 21 (fabric test split) | 9.50e-05 | 6.00e-08 | 0.7500 / 0.7500 | pass |" in text
 
 
-@pytest.mark.slow
 def test_quick_results_run_end_to_end(tmp_path) -> None:
+    # In the default suite (about 20 s): as a slow test it broke unnoticed when train.experiments
+    # grew --reuse-runs.
     from export.results import main
 
     out = tmp_path / "RESULTS.md"
