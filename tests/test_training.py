@@ -141,6 +141,8 @@ def test_cosine_schedule_decays_both_rates_and_resumes_like_one_run(dataset, tmp
         assert torch.allclose(tensor, b.state_dict()[name], atol=1e-6), name
     with pytest.raises(ConfigError, match="lr_schedule must be one of constant, cosine"):
         TrainConfig(lr_schedule="step")
+    with pytest.raises(ConfigError, match="device must be cpu or cuda"):
+        TrainConfig(device="tpu")
 
 
 def test_truncated_or_foreign_checkpoints_give_a_clear_error(dataset, tmp_path):

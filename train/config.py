@@ -156,14 +156,14 @@ class TrainConfig:
             raise ConfigError(f"epochs, batch_size and lr must be positive, got {self}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
 
     def lr_factor(self, epoch: int) -> float:
         """Multiplier of both learning rates during `epoch` (0-based)."""
         if self.lr_schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
         return 1.0
-        if self.device not in ("cpu", "cuda"):
-            raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
