@@ -109,8 +109,13 @@ def curve_fields(run: Path, train_config: TrainConfig) -> dict[str, Any]:
     if not train_config.validate_every:
         return {}
     points = learning_curve(run)
-    late = [auroc for epoch, auroc in points if epoch > 2 * points[-1][0] / 3] if points else []
+    late = [auroc for epoch, auroc in points if epoch in last_third([e for e, _ in points])]
     return {"curve": points, "plateau_image_auroc": sum(late) / len(late) if late else None}
+
+
+def last_third(epochs: list[int]) -> list[int]:
+    """The validated epochs in the last third of the run: where its plateau is measured."""
+    return [e for e in epochs if e > 2 * epochs[-1] / 3] if epochs else []
 
 
 def learning_curve(run: Path) -> list[list[float]]:
@@ -247,9 +252,7 @@ def curve_markdown(rows: list[dict[str, Any]]) -> str:
     for epoch in epochs:
         cells = [f"{lookup[(k, epoch)]:.3f}" if (k, epoch) in lookup else "-" for k in kinds]
         lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
-    # One validation point swings by a few hundredths from epoch to epoch; the mean of the
-    # last third of the run is the plateau to compare models by.
-    late = [e for e in epochs if e > 2 * epochs[-1] / 3]
+    late = last_third(epochs)  # the plateau row, as `curve_fields`
     cells = []
     for kind in kinds:
         values = [lookup[(kind, e)] for e in late if (kind, e) in lookup]
