@@ -137,7 +137,8 @@ def granularity_config(base: ModelConfig, side: int, budget: int, image_size: in
     return replace(base, memories=tuple(memories))
 
 
-def table(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig, preprocess: PreprocessConfig) -> list[dict[str, Any]]:
+def every_model(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig, preprocess: PreprocessConfig, name: str) -> list[dict[str, Any]]:
+    """Train and evaluate each of `--models` on each product; rows saved to --out/<name> as they come."""
     rows = []
     for product in products(args.data, args.products):
         for kind in args.models:
@@ -145,7 +146,12 @@ def table(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig
             row = train_and_evaluate(product, run, replace(base, kind=kind), train_config, preprocess, args.reuse_runs)
             print(_row_text(row), flush=True)
             rows.append(row)
-            atomic_write_json(args.out / "table.json", rows)
+            atomic_write_json(args.out / name, rows)
+    return rows
+
+
+def table(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig, preprocess: PreprocessConfig) -> list[dict[str, Any]]:
+    rows = every_model(args, base, train_config, preprocess, "table.json")
     atomic_write_text(args.out / "table.md", table_markdown(rows, args.models))
     print(table_markdown(rows, args.models))
     return rows
@@ -175,14 +181,7 @@ def curve(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig
     model after epoch e of this run is the model a run of e epochs ends with: one run gives
     the table at every budget, and the budget of a comparison can be read off, not guessed.
     """
-    rows = []
-    for product in products(args.data, args.products):
-        for kind in args.models:
-            run = args.out / "runs" / product.name / kind
-            row = train_and_evaluate(product, run, replace(base, kind=kind), train_config, preprocess, args.reuse_runs)
-            print(_row_text(row), flush=True)
-            rows.append(row)
-            atomic_write_json(args.out / "curve.json", rows)
+    rows = every_model(args, base, train_config, preprocess, "curve.json")
     plot_curve(rows, args.out / "curve.png")
     atomic_write_text(args.out / "curve.md", curve_markdown(rows))
     print(curve_markdown(rows))
