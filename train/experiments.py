@@ -266,13 +266,16 @@ def _pyplot(purpose: str) -> Any:
     return require("matplotlib.pyplot", "train", purpose)
 
 
-def _save_figure(figure: Any, path: Path) -> Path:
+def _finish(plt: Any, figure: Any, axis: Any, path: Path) -> Path:
+    """Grid, legend, tight layout; the PNG written atomically; the figure closed."""
     import io
 
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
-    figure.clf()
+    plt.close(figure)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -289,11 +292,11 @@ def plot_curve(rows: list[dict[str, Any]], path: Path) -> Path:
     axis.set_xlabel("epochs")
     axis.set_ylabel("image AUROC (thin: one product)")
     axis.set_title("validation image AUROC during training", fontsize=10)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    path = _save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return _finish(plt, figure, axis, path)
+
+
+def _has_plateau(rows: list[dict[str, Any]]) -> bool:
+    return any(row.get("plateau_image_auroc") is not None for row in rows)
 
 
 def _image_auroc(row: dict[str, Any]) -> float:
@@ -307,7 +310,7 @@ def granularity_markdown(rows: list[dict[str, Any]]) -> str:
     names = list(dict.fromkeys(row["product"] for row in rows))
     blocks = sorted({row["block"] for row in rows})
     lookup = {(row["product"], row["block"]): row for row in rows}
-    kind = "plateau image AUROC" if any("plateau_image_auroc" in row for row in rows) else "image AUROC"
+    kind = "plateau image AUROC" if _has_plateau(rows) else "image AUROC"
     lines = [f"| block side (px) | memories (side / N) | " + " | ".join(names) + f" | mean {kind} | mean pixel AUROC |"]
     lines.append("|" + "---|" * (len(names) + 4))
     for block in blocks:
@@ -329,14 +332,9 @@ def plot_granularity(rows: list[dict[str, Any]], path: Path, budget: int) -> Pat
         axis.plot([r["block"] for r in chosen], [_image_auroc(r) for r in chosen], marker="o", label=name)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("block side in input pixels (all four memories)")
-    plateau = any(row.get("plateau_image_auroc") is not None for row in rows)
-    axis.set_ylabel("image AUROC" + (" (plateau)" if plateau else ""))
+    axis.set_ylabel("image AUROC" + (" (plateau)" if _has_plateau(rows) else ""))
     axis.set_title(f"granularity at a fixed memory budget (N x D = {budget})", fontsize=10)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    path = _save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return _finish(plt, figure, axis, path)
 
 
 def _row_text(row: dict[str, Any]) -> str:
