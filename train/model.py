@@ -202,12 +202,17 @@ class AnomalyModel(nn.Module):
         fake, _ = self.discriminator(reconstruction)
         return feature_distance(real, fake)
 
-    def score_terms(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(R per sample, L per sample or None, anomaly map): the unmixed parts of the score."""
+    def raw_terms(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(anomaly map before standardising, L per sample or None) of uint8 frames."""
         x = self.normalise(frames)
         reconstruction, _ = self.reconstruct(x)
-        maps = self.standardise_map(self.anomaly_map(x, reconstruction))
-        return self.reduce_map(maps), self.feature_term(x, reconstruction), maps
+        return self.anomaly_map(x, reconstruction), self.feature_term(x, reconstruction)
+
+    def score_terms(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(R per sample, L per sample or None, anomaly map): the unmixed parts of the score."""
+        raw_map, feature_term = self.raw_terms(frames)
+        maps = self.standardise_map(raw_map)
+        return self.reduce_map(maps), feature_term, maps
 
     def score(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 frames -> (anomaly score N, anomaly map N x 1 x H x W). Higher = more anomalous.
@@ -234,10 +239,9 @@ class AnomalyModel(nn.Module):
             return
         raw_maps, feature_terms = [], []
         for frames in batches:
-            x = self.normalise(frames)
-            reconstruction, _ = self.reconstruct(x)
-            raw_maps.append(self.anomaly_map(x, reconstruction))
-            feature_terms.append(self.feature_term(x, reconstruction))
+            raw_map, feature_term = self.raw_terms(frames)
+            raw_maps.append(raw_map)
+            feature_terms.append(feature_term)
         maps = torch.cat(raw_maps)
         if pixel:
             self.fit_map_stats(maps)
