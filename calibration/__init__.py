@@ -1,1 +1,1 @@
-"""Per-product thresholds measured through a runtime backend; INT8 calibration data."""
+"""Per-product thresholds measured through a runtime backend, their reports and drift checks."""

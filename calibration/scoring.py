@@ -20,7 +20,7 @@ from runtime.dataset import find_samples, is_mvtec_layout, load_images
 from runtime.errors import DataError
 from runtime.optional import require
 from runtime.preprocess import PreprocessConfig, prepare_frame
-from runtime.sources import open_source
+from runtime.line.sources import open_source
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from export.engine_builder import DEFAULT_WORKSPACE_MB, build_engine
 from runtime.bundle import open_bundle
-from runtime.engine_cache import PRECISIONS, stale_engines
+from runtime.backends.engine_cache import PRECISIONS, stale_engines
 
 
 def build_parser() -> argparse.ArgumentParser:

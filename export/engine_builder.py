@@ -3,7 +3,7 @@
 Torch-free (a Jetson has no PyTorch); tensorrt and pycuda are imported only when a build
 starts. Written against the name-based API shared by TensorRT 8.5 to 10.x: ONNX parser,
 `set_memory_pool_limit`, an optimisation profile for `frames`, `build_serialized_network`.
-Engines and their sidecars go where runtime.engine_cache says; a matching engine is reused.
+Engines and their sidecars go where runtime.backends.engine_cache says; a matching engine is reused.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from calibration.int8 import CalibrationSet, calibration_cache_path, load_calibration_set
+from export.int8_data import CalibrationSet, calibration_cache_path, load_calibration_set
 from runtime.atomic import atomic_write_bytes
 from runtime.bundle import INPUT_NAME, Bundle, open_bundle
-from runtime.engine_cache import (
+from runtime.backends.engine_cache import (
     PRECISIONS,
     EngineRecord,
     current_gpu_name,

@@ -18,9 +18,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("export.export_cli", "checkpoint -> bundle (model.onnx + model.json)"),
     "build": ("export.build_cli", "bundle -> TensorRT engine (fp32 / fp16 / int8)"),
     "calibrate": ("calibration.calibrate_cli", "set a product's threshold from good (and defective) samples"),
-    "run": ("runtime.run_cli", "the camera loop"),
-    "bench": ("runtime.bench_cli", "latency and throughput, per stage and per backend"),
-    "demo": ("export.demo", "all of the above on synthetic data, end to end, on the CPU"),
+    "run": ("runtime.line.run_cli", "the camera loop"),
+    "bench": ("runtime.bench.cli", "latency and throughput, per stage and per backend"),
+    "demo": ("demo.pipeline", "all of the above on synthetic data, end to end, on the CPU"),
 }
 
 

@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime import bench_cli
+from runtime.bench import cli as bench_cli
 from runtime.backends.base import InferenceResult
-from runtime.bench import STAGES, BenchConfig, CaseResult, StageStats, measure_fixed, repeatability, run_bench, speedups
+from runtime.bench.runner import STAGES, BenchConfig, CaseResult, StageStats, measure_fixed, repeatability, run_bench, speedups
 from runtime.bundle import open_bundle
-from runtime.environment import Environment
+from runtime.bench.environment import Environment
 from runtime.errors import DaadError, MissingDependency
 
 STATISTICS = ("min", "mean", "median", "p90", "p95", "p99", "max", "cv", "count", "throughput")
@@ -149,7 +149,7 @@ def test_reference_backend_is_resolved_by_name_and_compared(tiny_bundle, tmp_pat
 def test_torch_and_export_are_not_imported_unless_asked(tiny_bundle) -> None:
     code = (
         "import sys\n"
-        "from runtime import bench_cli\n"
+        "from runtime.bench import cli as bench_cli\n"
         f"bench_cli.main(['--bundle', {str(tiny_bundle)!r}, '--backend', 'onnxruntime,tensorrt', "
         "'--warmup-s', '0', '--duration-s', '0', '--iterations', '1'])\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'export', 'train'))\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime import environment
-from runtime.environment import UNKNOWN, collect_environment, peak_flops
+from runtime.bench import environment
+from runtime.bench.environment import UNKNOWN, collect_environment, peak_flops
 
 
 def test_never_raises_when_every_probe_fails(monkeypatch) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from runtime.bench import BenchConfig, CaseResult, StageStats, run_bench
-from runtime.bench_cli import make_opener
-from runtime.bench_report import STAGE_LABELS, render_markdown, write_json, write_markdown
+from runtime.bench.runner import BenchConfig, CaseResult, StageStats, run_bench
+from runtime.bench.cli import make_opener
+from runtime.bench.report import STAGE_LABELS, render_markdown, write_json, write_markdown
 from runtime.bundle import open_bundle
-from runtime.environment import Environment
+from runtime.bench.environment import Environment
 from runtime.errors import MissingDependency
 
 

@@ -1,10 +1,10 @@
-"""export.results: regenerated sections replace their markers and leave hand-written prose alone."""
+"""experiments.results: regenerated sections replace their markers and leave hand-written prose alone."""
 
 from __future__ import annotations
 
 import pytest
 
-from export.results import parity_section, update_sections
+from experiments.results import parity_section, update_sections
 
 
 def test_sections_are_replaced_in_place_and_prose_is_kept(tmp_path) -> None:
@@ -36,9 +36,9 @@ def test_parity_rows() -> None:
 
 
 def test_quick_results_run_end_to_end(tmp_path) -> None:
-    # In the default suite (about 20 s): as a slow test it broke unnoticed when train.experiments
+    # In the default suite (about 20 s): as a slow test it broke unnoticed when experiments.runs
     # grew --reuse-runs.
-    from export.results import main
+    from experiments.results import main
 
     out = tmp_path / "RESULTS.md"
     assert main(["--quick", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0

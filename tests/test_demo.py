@@ -7,7 +7,7 @@ import json
 import cv2
 import pytest
 
-from export.demo import report_line, write_line_video
+from demo.pipeline import report_line, write_line_video
 from train import synth_cli
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from runtime.bundle import open_bundle
-from runtime.engine_cache import (
+from runtime.backends.engine_cache import (
     EngineRecord,
     engine_path,
     find_engine,
@@ -113,7 +113,7 @@ def test_builder_and_calibration_import_without_torch() -> None:
     code = (
         "import sys\n"
         "sys.modules['torch'] = None\n"
-        "import export.engine_builder, export.build_cli, calibration.int8, runtime.engine_cache\n"
+        "import export.engine_builder, export.build_cli, export.int8_data, runtime.backends.engine_cache\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

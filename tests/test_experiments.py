@@ -11,7 +11,7 @@ import cv2
 import pytest
 import torch
 
-from train.experiments import main
+from experiments.runs import main
 from train.synth import SynthConfig, write_product
 
 torch.set_num_threads(1)

@@ -17,13 +17,13 @@ from tiny_bundle import grey_frame
 from runtime.backends.base import InferenceResult
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import open_bundle
-from runtime.events import FAULT, NG, OK, EventLog, FrameEvent, judge
-from runtime.latency import StageTimes, summarize
-from runtime.loop import RunStats, open_reader, run_loop
-from runtime.ng_store import NgStore, SaveNg
-from runtime.overlay import heatmap_overlay
+from runtime.line.events import FAULT, NG, OK, EventLog, FrameEvent, judge
+from runtime.line.latency import StageTimes, summarize
+from runtime.line.loop import RunStats, open_reader, run_loop
+from runtime.line.ng_store import NgStore, SaveNg
+from runtime.line.overlay import heatmap_overlay
 from runtime.preprocess import prepare_batch
-from runtime.sources import Backoff, Frame, Reconnecting, SourceReadError, open_source
+from runtime.line.sources import Backoff, Frame, Reconnecting, SourceReadError, open_source
 
 THRESHOLD = 0.3  # tiny_bundle: grey frames score ~0, a blob of 250 scores ~0.48
 

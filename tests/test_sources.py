@@ -14,7 +14,7 @@ import pytest
 from tiny_bundle import grey_frame
 
 from runtime.errors import DataError
-from runtime.sources import (
+from runtime.line.sources import (
     Backoff,
     Frame,
     FrameReader,

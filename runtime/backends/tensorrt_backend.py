@@ -45,7 +45,7 @@ def build_command(bundle: Bundle, precision: str, batch: int) -> str:
 
 def locate_engine(bundle: Bundle, precision: str, batch: int) -> Path | None:
     """The engine engine_cache files for this bundle, precision, batch, this GPU and TensorRT."""
-    from runtime.engine_cache import find_engine
+    from runtime.backends.engine_cache import find_engine
 
     return find_engine(bundle, precision, batch)
 

@@ -1,10 +1,10 @@
 """The accuracy benchmark: one command that regenerates the measured sections of docs/RESULTS.md.
 
-    python -m export.results --out docs/RESULTS.md            # full: 12 models x 30 epochs, hours on 2 cores
-    python -m export.results --quick --out /tmp/RESULTS.md    # smoke check: a few minutes
+    python -m experiments.results --out docs/RESULTS.md            # full: 12 models x 30 epochs, hours on 2 cores
+    python -m experiments.results --quick --out /tmp/RESULTS.md    # smoke check: a few minutes
 
 It synthesises the products (`daad synth`), trains and evaluates ae / memae / daad / daad+ on
-each (train.experiments, the code behind `daad train` / `daad eval`), exports the default model
+each (experiments.runs, the code behind `daad train` / `daad eval`), exports the default model
 (`daad export`, which measures ONNX-vs-PyTorch parity), measures the fp16/int8 accuracy change
 where TensorRT exists, and times the bundle with `daad bench`. Each result lands between
 `<!-- results:NAME -->` markers; prose outside the markers is kept as written.
@@ -25,14 +25,14 @@ from typing import Any
 from export.export_cli import export_checkpoint
 from runtime.atomic import atomic_write_json, atomic_write_text
 from runtime.backends import open_backend
-from runtime.bench import BenchConfig, run_bench
-from runtime.bench_cli import make_opener
-from runtime.bench_report import render_markdown
+from runtime.bench.runner import BenchConfig, run_bench
+from runtime.bench.cli import make_opener
+from runtime.bench.report import render_markdown
 from runtime.bundle import Bundle, open_bundle
-from runtime.environment import collect_environment
+from runtime.bench.environment import collect_environment
 from runtime.preprocess import PreprocessConfig
 from train.config import MODEL_KINDS, ModelConfig, TrainConfig
-from train.experiments import table, table_markdown
+from experiments.runs import table, table_markdown
 from train.synth import SynthConfig, check_products, write_product
 from train.synth_products import PRODUCTS
 
@@ -70,7 +70,7 @@ def synthesize(root: Path, plan: Plan) -> Path:
 
 
 def model_table(data: Path, work: Path, plan: Plan) -> tuple[list[dict[str, Any]], str]:
-    """Train and evaluate every model on every product with train.experiments.table."""
+    """Train and evaluate every model on every product with experiments.runs.table."""
     args = argparse.Namespace(
         data=data, out=work / "table", products=list(plan.products), models=list(plan.models), reuse_runs=False
     )
@@ -140,7 +140,7 @@ def update_sections(path: Path, sections: dict[str, str], title: str) -> Path:
 
 
 def checkpoint_of(work: Path, product: str, kind: str) -> Path:
-    """Where train.experiments.table leaves the checkpoint of `kind` trained on `product`."""
+    """Where experiments.runs.table leaves the checkpoint of `kind` trained on `product`."""
     return work / "table" / "runs" / product / kind / "checkpoint.pt"
 
 
@@ -149,7 +149,7 @@ def reproduce_section(args: argparse.Namespace, data: Path, plan: Plan, seconds:
     checkpoint = checkpoint_of(args.work, plan.products[0], DEFAULT_KIND)
     stamp = datetime.now(timezone.utc).isoformat(timespec="minutes")
     return "\n".join([
-        f"Generated {stamp} by `python -m export.results{quick} --out {args.out}` in {seconds / 60:.1f} min "
+        f"Generated {stamp} by `python -m experiments.results{quick} --out {args.out}` in {seconds / 60:.1f} min "
         f"({'QUICK smoke run: not a result' if args.quick else 'full run'}; the full run takes hours on 2 CPU cores).",
         f"Products {', '.join(plan.products)} at {plan.image_size}x{plan.image_size}, {plan.epochs} epochs, "
         f"models {', '.join(plan.models)}; the latency table is for the default model ({DEFAULT_KIND}).",
@@ -158,7 +158,7 @@ def reproduce_section(args: argparse.Namespace, data: Path, plan: Plan, seconds:
         "```",
         f"daad synth --out {data} --products {','.join(plan.products)} --image-size {plan.synth.image_size} "
         f"--train {plan.synth.train} --test-good {plan.synth.test_good} --test-defect {plan.synth.test_defect}",
-        f"python -m train.experiments table --data {data} --out {args.work}/table --epochs {plan.epochs} "
+        f"python -m experiments.runs table --data {data} --out {args.work}/table --epochs {plan.epochs} "
         f"--image-size {plan.image_size} --products {' '.join(plan.products)} --models {' '.join(plan.models)}",
         f"daad export --checkpoint {checkpoint} --out {args.work}/bundles/{DEFAULT_KIND}   # likewise each model",
         f"daad bench --bundle {args.work}/bundles/{DEFAULT_KIND} --backend onnxruntime,tensorrt,torch "
@@ -170,7 +170,7 @@ def reproduce_section(args: argparse.Namespace, data: Path, plan: Plan, seconds:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m export.results", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.results", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="results file to update")
     parser.add_argument("--work", type=Path, default=Path("runs/results"),
                         help="folder for data, checkpoints, bundles and bench JSON (default runs/results)")
@@ -215,4 +215,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     from runtime.cli import run_script
 
-    run_script(main, "python -m export.results")
+    run_script(main, "python -m experiments.results")

@@ -1,7 +1,7 @@
 """`daad bench` results as Markdown tables and JSON.
 
 Rendering works on the JSON dictionary (BenchReport.to_dict), so a saved JSON can be rendered
-again later (export/results.py puts it into docs/RESULTS.md).
+again later (experiments/results.py puts it into docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.atomic import atomic_write_json, atomic_write_text
-from runtime.bench import CAMERA_FRAME, STAGES
+from runtime.bench.runner import CAMERA_FRAME, STAGES
 
 STAGE_LABELS = {
     "capture": "capture/decode",

@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 from runtime.backends import BACKENDS, open_backend
 from runtime.backends.base import Backend
-from runtime.bench import BenchConfig, BenchReport, run_bench
-from runtime.bench_report import render_markdown, write_json, write_markdown
+from runtime.bench.runner import BenchConfig, BenchReport, run_bench
+from runtime.bench.report import render_markdown, write_json, write_markdown
 from runtime.bundle import Bundle, open_bundle
-from runtime.environment import collect_environment
+from runtime.bench.environment import collect_environment
 from runtime.errors import DaadError, MissingDependency
-from runtime.sources import open_source
+from runtime.line.sources import open_source
 from runtime.threshold import read_threshold
 
 # Backends that live outside runtime/: name -> "module:callable(checkpoint) -> Backend".

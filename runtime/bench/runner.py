@@ -4,7 +4,7 @@ Fixed frames (the default): every iteration is the camera loop's path on the sam
 camera-sized frames — runtime.preprocess, Backend.infer, verdict + map range — timed stage by
 stage with perf_counter, after a timed warm-up, for at least `duration_s` and `min_iterations`
 (trtexec's --duration / --iterations); capture is skipped. With a source, the camera loop
-itself (runtime.loop.run_loop, the code of `daad run`) runs on it and its own per-stage
+itself (runtime.line.loop.run_loop, the code of `daad run`) runs on it and its own per-stage
 statistics are reported, capture and queueing included.
 
 Backends report their device stages (h2d, compute, d2h) in InferenceResult.timings; a stage a
@@ -23,18 +23,18 @@ import numpy as np
 
 from runtime.backends.base import Backend, InferenceResult
 from runtime.bundle import Bundle
-from runtime.environment import Environment, peak_flops
+from runtime.bench.environment import Environment, peak_flops
 from runtime.errors import DaadError
-from runtime.events import EventLog, judge
-from runtime.latency import LatencySummary, StageTimes
-from runtime.loop import RunStats, run_loop
+from runtime.line.events import EventLog, judge
+from runtime.line.latency import LatencySummary, StageTimes
+from runtime.line.loop import RunStats, run_loop
 from runtime.preprocess import PreprocessConfig, prepare_batch
-from runtime.sources import Frame, FrameReader, Source
+from runtime.line.sources import Frame, FrameReader, Source
 
 # In loop order; "inference" is the whole Backend.infer call (h2d + compute + d2h + its Python).
 STAGES = ("capture", "queue", "preprocess", "h2d", "compute", "d2h", "inference", "postprocess", "end_to_end")
 SOURCE_STAGES = ("capture", "queue")  # only a real source has them (queue: frame waits for the loop)
-# runtime.loop's stage names -> ours
+# runtime.line.loop's stage names -> ours
 LOOP_STAGES = {"capture": "capture", "queue": "queue", "preprocess": "preprocess", "infer": "inference",
                "postprocess": "postprocess", "total": "end_to_end"}
 DEVICE_STAGES = ("h2d", "compute", "d2h")
@@ -220,7 +220,7 @@ def measure_fixed(
 def measure_loop(
     backend: Backend, source: Source, preprocess: PreprocessConfig, config: BenchConfig, run: int
 ) -> CaseResult:
-    """The whole camera loop (runtime.loop.run_loop, lossless for files) on a real source."""
+    """The whole camera loop (runtime.line.loop.run_loop, lossless for files) on a real source."""
     supply = fixed_frames(1)
     run_for(config.warmup_s, 1, lambda: time_iteration(backend, supply, preprocess, config.threshold))
     stats = RunStats(every_s=0)

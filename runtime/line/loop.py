@@ -19,10 +19,10 @@ from typing import IO, Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from runtime.backends.base import Backend
-from runtime.events import FAULT, NG, OK, EventLog, FrameEvent, judge
-from runtime.latency import StageTimes
+from runtime.line.events import FAULT, NG, OK, EventLog, FrameEvent, judge
+from runtime.line.latency import StageTimes
 from runtime.preprocess import PreprocessConfig, prepare_frame
-from runtime.sources import Frame, FrameReader, Source
+from runtime.line.sources import Frame, FrameReader, Source
 
 log = logging.getLogger(__name__)
 

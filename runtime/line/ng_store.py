@@ -13,13 +13,13 @@ import numpy as np
 
 from runtime.atomic import atomic_write_bytes
 from runtime.errors import DaadError
-from runtime.events import NG
+from runtime.line.events import NG
 from runtime.optional import cv2
-from runtime.overlay import render
+from runtime.line.overlay import render
 from runtime.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:
-    from runtime.loop import Outcome
+    from runtime.line.loop import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """The two experiments of docs/RESULTS.md, re-runnable from the command line.
 
-    python -m train.experiments table        --data SYNTH --out DIR   # ae/memae/daad/daad+ per product
-    python -m train.experiments granularity  --data SYNTH --out DIR   # image AUROC vs block size
-    python -m train.experiments scoring      --checkpoint RUN/checkpoint.pt --data PRODUCT
+    python -m experiments.runs table        --data SYNTH --out DIR   # ae/memae/daad/daad+ per product
+    python -m experiments.runs granularity  --data SYNTH --out DIR   # image AUROC vs block size
+    python -m experiments.runs scoring      --checkpoint RUN/checkpoint.pt --data PRODUCT
                                              # score-side knobs (gamma, reduction) of one model
-    python -m train.experiments curve        --data SYNTH --out DIR   # image AUROC vs epochs
+    python -m experiments.runs curve        --data SYNTH --out DIR   # image AUROC vs epochs
 
 Each run trains with `train.trainer.train` and evaluates with `train.evaluate.evaluate`, the
 same code as `daad train` / `daad eval`, and writes JSON (and a plot) into --out.
@@ -348,7 +348,7 @@ def _row_text(row: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train.experiments", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.runs", description=__doc__.split("\n\n")[0])
     verbs = parser.add_subparsers(dest="experiment", required=True)
     for name in ("table", "granularity", "curve"):
         sub = verbs.add_parser(name)
@@ -404,4 +404,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     from runtime.cli import run_script
 
-    run_script(main, "python -m train.experiments")
+    run_script(main, "python -m experiments.runs")

@@ -13,7 +13,7 @@ from runtime.optional import cv2
 from runtime.preprocess import PreprocessConfig, center_crop, to_channels, to_uint8
 
 if TYPE_CHECKING:
-    from runtime.loop import Outcome
+    from runtime.line.loop import Outcome
 
 VERDICT_COLOURS = {"OK": (0, 200, 0), "NG": (0, 0, 255), "FAULT": (0, 200, 255)}  # BGR
 

@@ -1,7 +1,7 @@
 """daad run: score a camera, stream, video or image folder against the product's threshold.
 
 Composes the pieces: a source and its capture thread, a backend, the event log, the sinks (NG
-images, overlay video, window) and the statistics, then hands them to runtime.loop.run_loop.
+images, overlay video, window) and the statistics, then hands them to runtime.line.loop.run_loop.
 SIGINT/SIGTERM stop the loop between frames; the event log is flushed and the summary written
 on every way out, including a source that is lost for good.
 """
@@ -24,11 +24,11 @@ from runtime.atomic import atomic_write_json
 from runtime.backends import BACKENDS, PRECISIONS, open_backend
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import ThresholdError
-from runtime.events import EventLog
-from runtime.loop import RunStats, Sink, open_reader, run_loop
-from runtime.ng_store import NgStore, SaveNg
-from runtime.overlay import OverlayVideo, OverlayWindow
-from runtime.sources import MODES, FrameReader, Source, open_source
+from runtime.line.events import EventLog
+from runtime.line.loop import RunStats, Sink, open_reader, run_loop
+from runtime.line.ng_store import NgStore, SaveNg
+from runtime.line.overlay import OverlayVideo, OverlayWindow
+from runtime.line.sources import MODES, FrameReader, Source, open_source
 from runtime.threshold import check_binding, read_threshold
 
 

@@ -97,7 +97,8 @@ def report_line(events: Path, truth: list[tuple[str, int]]) -> None:
 def run_demo(config: DemoConfig) -> None:
     from calibration import calibrate_cli
     from export import export_cli
-    from runtime import bench_cli, run_cli
+    from runtime.bench import cli as bench_cli
+    from runtime.line import run_cli
     from train import eval_cli, synth_cli, train_cli
 
     out = config.out

@@ -1,0 +1,1 @@
+"""The end-to-end demo: every stage of the product on synthetic data, on the CPU."""

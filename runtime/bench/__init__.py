@@ -1,0 +1,1 @@
+"""The benchmark: per-stage latency and throughput per backend, the environment it ran on, reports."""
