@@ -226,3 +226,14 @@ def test_live_sources_that_cannot_open_are_named_with_a_hint() -> None:
                       ("/dev/video99", "video group")):
         with pytest.raises(DataError, match=f"cannot open source {re.escape(uri)}: .*{hint}"):
             open_source(uri)
+
+
+def test_source_location_names_the_files_a_source_reads_and_nothing_for_live_sources(tmp_path) -> None:
+    from runtime.line.sources import source_location
+
+    (tmp_path / "v.avi").write_bytes(b"")
+    assert source_location(str(tmp_path / "v.avi")) == tmp_path / "v.avi"
+    assert source_location(str(tmp_path)) == tmp_path
+    assert source_location(str(tmp_path / "good" / "*" / "*.png")) == tmp_path / "good"
+    for live in ("0", "/dev/video9", "csi://0?width=640", "rtsp://cam/stream?x=1", "videotestsrc ! appsink"):
+        assert source_location(live) is None

@@ -28,7 +28,8 @@ from runtime.line.events import EventLog
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
 from runtime.line.ng_store import NgStore, SaveNg
 from runtime.line.overlay import OverlayVideo, OverlayWindow
-from runtime.line.sources import MODES, FrameReader, Source, open_source
+from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
+from runtime.paths import check_outputs
 from runtime.threshold import check_binding, read_threshold
 
 
@@ -100,6 +101,15 @@ def resolve_threshold(bundle: Bundle, precision: str, override: float | None) ->
     return record.threshold, str(bundle.threshold_path)
 
 
+def check_run_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before anything is written, outputs that are the source, a bundle file or each other."""
+    check_outputs(
+        inputs={"--source": source_location(args.source), "--bundle": args.bundle},
+        outputs={"--events": args.events, "--summary": summary_path(args), "--save-ng": args.save_ng,
+                 "--output": args.output},
+    )
+
+
 def summary_path(args: argparse.Namespace) -> Path | None:
     if args.summary is not None:
         return args.summary
@@ -161,6 +171,7 @@ def write_summary(summary: dict[str, Any], path: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="daad run: %(levelname)s %(message)s")
+    check_run_outputs(args)
     bundle = open_bundle(args.bundle)
     threshold, threshold_from = resolve_threshold(bundle, args.precision, args.threshold)
     providers = args.providers.split(",") if args.providers else None

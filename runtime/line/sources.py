@@ -265,6 +265,22 @@ def open_source(uri: str, loop: bool = False, backoff: Backoff = Backoff(),
     )
 
 
+def source_location(uri: str) -> Path | None:
+    """The file or folder a file source reads (a glob's fixed leading folder), so outputs can be kept off it.
+
+    None for cameras, devices, streams and pipelines, which are no files.
+    """
+    text = str(uri).strip()
+    if text.isdigit() or "!" in text or urlparse(text).scheme.lower() in (*STREAM_SCHEMES, "csi"):
+        return None
+    if any(char in text for char in "*?["):
+        parts = Path(text).parts
+        fixed = next(index for index, part in enumerate(parts) if any(char in part for char in "*?["))
+        return Path(*parts[:fixed]) if fixed else Path(".")
+    path = Path(text)
+    return path if path.exists() else None
+
+
 MODES = ("realtime", "lossless")
 
 
