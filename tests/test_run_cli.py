@@ -84,6 +84,9 @@ def test_run_writes_events_ng_images_video_and_summary(tiny_bundle, video, tmp_p
     # A second run appends to the same log.
     assert daad(argv + ["--max-frames", "5", "--threshold", "0.9"]) == 0
     assert len(read_events(events)) == 17 and read_events(events)[-1]["threshold"] == 0.9
+    # Every line names its run: (run_id, frame) identifies an event across runs appending to one file.
+    run_ids = [line["run_id"] for line in read_events(events)]
+    assert set(run_ids[:12]) == {summary["run_id"]} and len(set(run_ids[12:])) == 1 and run_ids[12] != run_ids[0]
 
 
 def test_sigterm_mid_run_leaves_complete_event_log_and_summary(tiny_bundle, video, tmp_path) -> None:

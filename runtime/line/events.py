@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,11 @@ from runtime.atomic import append_line
 
 OK, NG, FAULT = "OK", "NG", "FAULT"
 STAGES = ("capture", "queue", "preprocess", "infer", "postprocess", "total")
+
+
+def new_run_id() -> str:
+    """A run's id: its UTC start and a random suffix, so (run_id, frame) names an event across restarts."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def judge(score: float, threshold: float) -> str:
@@ -40,6 +46,7 @@ class FrameEvent:
     file: str | None = None  # the image file, for folder and glob sources
     fault: str | None = None  # why a FAULT happened
     latency_ms: dict[str, float] = field(default_factory=dict)  # per stage, see STAGES
+    run_id: str | None = None  # the run that judged it; (run_id, frame) identifies the event
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
 
     def to_json(self) -> str:
@@ -52,10 +59,11 @@ class FrameEvent:
 
 
 class EventLog:
-    """Appends FrameEvents to a .jsonl file (or nowhere, when no path is given)."""
+    """Appends FrameEvents to a .jsonl file (or nowhere, when no path is given), stamped with the run's id."""
 
-    def __init__(self, path: str | os.PathLike | None) -> None:
+    def __init__(self, path: str | os.PathLike | None, run_id: str | None = None) -> None:
         self.path = Path(path) if path is not None else None
+        self.run_id = run_id
         self._handle: IO[str] | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +71,7 @@ class EventLog:
         self.written = 0
 
     def write(self, event: FrameEvent) -> None:
+        event.run_id = self.run_id
         if self._handle is not None:
             append_line(self._handle, event.to_json())
         self.written += 1

@@ -24,7 +24,7 @@ from runtime.atomic import atomic_write_json
 from runtime.backends import BACKENDS, PRECISIONS, open_backend
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import ThresholdError
-from runtime.line.events import EventLog
+from runtime.line.events import EventLog, new_run_id
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
 from runtime.line.ng_store import NgStore, SaveNg
 from runtime.line.overlay import OverlayVideo, OverlayWindow
@@ -186,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"daad run: {source.name} ({mode}) -> {choice.name} {args.precision} ({choice.reason}); "
               f"threshold {threshold:.6g} from {threshold_from}", file=sys.stderr)
         header = {
+            "run_id": new_run_id(),
             "bundle": str(bundle.root), "model_sha256": bundle.sha256, "source": source.name, "mode": mode,
             "backend": choice.name, "backend_reason": choice.reason, "precision": args.precision,
             "threshold": threshold, "threshold_from": threshold_from,
             "events": str(args.events) if args.events else None,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        events = stack.enter_context(EventLog(args.events))
+        events = stack.enter_context(EventLog(args.events, header["run_id"]))
         sinks = build_sinks(args, bundle, source, threshold, stop)
         for sink in sinks:
             stack.callback(sink.close)
