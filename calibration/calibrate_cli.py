@@ -1,4 +1,4 @@
-"""daad calibrate: set a product's threshold from good (and defective) parts, or check it for drift.
+"""`daad calibrate`: set a product's threshold from good (and defective) parts, or check it for drift.
 
 Nothing is written until every part has been scored and the threshold chosen; threshold.json is
 then replaced atomically (the previous one stays in thresholds/), so a crash, a kill or a bad
@@ -19,7 +19,8 @@ from calibration.drift import check_drift
 from calibration.methods import METHODS
 from calibration.report import calibration_summary, drift_summary, write_calibration_plot
 from calibration.scoring import ScoredParts, score_folder, score_source
-from runtime.backends import BACKENDS, PRECISIONS, Backend, open_backend
+from runtime.backends import Backend
+from runtime.backends.options import BackendOptions, add_backend_options
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import DaadError, DataError, ThresholdError
 from runtime.threshold import HISTORY_DIR, ThresholdRecord, check_binding, read_threshold, write_threshold
@@ -71,14 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="recall: the share of defects that must be caught, e.g. 0.95")
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="confidence of the stated bounds and of the drift tests (default 0.95)")
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="backend to score on (default auto; with --check, the one calibrated on)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="precision to score at; must be what `daad run` will use "
-                        "(default fp32; with --check, the one calibrated at)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
-    parser.add_argument("--batch", type=int, default=1,
-                        help="frames per inference call; TensorRT needs an engine built for this batch (default 1)")
+    add_backend_options(parser, backend=None, precision=None, unset="; with --check, what threshold.json was calibrated on")
     parser.add_argument("--note", default="", help="free text kept in threshold.json, e.g. who calibrated and why")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return parser
@@ -88,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.source is not None and args.frames is None:
         raise DataError("--source needs --frames N: how many frames of good parts to take from it")
-    if args.batch < 1:
-        raise DaadError(f"--batch must be at least 1, got {args.batch}")
     bundle = open_bundle(args.bundle)
     return run_check(args, bundle) if args.check else run_calibration(args, bundle)
 
@@ -102,7 +94,7 @@ def run_calibration(args: argparse.Namespace, bundle: Bundle) -> int:
     if args.method != "quantile" and args.defect is None:
         raise DaadError(f"--method {args.method} needs known defective parts: pass --defect DIR")
 
-    with _open(bundle, args.backend or "auto", args.precision or "fp32", args) as backend:
+    with BackendOptions.from_args(args).filled("auto", "fp32").open(bundle) as backend:
         good, defect = _score_parts(backend, bundle, args)
     result = calibrate(good.scores, _scores(defect), settings)
     counts = good.counts("good") | ({} if defect is None else defect.counts("defect"))
@@ -138,9 +130,9 @@ def run_check(args: argparse.Namespace, bundle: Bundle) -> int:
             f"{bundle.threshold_path} is missing: there is nothing to check yet. "
             f"Calibrate first with `daad calibrate --bundle {bundle.root} --good DIR`."
         )
-    precision = args.precision or record.precision
-    check_binding(record, bundle, precision)
-    with _open(bundle, args.backend or record.backend, precision, args) as backend:
+    options = BackendOptions.from_args(args).filled(record.backend, record.precision)
+    check_binding(record, bundle, options.precision)
+    with options.open(bundle) as backend:
         good, defect = _score_parts(backend, bundle, args)
     result = check_drift(record, good.scores, _scores(defect))
     print("\n".join(drift_summary(result, record.threshold)))
@@ -149,10 +141,6 @@ def run_check(args: argparse.Namespace, bundle: Bundle) -> int:
 
 def _scores(parts: ScoredParts | None) -> np.ndarray | None:
     return None if parts is None else parts.scores
-
-
-def _open(bundle: Bundle, name: str, precision: str, args: argparse.Namespace) -> Backend:
-    return open_backend(bundle, name, precision, threads=args.threads, batch=args.batch)
 
 
 def _score_parts(backend: Backend, bundle: Bundle, args: argparse.Namespace) -> tuple[ScoredParts, ScoredParts | None]:

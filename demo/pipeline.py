@@ -1,4 +1,4 @@
-"""daad demo: the whole pipeline on synthetic data, on the CPU, end to end.
+"""`daad demo`: the whole pipeline on synthetic data, on the CPU, end to end.
 
 synth -> train daad+ -> eval -> export (parity) -> calibrate -> camera loop on a line video
 -> latency table. Each step is the same verb a user types; the demo only chooses small sizes

@@ -25,6 +25,7 @@ from typing import Any
 from export.export_cli import export_checkpoint
 from runtime.atomic import atomic_write_json, atomic_write_text
 from runtime.backends import open_backend
+from runtime.backends.options import BackendOptions
 from runtime.bench.runner import BenchConfig, run_bench
 from runtime.bench.cli import make_opener
 from runtime.bench.report import render_markdown
@@ -121,7 +122,7 @@ def latency_section(bundle: Bundle, checkpoint: Path, plan: Plan, work: Path) ->
     """`daad bench` on this machine: ONNX Runtime beside PyTorch eager (and TensorRT where it exists)."""
     config = BenchConfig(backends=("onnxruntime", "tensorrt", "torch"), batches=plan.bench_batches,
                          warmup_s=plan.bench_warmup_s, duration_s=plan.bench_duration_s, repeat=plan.bench_repeat)
-    report = run_bench(bundle, config, make_opener(bundle, None, checkpoint), collect_environment()).to_dict()
+    report = run_bench(bundle, config, make_opener(bundle, BackendOptions(), checkpoint), collect_environment()).to_dict()
     atomic_write_json(work / "bench.json", report)
     text = render_markdown(report, title="Latency on this machine (`daad bench`)")
     return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())  # one level down

@@ -1,34 +1,63 @@
-"""The `daad` entry point: one verb per job, each implemented in the package that owns it.
+"""The `daad` entry point: one verb per job, each registered by the package that implements it.
 
-Verbs are looked up by module name and imported only when called, so `daad run` on a Jetson
-never loads PyTorch, and `daad train` without torch says which extra to install.
+Packages register their verbs as Python entry points (group `daad.verbs` in pyproject.toml,
+`verb = "module:main [extra]"`), so this module, on the floor, names no package above it. A verb
+is imported only when called, so `daad run` on a Jetson never loads PyTorch; its one-line help is
+the first line of its module's docstring, read without importing it; and a verb whose extra is
+not installed says which one to install instead of ending in a traceback.
 """
 
 from __future__ import annotations
 
-import importlib
+import ast
+import importlib.util
+import re
 import sys
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Callable
 
-# verb -> (module with `main(argv) -> int`, one-line help)
-VERBS: dict[str, tuple[str, str]] = {
-    "synth": ("train.synth_cli", "make a synthetic product data set in MVTec AD layout"),
-    "train": ("train.train_cli", "train a model (daad+, daad, memae, ae) on a data set folder"),
-    "eval": ("train.eval_cli", "image/pixel AUROC, AUPRO, F1-max of a checkpoint or bundle"),
-    "export": ("export.export_cli", "checkpoint -> bundle (model.onnx + model.json)"),
-    "build": ("export.build_cli", "bundle -> TensorRT engine (fp32 / fp16 / int8)"),
-    "calibrate": ("calibration.calibrate_cli", "set a product's threshold from good (and defective) samples"),
-    "run": ("runtime.line.run_cli", "the camera loop"),
-    "bench": ("runtime.bench.cli", "latency and throughput, per stage and per backend"),
-    "demo": ("demo.pipeline", "all of the above on synthetic data, end to end, on the CPU"),
-}
+VERB_GROUP = "daad.verbs"
+USAGE = "usage: daad <verb> [options]   (daad <verb> --help for details)"
 
 
-def usage() -> str:
-    width = max(len(verb) for verb in VERBS)
-    lines = ["usage: daad <verb> [options]   (daad <verb> --help for details)", "", "verbs:"]
-    lines += [f"  {verb.ljust(width)}  {text}" for verb, (_, text) in VERBS.items()]
+def verbs(package: str | None = None) -> dict[str, EntryPoint]:
+    """Registered verbs by name, in registration order; with `package`, only the ones it implements."""
+    found = {entry.name: entry for entry in entry_points(group=VERB_GROUP)}
+    if package is None:
+        return found
+    return {name: entry for name, entry in found.items() if entry.module.split(".")[0] == package}
+
+
+def verb_help(entry: EntryPoint) -> str:
+    """The first paragraph of the verb module's docstring, without importing the module."""
+    try:
+        spec = importlib.util.find_spec(entry.module)
+    except ImportError:
+        spec = None
+    if spec is None or spec.origin is None:
+        return "(not installed)"
+    doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))) or ""
+    first = " ".join(doc.split("\n\n")[0].split())
+    return re.sub(r"^`?daad [\w-]+`?:\s*", "", first)
+
+
+def usage(registered: dict[str, EntryPoint]) -> str:
+    if not registered:
+        return f"{USAGE}\n\nno verbs are registered: install daad-edge (pip install -e . in a checkout)"
+    width = max(len(name) for name in registered)
+    lines = [USAGE, "", "verbs:"]
+    lines += [f"  {name.ljust(width)}  {verb_help(entry)}" for name, entry in registered.items()]
     return "\n".join(lines)
+
+
+def run_verb(entry: EntryPoint, argv: list[str]) -> int:
+    """Import the verb and run it; a third-party module it lacks names the extra to install."""
+    from runtime.optional import extras_needed
+
+    own = {"runtime", *(e.module.split(".")[0] for e in entry_points(group=VERB_GROUP))}
+    with extras_needed(entry.extras, f"daad {entry.name}", own):
+        return int(entry.load()(argv) or 0)
 
 
 def main(argv: list[str] | None = None, package: str | None = None) -> int:
@@ -36,21 +65,17 @@ def main(argv: list[str] | None = None, package: str | None = None) -> int:
     from runtime.errors import DaadError
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if package is not None:
-        allowed = {verb for verb, (module, _) in VERBS.items() if module.split(".")[0] == package}
-        if args and args[0] not in allowed and args[0] not in ("-h", "--help", "help"):
-            print(f"python -m {package}: verbs here are {', '.join(sorted(allowed))}", file=sys.stderr)
-            return 2
+    registered = verbs(package)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(usage())
+        print(usage(registered))
         return 0
     verb, rest = args[0], args[1:]
-    if verb not in VERBS:
-        print(f"daad: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+    if verb not in registered:
+        where = f"python -m {package}" if package else "daad"
+        print(f"{where}: unknown verb {verb!r}\n\n{usage(registered)}", file=sys.stderr)
         return 2
     try:
-        module = importlib.import_module(VERBS[verb][0])
-        return int(module.main(rest) or 0)
+        return run_verb(registered[verb], rest)
     except DaadError as exc:
         print(f"daad {verb}: error: {exc}", file=sys.stderr)
         return 2

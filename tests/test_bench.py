@@ -6,18 +6,20 @@ import json
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from runtime.backends.options import BackendOptions
 from runtime.bench import cli as bench_cli
 from runtime.backends.base import InferenceResult
 from runtime.bench.runner import STAGES, BenchConfig, CaseResult, StageStats, measure_fixed, repeatability, run_bench, speedups
 from runtime.bundle import open_bundle
 from runtime.bench.environment import Environment
-from runtime.errors import DaadError, MissingDependency
+from runtime.errors import MissingDependency
 
 STATISTICS = ("min", "mean", "median", "p90", "p95", "p99", "max", "cv", "count", "throughput")
 QUICK = ["--warmup-s", "0", "--duration-s", "0"]
@@ -92,7 +94,7 @@ def test_missing_backends_are_skipped_with_the_reason(tiny_bundle, tmp_path) -> 
     def opener(name: str, precision: str):
         if name == "ghost":
             raise MissingDependency("ghost is not installed: install daad-edge[ghost]")
-        return bench_cli.make_opener(open_bundle(tiny_bundle), None, None)(name, precision)
+        return bench_cli.make_opener(open_bundle(tiny_bundle), BackendOptions(), None)(name, precision)
 
     config = BenchConfig(backends=("ghost", "onnxruntime", "torch"), batches=(1, 2), warmup_s=0, duration_s=0,
                          min_iterations=2)
@@ -116,13 +118,21 @@ def test_tensorrt_absent_is_skipped_by_the_cli(tiny_bundle, tmp_path) -> None:
     assert cases[("onnxruntime", "fp32")]["status"] == "measured"
 
 
-def test_unknown_backend_name_is_a_user_error(tiny_bundle) -> None:
-    with pytest.raises(DaadError, match="unknown backend.*onnxrt"):
+def test_unknown_backend_name_is_a_user_error(tiny_bundle, capsys) -> None:
+    with pytest.raises(SystemExit) as ended:
         bench_cli.main(["--bundle", str(tiny_bundle), "--backend", "onnxrt"])
+    assert ended.value.code == 2
+    assert "'onnxrt': choose from onnxruntime, tensorrt, torch" in capsys.readouterr().err
+
+
+def register_reference(monkeypatch, value: str) -> None:
+    """Register `torch` as a package's pyproject would, but pointing at `value`."""
+    entry = EntryPoint(name="torch", value=value, group=bench_cli.REFERENCE_GROUP)
+    monkeypatch.setattr(bench_cli, "reference_backends", lambda: {"torch": entry})
 
 
 def test_reference_backend_is_resolved_by_name_and_compared(tiny_bundle, tmp_path, monkeypatch) -> None:
-    """A stand-in for export.torch_backend: the registry entry is imported only when asked for."""
+    """A stand-in for the registered PyTorch reference: loaded by its entry point only when asked for."""
     (tmp_path / "standin_reference.py").write_text(textwrap.dedent("""
         from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
         from runtime.bundle import open_bundle
@@ -135,7 +145,7 @@ def test_reference_backend_is_resolved_by_name_and_compared(tiny_bundle, tmp_pat
                 return cls(open_bundle(open(path).read().strip()))
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(bench_cli.REFERENCE_BACKENDS, "torch", "standin_reference:Reference.from_checkpoint")
+    register_reference(monkeypatch, "standin_reference:Reference.from_checkpoint [train]")
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_text(str(tiny_bundle))
     report = bench_json(tmp_path, "--bundle", str(tiny_bundle), "--backend", "onnxruntime,torch",
@@ -195,8 +205,8 @@ def test_source_runs_the_whole_camera_loop_on_a_lossless_video(tiny_bundle, tmp_
 
 
 def test_reference_backend_without_its_package_names_the_extra(tiny_bundle, monkeypatch) -> None:
-    monkeypatch.setitem(bench_cli.REFERENCE_BACKENDS, "torch", "no_such_module_here:Backend.from_checkpoint")
-    opener = bench_cli.make_opener(open_bundle(tiny_bundle), None, None)
+    register_reference(monkeypatch, "no_such_module_here:Backend.from_checkpoint [train]")
+    opener = bench_cli.make_opener(open_bundle(tiny_bundle), BackendOptions(), None)
     with pytest.raises(MissingDependency, match=r"daad-edge\[train\]"):
         opener("torch", "fp32")
 
@@ -207,6 +217,6 @@ def test_batches_a_fixed_batch_bundle_cannot_take_are_skipped(tiny_bundle) -> No
     (tiny_bundle / "model.json").write_text(json.dumps(metadata))
     config = BenchConfig(batches=(1, 4), warmup_s=0, duration_s=0, min_iterations=1)
     bundle = open_bundle(tiny_bundle)
-    report = run_bench(bundle, config, bench_cli.make_opener(bundle, None, None), Environment())
+    report = run_bench(bundle, config, bench_cli.make_opener(bundle, BackendOptions(), None), Environment())
     assert [case.status for case in report.cases] == ["measured", "skipped"]
     assert "fixed batch of 1" in report.cases[1].reason

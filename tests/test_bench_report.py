@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from runtime.bench.runner import BenchConfig, CaseResult, StageStats, run_bench
+from runtime.backends.options import BackendOptions
 from runtime.bench.cli import make_opener
 from runtime.bench.report import STAGE_LABELS, render_markdown, write_json, write_markdown
 from runtime.bundle import open_bundle
@@ -14,7 +15,7 @@ from runtime.errors import MissingDependency
 
 def _report(tiny_bundle) -> dict:
     bundle = open_bundle(tiny_bundle)
-    base = make_opener(bundle, None, None)
+    base = make_opener(bundle, BackendOptions(), None)
 
     def opener(name: str, precision: str):
         if name == "tensorrt":

@@ -20,6 +20,7 @@ from tiny_bundle import grey_frame, write_tiny_bundle
 
 import calibration.calibrate_cli as calibrate_cli
 from runtime.backends import open_backend
+from runtime.backends import options as backend_options
 from runtime.bundle import open_bundle
 from runtime.cli import main as daad
 from runtime.errors import ThresholdError
@@ -194,7 +195,7 @@ class NanOnBlackCorner:
 
 
 def test_nan_scores_are_reported_and_never_thresholded(tiny_bundle, good, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(calibrate_cli, "open_backend", NanOnBlackCorner)
+    monkeypatch.setattr(backend_options, "open_backend", NanOnBlackCorner)
     for index in range(3):
         frame = grey_frame(32, 32)
         frame[0, 0] = 0  # would score 0.5, above every good part, were it thresholded
@@ -235,7 +236,7 @@ class FailsOnSecondBatch(NanOnBlackCorner):
 def test_a_crash_mid_calibration_leaves_the_previous_files(tiny_bundle, good, monkeypatch, capsys) -> None:
     assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0
     before = {name: (tiny_bundle / name).read_bytes() for name in ("threshold.json", "calibration.png")}
-    monkeypatch.setattr(calibrate_cli, "open_backend", FailsOnSecondBatch)
+    monkeypatch.setattr(backend_options, "open_backend", FailsOnSecondBatch)
     with pytest.raises(RuntimeError, match="power cut"):
         calibrate_cli.main(["--bundle", str(tiny_bundle), "--good", str(good), "--no-progress"])
     assert {name: (tiny_bundle / name).read_bytes() for name in before} == before

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.atomic import atomic_write_json
+from runtime.backends.options import BackendOptions, add_backend_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,14 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", type=Path, help="RUN/checkpoint.pt from `daad train` (PyTorch)")
     model.add_argument("--bundle", type=Path, help="bundle folder from `daad export`, scored through --backend")
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
-                        help="with --bundle: the runtime backend to score on (default auto)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                        help="with --bundle: the engine precision (TensorRT; default fp32)")
     parser.add_argument("--data", required=True, type=Path, help="product folder with test/ (and ground_truth/)")
     parser.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
     parser.add_argument("--grid", type=Path, help="where to write the example grid (default: eval_grid.png next to the checkpoint, or in the bundle)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="with --checkpoint: PyTorch device")
+    add_backend_options(parser)  # with --bundle
     return parser
 
 
@@ -70,19 +68,18 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[Any, str, Path]:
 
 
 def _evaluate_bundle(args: argparse.Namespace) -> tuple[Any, str, Path]:
-    from runtime.backends import open_backend
     from runtime.bundle import open_bundle
     from train.evaluate import evaluate, save_grid
 
     bundle = open_bundle(args.bundle)
-    with open_backend(bundle, args.backend, args.precision) as backend:
+    options = BackendOptions.from_args(args)
+    with options.open(bundle) as backend:
 
         def score_fn(frames: Any) -> tuple[Any, Any]:
             result = backend.infer(frames)
             return result.scores, result.anomaly_maps
 
-        # One frame per call: a TensorRT engine is built for a fixed maximum batch.
-        evaluation = evaluate(score_fn, args.data, bundle.preprocess, batch_size=1, progress=True)
+        evaluation = evaluate(score_fn, args.data, bundle.preprocess, batch_size=options.batch, progress=True)
         kind = f"{bundle.metadata.model_kind} ({backend.name} {backend.precision})"
     grid = save_grid(args.grid or bundle.root / "eval_grid.png", evaluation)
     return evaluation, kind, grid

@@ -54,12 +54,11 @@ def open_backend(
     threads: int | None = None,
     providers: list[str] | None = None,
     batch: int = 1,
-    cuda_graph: bool = False,
 ) -> Backend:
     """Load `bundle` into the named backend; `auto` logs which one it picked and why.
 
     threads/providers apply to ONNX Runtime (intra-op threads; e.g. ["cuda"] or ["tensorrt"]
-    execution providers); batch/cuda_graph to TensorRT (the engine's batch size, graph replay).
+    execution providers); batch to TensorRT (the largest batch the engine must take).
     The chosen backend's `choice` attribute holds the BackendChoice.
     """
     if name not in BACKENDS:
@@ -71,7 +70,7 @@ def open_backend(
     if choice.name == "tensorrt":
         from runtime.backends.tensorrt_backend import TensorRTBackend
 
-        backend: Backend = TensorRTBackend(bundle, precision=precision, batch=batch, cuda_graph=cuda_graph)
+        backend: Backend = TensorRTBackend(bundle, precision=precision, batch=batch)
     else:
         from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 

@@ -2,40 +2,37 @@
 
 Backends that are not installed here (TensorRT without a GPU, PyTorch on a Jetson) are
 reported as skipped with the reason. PyTorch eager is a reference only: runtime/ never imports
-torch, so `torch` is resolved by module path, at call time, only when asked for.
+torch, so the package that can run it registers it (entry point group `daad.backends`,
+`name = "module:callable(checkpoint) -> Backend [extra]"`), and it is loaded only when asked for.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
+from dataclasses import replace
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from runtime.backends import BACKENDS, open_backend
 from runtime.backends.base import Backend
+from runtime.backends.options import BackendOptions, add_backend_options
 from runtime.bench.runner import BenchConfig, BenchReport, run_bench
 from runtime.bench.report import render_markdown, write_json, write_markdown
 from runtime.bundle import Bundle, open_bundle
 from runtime.bench.environment import collect_environment
-from runtime.errors import DaadError, MissingDependency
+from runtime.errors import DaadError
 from runtime.line.sources import open_source
+from runtime.optional import extras_needed
 from runtime.threshold import read_threshold
 
-# Backends that live outside runtime/: name -> "module:callable(checkpoint) -> Backend".
-REFERENCE_BACKENDS: dict[str, str] = {"torch": "export.torch_backend:TorchBackend.from_checkpoint"}
+REFERENCE_GROUP = "daad.backends"
 
 
-def _csv(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
-    def parse(text: str) -> tuple:
-        try:
-            return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from exc
-
-    return parse
+def reference_backends() -> dict[str, EntryPoint]:
+    """Backends registered from outside runtime/ (the PyTorch reference): name -> entry point."""
+    return {entry.name: entry for entry in entry_points(group=REFERENCE_GROUP)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,20 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         "See docs/BENCHMARKING.md for how to get numbers you can defend on a Jetson.",
     )
     parser.add_argument("--bundle", required=True, type=Path, help="bundle folder (from `daad export`)")
-    parser.add_argument("--backend", type=_csv(str), default=("onnxruntime", "tensorrt", "torch"),
-                        help="comma-separated: onnxruntime, tensorrt, torch (PyTorch eager, from the checkpoint); "
-                        "missing ones are reported as skipped (default: all three)")
-    parser.add_argument("--precision", type=_csv(str), default=("fp32",),
-                        help="comma-separated: fp32, fp16, int8 (fp16/int8 need TensorRT) (default: fp32)")
-    parser.add_argument("--batch", type=_csv(int), default=(1,), help="comma-separated batch sizes (default: 1)")
+    add_backend_options(parser, compare=("onnxruntime", "tensorrt", *reference_backends()))
     parser.add_argument("--warmup-s", type=float, default=1.0, help="warm-up per case, not measured (default: 1)")
     parser.add_argument("--duration-s", type=float, default=5.0, help="measured time per case (default: 5)")
     parser.add_argument("--iterations", type=int, default=10,
                         help="measure at least this many iterations per case, like trtexec (default: 10)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run everything this many times and report whether the medians agree within 10%%")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for ONNX Runtime and PyTorch (default: their own, all cores)")
     parser.add_argument("--source", default=None,
                         help="benchmark the whole camera loop on this video file, camera index or URI "
                         "(batch 1) instead of fixed 1280x720 frames")
@@ -84,41 +74,29 @@ def checkpoint_for(bundle: Bundle, given: Path | None) -> Path:
     return path
 
 
-def resolve_reference(name: str, threads: int | None) -> Callable[[Path], Backend]:
-    """Import the registered `module:attr.path` now (never at import time) and return the callable."""
-    module_name, _, attr_path = REFERENCE_BACKENDS[name].partition(":")
+def resolve_reference(entry: EntryPoint, threads: int | None) -> Callable[[Path], Backend]:
+    """Load a registered reference backend now (never at import time); a missing package names its extra."""
     if threads is not None and "torch" not in sys.modules:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # torch sizes its intra-op pool from this at import
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise MissingDependency(
-            f"the {name} reference backend needs {exc.name or module_name}, which is not installed: "
-            "install daad-edge[train] (pip install 'daad-edge[train]')"
-        ) from exc
-    factory: Any = module
-    for attr in attr_path.split("."):
-        factory = getattr(factory, attr)
-    return factory
+    with extras_needed(entry.extras, f"the {entry.name} reference backend"):
+        return entry.load()
 
 
-def make_opener(bundle: Bundle, threads: int | None, checkpoint: Path | None) -> Callable[[str, str], Backend]:
+def make_opener(bundle: Bundle, options: BackendOptions, checkpoint: Path | None) -> Callable[[str, str], Backend]:
+    """Backend name, precision -> an opened backend with the given threads, providers and checkpoint."""
+    references = reference_backends()
+
     def open_named(name: str, precision: str) -> Backend:
-        if name in REFERENCE_BACKENDS:
+        if name in references:
             if precision != "fp32":
                 raise DaadError(f"the {name} reference runs at fp32 only, not {precision}")
-            factory = resolve_reference(name, threads)
-            return factory(checkpoint_for(bundle, checkpoint))
-        return open_backend(bundle, name, precision, threads=threads)
+            return resolve_reference(references[name], options.threads)(checkpoint_for(bundle, checkpoint))
+        return replace(options, backend=name, precision=precision).open(bundle)
 
     return open_named
 
 
 def bench(args: argparse.Namespace) -> BenchReport:
-    known = (*BACKENDS, *REFERENCE_BACKENDS)
-    unknown = [name for name in args.backend if name not in known]
-    if unknown:
-        raise DaadError(f"unknown backend(s) {', '.join(unknown)}: choose from {', '.join(known)}")
     bundle = open_bundle(args.bundle)
     record = read_threshold(bundle)
     config = BenchConfig(
@@ -136,7 +114,8 @@ def bench(args: argparse.Namespace) -> BenchReport:
     if args.source is not None:
         open_source(args.source).close()  # a wrong source fails now, not after the first backend
         open_frames = lambda: open_source(args.source)  # noqa: E731
-    opener = make_opener(bundle, args.threads, args.checkpoint)
+    options = BackendOptions(threads=args.threads, providers=args.providers)
+    opener = make_opener(bundle, options, args.checkpoint)
     return run_bench(bundle, config, opener, collect_environment(), open_frames)
 
 

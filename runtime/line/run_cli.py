@@ -1,4 +1,4 @@
-"""daad run: score a camera, stream, video or image folder against the product's threshold.
+"""`daad run`: score a camera, stream, video or image folder against the product's threshold.
 
 Composes the pieces: a source and its capture thread, a backend, the event log, the sinks (NG
 images, overlay video, window) and the statistics, then hands them to runtime.line.loop.run_loop.
@@ -18,10 +18,10 @@ import threading
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from runtime.atomic import atomic_write_json
-from runtime.backends import BACKENDS, PRECISIONS, open_backend
+from runtime.backends.options import BackendOptions, add_backend_options, positive
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import ThresholdError
 from runtime.line.events import EventLog, new_run_id
@@ -31,18 +31,6 @@ from runtime.line.overlay import OverlayVideo, OverlayWindow
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
 from runtime.paths import check_outputs
 from runtime.threshold import check_binding, read_threshold
-
-
-def positive(kind: type) -> Callable[[str], Any]:
-    """An argparse type: a number of `kind` above zero."""
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its error message
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,15 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--bundle", required=True, metavar="DIR", help="bundle folder written by `daad export`")
     add("--source", required=True, metavar="SRC", help="what to read frames from (see below)")
-    add("--backend", choices=BACKENDS, default="auto",
-        help="auto: TensorRT when installed and the bundle has an engine for this GPU, else ONNX Runtime")
-    add("--precision", choices=PRECISIONS, default="fp32",
-        help="must match the precision threshold.json was calibrated at (default fp32)")
-    add("--threads", type=positive(int), default=None, metavar="N",
-        help="ONNX Runtime intra-op threads (default: all cores)")
-    add("--providers", default=None, metavar="LIST",
-        help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt (default cpu)")
-    add("--cuda-graph", action="store_true", help="TensorRT: capture and replay a CUDA graph")
+    add_backend_options(parser, batch=False)  # the loop scores one frame at a time
     add("--mode", choices=MODES, default=None,
         help="realtime: newest frame only, drops counted (default for cameras and streams); "
         "lossless: every frame in order (default for files and folders)")
@@ -174,13 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     check_run_outputs(args)
     bundle = open_bundle(args.bundle)
     threshold, threshold_from = resolve_threshold(bundle, args.precision, args.threshold)
-    providers = args.providers.split(",") if args.providers else None
     stop, ending = threading.Event(), {"stopped_by": "end of source"}
     with ExitStack() as stack:
         source = open_source(args.source, loop=args.loop, sleep=stop.wait)  # a stop cuts reconnect waits short
         stack.callback(source.close)
-        backend = stack.enter_context(open_backend(bundle, args.backend, args.precision, threads=args.threads,
-                                                   providers=providers, cuda_graph=args.cuda_graph))
+        backend = stack.enter_context(BackendOptions.from_args(args).open(bundle))
         mode = args.mode or ("realtime" if source.live else "lossless")
         choice = backend.choice  # type: ignore[attr-defined]
         print(f"daad run: {source.name} ({mode}) -> {choice.name} {args.precision} ({choice.reason}); "
