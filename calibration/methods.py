@@ -48,6 +48,15 @@ def quantile_threshold(good_scores: np.ndarray, target_frr: float) -> float:
 
 def f1_threshold(good_scores: np.ndarray, defect_scores: np.ndarray) -> float:
     """The threshold with the highest F1 for defects (defect = positive); ties go to the higher one."""
+    return best_f1(good_scores, defect_scores)[1]
+
+
+def best_f1(good_scores: np.ndarray, defect_scores: np.ndarray) -> tuple[float, float]:
+    """(highest F1 for defects, the threshold that reaches it under `score > threshold`).
+
+    The F1-max of `daad eval` (train.metrics.f1_max) is this too, so a threshold reported by
+    evaluation and one set by calibration mean the same thing on the line.
+    """
     good = np.sort(check_scores(good_scores, "good_scores"))
     defect = np.sort(check_scores(defect_scores, "defect_scores"))
     # Each candidate is the lowest score that gets rejected.
@@ -57,7 +66,7 @@ def f1_threshold(good_scores: np.ndarray, defect_scores: np.ndarray) -> float:
     missed = defect.size - detected
     f1 = 2 * detected / (2 * detected + false_rejects + missed)
     best = candidates.size - 1 - int(np.argmax(f1[::-1]))
-    return _threshold_below(candidates, candidates[best])
+    return float(f1[best]), _threshold_below(candidates, candidates[best])
 
 
 def recall_threshold(good_scores: np.ndarray, defect_scores: np.ndarray, target_recall: float) -> float:

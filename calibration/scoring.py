@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from runtime.backends.base import Backend
+from runtime.backends.batches import infer_batches
 from runtime.dataset import find_samples, is_mvtec_layout, load_images
 from runtime.errors import DataError
-from runtime.optional import require
 from runtime.preprocess import PreprocessConfig, prepare_frame
 from runtime.line.sources import open_source
 
@@ -40,17 +40,6 @@ class ScoredParts:
             f"{kind}_nan": len(self.nan),
             f"{kind}_source": self.source,
         }
-
-
-def score_batches(backend: Backend, images: np.ndarray, batch_size: int, progress: bool = False) -> np.ndarray:
-    """Scores of uint8 N x H x W x C `images`, `batch_size` at a time (float64, NaN kept)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    starts = range(0, len(images), batch_size)
-    if progress:
-        starts = require("tqdm", "cpu", "progress bars").tqdm(starts, desc="scoring", unit="batch", leave=False)
-    scores = [backend.infer(images[start : start + batch_size]).scores for start in starts]
-    return np.concatenate(scores).astype(np.float64) if scores else np.empty(0)
 
 
 def score_folder(
@@ -119,7 +108,7 @@ def _score(
     batch_size: int,
     progress: bool,
 ) -> ScoredParts:
-    scores = score_batches(backend, images, batch_size, progress)
+    scores = infer_batches(backend, images, batch_size, progress, keep_maps=False).scores.astype(np.float64)
     finite = np.isfinite(scores)
     return ScoredParts(
         source=source,

@@ -108,11 +108,7 @@ def precision_change(bundle: Bundle, product: Path) -> str:
     for precision in ("fp32", "fp16", "int8"):
         build_engine(bundle, precision, calib_data=product if precision == "int8" else None)
         with open_backend(bundle, "tensorrt", precision) as backend:
-            def score_fn(frames, backend=backend):
-                result = backend.infer(frames)
-                return result.scores, result.anomaly_maps
-
-            auroc = evaluate(score_fn, product, bundle.preprocess, batch_size=1).metrics["image_auroc"]
+            auroc = evaluate(backend, product, bundle.preprocess, batch_size=1).metrics["image_auroc"]
         baseline = auroc if baseline is None else baseline
         lines.append(f"| {precision} | {auroc:.4f} | {auroc - baseline:+.4f} |")
     return "\n".join(lines)

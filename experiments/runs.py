@@ -61,8 +61,9 @@ def train_and_evaluate(
     instead of retrained (training is deterministic, so that is what a retrain would give).
     """
     from train.checkpoint import load_checkpoint
-    from train.evaluate import checkpoint_scorer, evaluate
+    from train.evaluate import evaluate
     from train.model import build_model
+    from train.torch_backend import TorchBackend
     from train.trainer import detect_channels, train
 
     preprocess = replace(preprocess, channels=detect_channels(product), mean=preprocess.mean[:1], std=preprocess.std[:1])
@@ -87,8 +88,7 @@ def train_and_evaluate(
     loaded = load_checkpoint(checkpoint)
     model = build_model(model_config, preprocess)
     model.load_state_dict(loaded.model.state_dict())
-    score_fn, _ = checkpoint_scorer(model.eval())
-    metrics = evaluate(score_fn, product, preprocess).metrics
+    metrics = evaluate(TorchBackend(model), product, preprocess).metrics
     return {
         "product": product.name,
         "kind": model_config.kind,
@@ -191,8 +191,9 @@ def curve(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig
 def scoring(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Image AUROC of one trained model under other score-side settings (no retraining)."""
     from train.checkpoint import load_checkpoint
-    from train.evaluate import checkpoint_scorer, evaluate
+    from train.evaluate import evaluate
     from train.model import build_model
+    from train.torch_backend import TorchBackend
 
     loaded = load_checkpoint(args.checkpoint)
     rows = []
@@ -201,8 +202,7 @@ def scoring(args: argparse.Namespace) -> list[dict[str, Any]]:
             config = replace(loaded.model_config, score_reduction=reduction, gamma=gamma)
             model = build_model(config, loaded.preprocess)
             model.load_state_dict(loaded.model.state_dict())
-            score_fn, _ = checkpoint_scorer(model.eval())
-            metrics = evaluate(score_fn, args.data, loaded.preprocess).metrics
+            metrics = evaluate(TorchBackend(model), args.data, loaded.preprocess).metrics
             rows.append({"reduction": reduction, "gamma": gamma, "image_auroc": metrics["image_auroc"]})
             print(f"reduction={reduction} gamma={gamma:.2f}: image AUROC {metrics['image_auroc']:.3f}", flush=True)
     return rows

@@ -19,13 +19,13 @@ from torch import nn
 from export.onnx_export import DEFAULT_OPSET, export_onnx, exporter_versions, written_opset
 from export.onnx_stats import flops_per_image, locate_memory_banks
 from export.parity import ParityReport, measure_parity, synthetic_frames
-from export.torch_backend import TorchBackend
 from export.trt_support import assert_tensorrt_ready
 from runtime.atomic import atomic_write_bytes
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import MODEL_FILE, Bundle, BundleMetadata, file_sha256, write_metadata
 from runtime.errors import DaadError
 from runtime.preprocess import PreprocessConfig
+from train.torch_backend import TorchBackend
 
 
 @dataclass

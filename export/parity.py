@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from runtime.backends.base import Backend
+from runtime.backends.batches import infer_batches
 from runtime.errors import DaadError
 
 SCORE_TOLERANCE = 1e-4  # max relative score error
@@ -90,9 +91,8 @@ def measure_parity(
 
 
 def _score_all(backend: Backend, frames: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    results = [backend.infer(frames[start : start + batch]) for start in range(0, len(frames), batch)]
-    scores = np.concatenate([r.scores for r in results]).astype(np.float64)
-    maps = np.concatenate([r.anomaly_maps for r in results]).astype(np.float64)
+    result = infer_batches(backend, frames, batch)
+    scores, maps = result.scores.astype(np.float64), result.anomaly_maps.astype(np.float64)
     if not np.all(np.isfinite(scores)):
         raise DaadError(f"{backend.name} produced non-finite scores; the model or its export is broken")
     return scores, maps

@@ -14,7 +14,6 @@ from torch.nn import functional as F
 from export.bundle_export import ParityImages, export_bundle
 from export.onnx_export import export_onnx
 from export.parity import SCORE_TOLERANCE, measure_parity, synthetic_frames
-from export.torch_backend import TorchBackend
 from export.trt_support import check_tensorrt_support
 from runtime.backends.base import InferenceResult
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -23,6 +22,7 @@ from runtime.errors import BundleError, DaadError
 from runtime.preprocess import PreprocessConfig
 from train.config import MemoryConfig, ModelConfig
 from train.model import build_model
+from train.torch_backend import TorchBackend
 
 KINDS = ("ae", "memae", "daad", "daad+")
 BANKS = {"ae": 0, "memae": 1, "daad": 4, "daad+": 4}

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from calibration.methods import f1_threshold
 from runtime.dataset import Sample
+from runtime.line.events import judge
 from train.metrics import aupro, evaluate_scores, f1_max, image_auroc, per_defect_auroc, pixel_auroc
 
 
@@ -74,10 +76,24 @@ def test_aupro_of_a_perfect_map_is_one() -> None:
 
 
 def test_f1_max_matches_hand_computation() -> None:
-    # At threshold 0.4: 3 of 4 flagged are defective and all 3 defective are flagged: F1 = 6/7.
-    f1, threshold = f1_max([0, 0, 1, 1, 1], [0.1, 0.6, 0.4, 0.7, 0.9])
+    # Rejecting 0.4 and above: 3 of 4 flagged are defective and all 3 defective are flagged: F1 = 6/7.
+    # Under the line's rule (score > threshold) the cut sits midway between 0.1 and 0.4.
+    labels, scores = [0, 0, 1, 1, 1], [0.1, 0.6, 0.4, 0.7, 0.9]
+    f1, threshold = f1_max(labels, scores)
     assert f1 == pytest.approx(6 / 7)
-    assert threshold == pytest.approx(0.4)
+    assert threshold == pytest.approx(0.25)
+    assert [judge(score, threshold) for score in scores] == ["OK", "NG", "NG", "NG", "NG"]
+
+
+def test_f1_threshold_is_the_one_calibration_sets() -> None:
+    rng = np.random.default_rng(5)
+    good, defect = rng.normal(0, 1, 40), rng.normal(1.5, 1, 15)
+    labels = np.r_[np.zeros(40), np.ones(15)].astype(int)
+    f1, threshold = f1_max(labels, np.r_[good, defect])
+    assert threshold == f1_threshold(good, defect)
+    rejected = np.r_[good, defect] > threshold
+    true_positives = int(np.sum(rejected & (labels == 1)))
+    assert f1 == pytest.approx(2 * true_positives / (rejected.sum() + 15))
 
 
 def test_per_defect_auroc_scores_each_type_against_all_good() -> None:
@@ -121,6 +137,6 @@ def test_invalid_arguments_say_what_was_wrong(call, message: str) -> None:
 
 
 def test_metrics_and_synth_import_without_torch() -> None:
-    # calibration/ uses the metrics on a device where PyTorch is not installed.
+    # `daad eval --bundle` and calibration use these on a device where PyTorch is not installed.
     code = "import sys; sys.modules['torch'] = None; import train.metrics, train.synth_cli"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -58,12 +58,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[Any, str, Path]:
     from train.checkpoint import load_checkpoint
-    from train.evaluate import checkpoint_scorer, evaluate, save_grid
+    from train.evaluate import evaluate, reconstructor, save_grid
+    from train.torch_backend import TorchBackend
 
     loaded = load_checkpoint(args.checkpoint, device=args.device)
-    score_fn, reconstruct_fn = checkpoint_scorer(loaded.model)
-    evaluation = evaluate(score_fn, args.data, loaded.preprocess, progress=True)
-    grid = save_grid(args.grid or args.checkpoint.parent / "eval_grid.png", evaluation, reconstruct_fn)
+    with TorchBackend(loaded.model, device=args.device) as backend:
+        evaluation = evaluate(backend, args.data, loaded.preprocess, progress=True)
+    grid = save_grid(args.grid or args.checkpoint.parent / "eval_grid.png", evaluation, reconstructor(loaded.model))
     return evaluation, loaded.model_config.kind, grid
 
 
@@ -74,12 +75,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> tuple[Any, str, Path]:
     bundle = open_bundle(args.bundle)
     options = BackendOptions.from_args(args)
     with options.open(bundle) as backend:
-
-        def score_fn(frames: Any) -> tuple[Any, Any]:
-            result = backend.infer(frames)
-            return result.scores, result.anomaly_maps
-
-        evaluation = evaluate(score_fn, args.data, bundle.preprocess, batch_size=options.batch, progress=True)
+        evaluation = evaluate(backend, args.data, bundle.preprocess, batch_size=options.batch, progress=True)
         kind = f"{bundle.metadata.model_kind} ({backend.name} {backend.precision})"
     grid = save_grid(args.grid or bundle.root / "eval_grid.png", evaluation)
     return evaluation, kind, grid

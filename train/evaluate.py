@@ -1,8 +1,8 @@
 """Evaluation of any scorer on a data set's test split: metrics, and a picture to look at.
 
-The scorer is a plain function (uint8 N x H x W x C -> scores N, maps N x 1 x H x W as numpy),
-so the same code evaluates a PyTorch checkpoint (`checkpoint_scorer`) or an exported bundle
-through a runtime backend.
+The scorer is a runtime Backend (uint8 N x H x W x C -> scores N, maps N x 1 x H x W), so the
+same code evaluates a PyTorch checkpoint (train.torch_backend.TorchBackend) or an exported
+bundle through the backend that runs it on the line.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from runtime.backends.base import Backend
+from runtime.backends.batches import infer_batches
 from runtime.dataset import ImageSet, find_samples, load_images, load_masks
 from runtime.errors import DataError
 from runtime.optional import require
 from runtime.preprocess import PreprocessConfig
 from train.metrics import evaluate_scores
 
-ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 ReconstructFn = Callable[[np.ndarray], np.ndarray]  # uint8 frames -> uint8 reconstructions
 
 
@@ -32,17 +33,8 @@ class Evaluation:
     maps: np.ndarray  # N x 1 x H x W
 
 
-def score_all(score_fn: ScoreFn, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    scores, maps = [], []
-    for start in range(0, len(images), batch_size):
-        score, anomaly_map = score_fn(images[start : start + batch_size])
-        scores.append(np.asarray(score, dtype=np.float64).reshape(-1))
-        maps.append(np.asarray(anomaly_map, dtype=np.float32))
-    return np.concatenate(scores), np.concatenate(maps)
-
-
 def evaluate(
-    score_fn: ScoreFn,
+    backend: Backend,
     data_root: str | Path,
     preprocess: PreprocessConfig,
     batch_size: int = 32,
@@ -56,23 +48,19 @@ def evaluate(
     if not 0 < sum(labels) < len(labels):
         raise DataError(f"{data_root}/test needs both good and defective images to compute AUROC")
     masks = load_masks(test_set.samples, preprocess)
-    scores, maps = score_all(score_fn, test_set.images, batch_size)
+    result = infer_batches(backend, test_set.images, batch_size)
+    scores, maps = result.scores.astype(np.float64), result.anomaly_maps
     metrics = evaluate_scores(test_set.samples, None, scores, masks, maps)
     return Evaluation(metrics, test_set, masks, scores, maps)
 
 
-def checkpoint_scorer(model: Any) -> tuple[ScoreFn, ReconstructFn]:
-    """(score_fn, reconstruct_fn) of a PyTorch AnomalyModel in eval mode, on its device."""
+def reconstructor(model: Any) -> ReconstructFn:
+    """The reconstruction of a PyTorch AnomalyModel in eval mode, on its device, as uint8 frames."""
     import torch
 
     device = next(model.parameters()).device
     mean = np.asarray(model.preprocess.mean, dtype=np.float32)
     std = np.asarray(model.preprocess.std, dtype=np.float32)
-
-    @torch.no_grad()
-    def score_fn(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        score, anomaly_map = model.score(torch.from_numpy(np.ascontiguousarray(frames)).to(device))
-        return score.cpu().numpy(), anomaly_map.cpu().numpy()
 
     @torch.no_grad()
     def reconstruct_fn(frames: np.ndarray) -> np.ndarray:
@@ -81,7 +69,7 @@ def checkpoint_scorer(model: Any) -> tuple[ScoreFn, ReconstructFn]:
         pixels = reconstruction.permute(0, 2, 3, 1).cpu().numpy() * std + mean
         return np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
-    return score_fn, reconstruct_fn
+    return reconstruct_fn
 
 
 def pick_examples(evaluation: Evaluation, per_class: int = 3) -> list[int]:

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from calibration.methods import best_f1
 from runtime.optional import require
 
 GOOD = "good"
@@ -146,15 +147,13 @@ def _area_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
 
 
 def f1_max(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """Best F1 over all thresholds and that threshold (a sample is defective when score >= it)."""
+    """Best F1 over all thresholds and that threshold, under the line's rule: defective when score > it.
+
+    The sweep is calibration.methods.best_f1, the one calibration's f1 method uses.
+    """
     truth = _labels(labels)
     values = _scores(scores, truth.size)
-    precision, recall, thresholds = _sklearn_metrics().precision_recall_curve(truth, values)
-    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
-    total = precision + recall
-    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
-    best = int(np.argmax(f1))
-    return float(f1[best]), float(thresholds[best])
+    return best_f1(values[~truth], values[truth])
 
 
 def per_defect_auroc(defects: Sequence[str], scores: Sequence[float] | np.ndarray) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """The PyTorch model behind the runtime's Backend interface.
 
-Parity (ONNX Runtime against PyTorch) and `daad bench --backend torch` need the reference
-model to look like any other backend: uint8 N x H x W x C in, InferenceResult out.
+Evaluation of a checkpoint, export parity (ONNX Runtime against PyTorch) and `daad bench --backend torch`
+need the PyTorch model to look like any other backend: uint8 N x H x W x C in, InferenceResult out.
 """
 
 from __future__ import annotations
