@@ -19,7 +19,7 @@ from runtime.backends.base import InferenceResult
 from runtime.bench.runner import STAGES, BenchConfig, CaseResult, StageStats, measure_fixed, repeatability, run_bench, speedups
 from runtime.bundle import open_bundle
 from runtime.bench.environment import Environment
-from runtime.errors import MissingDependency
+from runtime.errors import DaadError, MissingDependency
 
 STATISTICS = ("min", "mean", "median", "p90", "p95", "p99", "max", "cv", "count", "throughput")
 QUICK = ["--warmup-s", "0", "--duration-s", "0"]
@@ -202,6 +202,27 @@ def test_source_runs_the_whole_camera_loop_on_a_lossless_video(tiny_bundle, tmp_
     assert measured["stages"]["capture"]["status"] == "measured"
     assert measured["stages"]["end_to_end"]["count"] == 12  # lossless: every frame of the file, no more
     assert measured["loop_overhead"] is not None and report["config"]["source"] == str(video)
+
+
+def test_source_with_pictures_measures_them_behind_the_verdict(tiny_bundle, tmp_path, capsys) -> None:
+    from test_run_cli import calibrate
+    from test_sources import part_frames, write_video
+
+    calibrate(tiny_bundle)
+    video = write_video(tmp_path / "line.avi", part_frames(12))
+    ng, overlay = tmp_path / "ng", tmp_path / "overlay.avi"
+    report = bench_json(tmp_path, "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--source", str(video),
+                        "--save-ng", str(ng), "--output", str(overlay), "--iterations", "1000")
+    (case,) = report["cases"]
+    assert case["stages"]["outputs"]["status"] == "measured" and case["stages"]["end_to_end"]["count"] == 12
+    counts = case["counts"]
+    assert counts["ng_saved"] == len(list(ng.glob("*.png"))) and counts["ng_saved"] + counts["artefacts_dropped"] >= 3
+    assert overlay.is_file() and "Pictures: artefacts_dropped" in capsys.readouterr().out
+
+
+def test_pictures_without_a_source_are_refused(tiny_bundle, tmp_path) -> None:
+    with pytest.raises(DaadError, match="add --source"):
+        bench_cli.main(["--bundle", str(tiny_bundle), "--save-ng", str(tmp_path / "ng"), *QUICK])
 
 
 def test_reference_backend_without_its_package_names_the_extra(tiny_bundle, monkeypatch) -> None:

@@ -67,7 +67,7 @@ def test_run_writes_events_ng_images_video_and_summary(tiny_bundle, video, tmp_p
     threshold_file = calibrate(tiny_bundle)
     events, ng, output = tmp_path / "out" / "events.jsonl", tmp_path / "ng", tmp_path / "overlay.avi"
     argv = ["run", "--bundle", str(tiny_bundle), "--source", str(video), "--events", str(events),
-            "--save-ng", str(ng), "--output", str(output), "--threads", "1"]
+            "--save-ng", str(ng), "--output", str(output), "--threads", "1", "--artefact-queue", "12"]
     assert daad(argv) == 0
     captured = capsys.readouterr()
     lines = read_events(events)
@@ -81,6 +81,7 @@ def test_run_writes_events_ng_images_video_and_summary(tiny_bundle, video, tmp_p
     assert summary["threshold_from"] == str(threshold_file) and summary["mode"] == "lossless"
     assert summary["stopped_by"] == "end of source" and summary["read"] == 12 and summary["dropped"] == 0
     assert summary["backend"] == "onnxruntime" and "onnxruntime" in captured.err and summary["ng_saved"] == 3
+    assert summary["artefacts_dropped"] == 0 and summary["latency_ms"]["outputs"]["count"] == 12
     # A second run appends to the same log.
     assert daad(argv + ["--max-frames", "5", "--threshold", "0.9"]) == 0
     assert len(read_events(events)) == 17 and read_events(events)[-1]["threshold"] == 0.9

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default=None,
                         help="benchmark the whole camera loop on this video file, camera index or URI "
                         "(batch 1) instead of fixed 1280x720 frames")
+    parser.add_argument("--save-ng", default=None, metavar="DIR",
+                        help="with --source: save NG pictures here as `daad run --save-ng` does, to measure their cost")
+    parser.add_argument("--output", default=None, metavar="VIDEO",
+                        help="with --source: write the overlay video as `daad run --output` does")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="PyTorch checkpoint for --backend torch (default: the one model.json records)")
     parser.add_argument("--json", type=Path, default=None, help="write every stage and statistic as JSON here")
@@ -109,7 +113,11 @@ def bench(args: argparse.Namespace) -> BenchReport:
         repeat=args.repeat,
         threshold=record.threshold if record else None,
         source=args.source,
+        save_ng=args.save_ng,
+        output=args.output,
     )
+    if (args.save_ng or args.output) and args.source is None:
+        raise DaadError("--save-ng and --output measure the camera loop's pictures: add --source VIDEO")
     open_frames = None
     if args.source is not None:
         open_source(args.source).close()  # a wrong source fails now, not after the first backend

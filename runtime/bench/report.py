@@ -22,6 +22,7 @@ STAGE_LABELS = {
     "inference": "inference (infer call)",
     "postprocess": "postprocess",
     "end_to_end": "end to end",
+    "outputs": "verdict outputs and picture queue",
 }
 STAT_COLUMNS = ("min", "mean", "median", "p90", "p95", "p99", "max")
 
@@ -164,6 +165,8 @@ def render_markdown(report: dict[str, Any], title: str = "daad bench") -> str:
         if case["status"] == "measured" and case["run"] == 1:
             heading = f"### {case['backend']} {case['precision']} batch {case['batch']}: per stage"
             lines += [heading, "", *stage_table(case), ""]
+            if case.get("counts"):
+                lines += ["Pictures: " + ", ".join(f"{name} {value}" for name, value in case["counts"].items()), ""]
     if report.get("warnings"):
         lines += ["### Warnings", "", *(f"- {warning}" for warning in report["warnings"]), ""]
     return "\n".join(lines)

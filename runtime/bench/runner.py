@@ -14,9 +14,11 @@ backend does not have is reported as skipped, with the reason, never as zero.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -25,6 +27,7 @@ from runtime.backends.base import Backend, InferenceResult
 from runtime.bundle import Bundle
 from runtime.bench.environment import Environment, peak_flops
 from runtime.errors import DaadError
+from runtime.line.artefacts import ArtefactSettings, open_artefacts
 from runtime.line.events import EventLog, judge
 from runtime.line.latency import LatencySummary, StageTimes
 from runtime.line.loop import RunStats, run_loop
@@ -32,11 +35,13 @@ from runtime.preprocess import PreprocessConfig, prepare_batch
 from runtime.line.sources import Frame, FrameReader, Source
 
 # In loop order; "inference" is the whole Backend.infer call (h2d + compute + d2h + its Python).
-STAGES = ("capture", "queue", "preprocess", "h2d", "compute", "d2h", "inference", "postprocess", "end_to_end")
-SOURCE_STAGES = ("capture", "queue")  # only a real source has them (queue: frame waits for the loop)
+# "end_to_end" ends at the verdict; "outputs" follows it (event line, verdict sinks, picture queue).
+STAGES = ("capture", "queue", "preprocess", "h2d", "compute", "d2h", "inference", "postprocess", "end_to_end",
+          "outputs")
+SOURCE_STAGES = ("capture", "queue", "outputs")  # only the camera loop has them (queue: frame waits for the loop)
 # runtime.line.loop's stage names -> ours
 LOOP_STAGES = {"capture": "capture", "queue": "queue", "preprocess": "preprocess", "infer": "inference",
-               "postprocess": "postprocess", "total": "end_to_end"}
+               "postprocess": "postprocess", "total": "end_to_end", "outputs": "outputs"}
 DEVICE_STAGES = ("h2d", "compute", "d2h")
 STEADY_STAGES = ("compute", "inference", "end_to_end")  # the ones whose spread earns a warning
 HIGH_CV = 0.10  # std/mean above this: clocks not locked, thermal throttling or a busy machine
@@ -62,6 +67,8 @@ class BenchConfig:
     repeat: int = 1
     threshold: float | None = None  # the verdict's threshold; None: no verdict is calibrated yet
     source: str | None = None  # None: fixed camera-sized frames; else the URI of a real source
+    save_ng: str | None = None  # with a source: NG pictures into this folder, as `daad run --save-ng`
+    output: str | None = None  # with a source: the overlay video, as `daad run --output`
 
     def __post_init__(self) -> None:
         if not self.backends or not self.precisions or not self.batches:
@@ -103,6 +110,7 @@ class CaseResult:
     stages: dict[str, StageStats] = field(default_factory=dict)
     compute_floor_ms: float | None = None  # FLOPs / device peak, when the peak is known
     loop_overhead: float | None = None  # (end to end - inference) / inference, from the means
+    counts: dict[str, int] = field(default_factory=dict)  # with a source: pictures saved and dropped
     warnings: list[str] = field(default_factory=list)
 
     def median_ms(self, stage: str) -> float | None:
@@ -226,10 +234,18 @@ def measure_loop(
     stats = RunStats(every_s=0)
     threshold = math.inf if config.threshold is None else config.threshold
     mode = "realtime" if source.live else "lossless"
-    with FrameReader(source, mode) as reader, EventLog(None) as events:
-        frames = _for_duration(reader, config.duration_s, config.min_iterations)
-        run_loop(frames, backend, preprocess, threshold, source.name, events, stats=stats)
-    case = CaseResult(backend.name, backend.precision, 1, run, "measured")
+    pictures = ArtefactSettings(save_ng=Path(config.save_ng) if config.save_ng else None,
+                                output=Path(config.output) if config.output else None)
+    artefacts = open_artefacts(pictures, preprocess, threshold, getattr(source, "fps", 0.0) or 15.0, threading.Event())
+    try:
+        with FrameReader(source, mode) as reader, EventLog(None) as events:
+            frames = _for_duration(reader, config.duration_s, config.min_iterations)
+            run_loop(frames, backend, preprocess, threshold, source.name, events, [artefacts] if artefacts else [],
+                     stats)
+    finally:
+        if artefacts is not None:
+            artefacts.close()
+    case = CaseResult(backend.name, backend.precision, 1, run, "measured", counts=artefacts.counts if artefacts else {})
     if stats.frames == 0:
         case.status, case.reason = "skipped", f"source {source.name} delivered no frames"
         return case

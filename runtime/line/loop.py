@@ -1,8 +1,10 @@
 """The camera loop: capture -> preprocess -> infer -> judge -> emit, one frame at a time.
 
-`run_loop` is the whole of it; sources, sinks (NG images, video, window) and statistics are
-small pieces it composes. Nothing in a frame can stop the loop: an empty frame, a failed
-inference or a non-finite score becomes a FAULT event and the next frame is read.
+`run_loop` is the whole of it; sources, sinks and statistics are small pieces it composes. The
+verdict goes out first: the event line, then the sinks in the order given (reject pin, plant
+message, metrics), and last the pictures, which a background writer (runtime.line.artefacts)
+only enqueues. Nothing in a frame can stop the loop: an empty frame, a failed inference or a
+non-finite score becomes a FAULT event and the next frame is read.
 """
 
 from __future__ import annotations
@@ -46,9 +48,12 @@ class Outcome:
     scored: Scored
     verdict: str
     threshold: float
+    event: FrameEvent | None = None  # its event line, once written
 
 
 class Sink(Protocol):
+    """An output of the loop; `emit` runs in the loop's thread, so it must never block."""
+
     def emit(self, outcome: Outcome) -> None: ...
 
     def close(self) -> None: ...
@@ -92,7 +97,8 @@ class RunStats:
     def frames(self) -> int:
         return sum(self.verdicts.values())
 
-    def add(self, event: FrameEvent, backend_seconds: dict[str, float]) -> None:
+    def add(self, event: FrameEvent, backend_seconds: dict[str, float], outputs_s: float | None = None) -> None:
+        """Count a written event; `outputs_s`: the time from its verdict to the last sink (see run_loop)."""
         now = self.clock()
         if self.last_at is None:
             self.first_at = now - event.latency_ms.get("total", 0.0) / 1e3
@@ -101,6 +107,8 @@ class RunStats:
         self.last_at = now
         self.verdicts[event.verdict] += 1
         self.latency.add({stage: ms / 1e3 for stage, ms in event.latency_ms.items()})
+        if outputs_s is not None:
+            self.latency.add({"outputs": outputs_s})
         self.backend.add(backend_seconds)
         if self.every_s <= 0:  # no stats line: keep no window either (a run may last months)
             return
@@ -166,11 +174,12 @@ def run_loop(frames: Iterable[Frame], backend: Backend, config: PreprocessConfig
         taken = time.perf_counter()
         scored = score_frame(frame, backend, config)
         outcome = Outcome(frame, scored, judge(scored.score, threshold), threshold)
+        judged = time.perf_counter()
+        outcome.event = frame_event(outcome, source_name, taken, judged)
+        events.write(outcome.event)
         for sink in sinks:
             sink.emit(outcome)
-        event = frame_event(outcome, source_name, taken, time.perf_counter())
-        events.write(event)
-        stats.add(event, scored.backend_seconds)
+        stats.add(outcome.event, scored.backend_seconds, outputs_s=time.perf_counter() - judged)
         if max_frames is not None and stats.frames >= max_frames:
             break
     return stats

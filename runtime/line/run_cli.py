@@ -24,10 +24,9 @@ from runtime.atomic import atomic_write_json
 from runtime.backends.options import BackendOptions, add_backend_options, positive
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import ThresholdError
+from runtime.line.artefacts import QUEUE_DEPTH, ArtefactSettings, open_artefacts
 from runtime.line.events import EventLog, new_run_id
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
-from runtime.line.ng_store import NgStore, SaveNg
-from runtime.line.overlay import OverlayVideo, OverlayWindow
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
 from runtime.paths import check_outputs
 from runtime.threshold import check_binding, read_threshold
@@ -57,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="disk cap of --save-ng; the oldest images are removed first (default 500)")
     add("--output", type=Path, default=None, metavar="VIDEO", help="write an overlay video (.avi: MJPG, .mp4: mp4v)")
     add("--display", action="store_true", help="show the overlay in a window (q or Esc stops)")
+    add("--artefact-queue", type=positive(int), default=QUEUE_DEPTH, metavar="N",
+        help=f"frames each picture writer (--save-ng, --output, --display) may hold; beyond that pictures are "
+        f"dropped and counted, verdicts never (default {QUEUE_DEPTH})")
     add("--max-frames", type=positive(int), default=None, metavar="N", help="stop after this many frames")
     add("--loop", action="store_true", help="start a video file or image folder again at its end")
     add("--stats-every", type=float, default=5.0, metavar="S", help="seconds between stats lines on stderr (0: none)")
@@ -130,16 +132,23 @@ def run_counters(reader: FrameReader, source: Source, sinks: list[Sink]) -> dict
 
 def build_sinks(args: argparse.Namespace, bundle: Bundle, source: Source, threshold: float,
                 stop: threading.Event) -> list[Sink]:
-    scale = 2.0 * threshold if threshold > 0 else 1.0  # the threshold sits mid-way up the colour map
+    """The loop's outputs, verdict first: the pictures' writer comes last and only enqueues."""
     sinks: list[Sink] = []
-    if args.save_ng is not None:
-        store = NgStore(args.save_ng, int(args.save_ng_max_mb * 1024 * 1024))
-        sinks.append(SaveNg(store, bundle.preprocess, scale))
-    if args.output is not None:
-        sinks.append(OverlayVideo(args.output, bundle.preprocess, scale, fps=getattr(source, "fps", 0.0) or 15.0))
-    if args.display:
-        sinks.append(OverlayWindow(bundle.preprocess, scale, stop))
+    pictures = ArtefactSettings(args.save_ng, args.save_ng_max_mb, args.output, args.display, args.artefact_queue)
+    artefacts = open_artefacts(pictures, bundle.preprocess, threshold, getattr(source, "fps", 0.0) or 15.0, stop)
+    if artefacts is not None:
+        sinks.append(artefacts)
     return sinks
+
+
+@contextmanager
+def closing_all(sinks: list[Sink]) -> Iterator[None]:
+    """Close every sink on the way out, in order, before the summary counts what they did."""
+    try:
+        yield
+    finally:
+        for sink in sinks:
+            sink.close()
 
 
 def write_summary(summary: dict[str, Any], path: Path | None) -> None:
@@ -172,13 +181,11 @@ def main(argv: list[str] | None = None) -> int:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         events = stack.enter_context(EventLog(args.events, header["run_id"]))
-        sinks = build_sinks(args, bundle, source, threshold, stop)
-        for sink in sinks:
-            stack.callback(sink.close)
         reader = open_reader(source, mode, bundle.preprocess, stop)
+        sinks = build_sinks(args, bundle, source, threshold, stop)
         stats = RunStats(args.stats_every, counters=lambda: run_counters(reader, source, sinks))
         try:
-            with reader, stop_on_signals(stop, ending):
+            with stop_on_signals(stop, ending), closing_all(sinks), reader:
                 run_loop(reader, backend, bundle.preprocess, threshold, source.name, events, sinks, stats,
                          args.max_frames)
             if args.max_frames is not None and stats.frames >= args.max_frames:

@@ -1,0 +1,120 @@
+"""Pictures after the verdict: NG images, the overlay video and the window, on background threads.
+
+The verdict is the product; a picture is a record of it. The loop hands each judged frame to
+`ArtefactWriter.emit`, which only enqueues it, so no verdict waits for a PNG or a video frame to
+be encoded. Each picture sink has its own thread and bounded queue: a slow video encoder cannot
+take the NG images' places. When a queue is full that picture is dropped and counted
+(`artefacts_dropped`); the verdict and its event line are already out and are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from runtime.line.ng_store import NgStore, SaveNg
+from runtime.line.overlay import OverlayVideo, OverlayWindow
+from runtime.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:
+    from runtime.line.loop import Outcome, Sink
+
+log = logging.getLogger(__name__)
+
+QUEUE_DEPTH = 8  # frames per picture sink: ~20 MB of 900x900 frames, a quarter second of video at 30 fps
+CLOSE_TIMEOUT_S = 10.0  # a picture sink stuck on a dead disk must not hold the summary hostage
+NICENESS = 10  # added to the picture threads' nice value: on a busy CPU the kernel serves the verdict first
+
+
+@dataclass(frozen=True)
+class ArtefactSettings:
+    """Which pictures a run keeps (the --save-ng, --output and --display options)."""
+
+    save_ng: Path | None = None
+    save_ng_max_mb: float = 500.0
+    output: Path | None = None
+    display: bool = False
+    queue_depth: int = QUEUE_DEPTH
+
+
+class ArtefactWriter:
+    """Sink: feeds picture sinks from bounded queues on their own threads; drops, counted, when behind."""
+
+    def __init__(self, sinks: Sequence["Sink"], depth: int = QUEUE_DEPTH) -> None:
+        self.sinks = list(sinks)
+        self.dropped = self.failed = 0
+        self._queues: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in self.sinks]
+        self._threads = [threading.Thread(target=self._feed, args=(sink, waiting), daemon=True,
+                                          name=f"daad-{type(sink).__name__}")
+                         for sink, waiting in zip(self.sinks, self._queues)]
+        for thread in self._threads:
+            thread.start()
+
+    def emit(self, outcome: "Outcome") -> None:
+        for waiting in self._queues:
+            try:
+                waiting.put_nowait(outcome)
+            except queue.Full:
+                self.dropped += 1
+
+    def _feed(self, sink: "Sink", waiting: queue.Queue) -> None:
+        lower_priority()
+        broken = False
+        while (outcome := waiting.get()) is not None:
+            if broken:
+                continue
+            try:
+                sink.emit(outcome)
+            except Exception as exc:  # a picture failure costs the pictures, never the inspection
+                self.failed += 1
+                broken = True
+                log.error("%s stopped writing pictures: %s", type(sink).__name__, exc)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {"artefacts_dropped": self.dropped, "artefacts_failed": self.failed}
+        for sink in self.sinks:
+            counts.update(getattr(sink, "counts", {}))
+        return counts
+
+    def close(self) -> None:
+        """Write what is queued, then close each sink (one still busy after the timeout is left open)."""
+        for waiting in self._queues:
+            waiting.put(None)
+        for sink, thread in zip(self.sinks, self._threads):
+            thread.join(CLOSE_TIMEOUT_S)
+            if thread.is_alive():
+                log.error("%s did not finish its pictures within %.0f s", type(sink).__name__, CLOSE_TIMEOUT_S)
+            else:
+                sink.close()
+
+
+def lower_priority(step: int = NICENESS) -> None:
+    """Raise the calling thread's nice value (Linux keeps one per thread; elsewhere this does nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + step))
+    except OSError as exc:
+        log.debug("picture threads keep their priority: %s", exc)
+
+
+def open_artefacts(settings: ArtefactSettings, config: PreprocessConfig, threshold: float, fps: float,
+                   stop: threading.Event) -> ArtefactWriter | None:
+    """The writer for the pictures `settings` asks for; None when it asks for none."""
+    scale = 2.0 * threshold if threshold > 0 else 1.0  # the threshold sits mid-way up the colour map
+    sinks: list[Sink] = []
+    if settings.save_ng is not None:
+        sinks.append(SaveNg(NgStore(settings.save_ng, int(settings.save_ng_max_mb * 1024 * 1024)), config, scale))
+    if settings.output is not None:
+        sinks.append(OverlayVideo(settings.output, config, scale, fps=fps))
+    if settings.display:
+        sinks.append(OverlayWindow(config, scale, stop))
+    return ArtefactWriter(sinks, settings.queue_depth) if sinks else None
