@@ -53,7 +53,7 @@ def test_every_verdict_is_written_while_the_picture_writer_hangs(tmp_path, bundl
     stats = run(video, bundle, tmp_path / "events.jsonl", [writer])
     # The loop finished every frame with the picture writer stuck on its first one.
     lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert hung.entered.is_set() and hung.seen == [] and stats.frames == len(lines) == 30
+    assert stats.frames == len(lines) == 30 and hung.entered.wait(timeout=30) and hung.seen == []
     assert [line["verdict"] == "NG" for line in lines] == defect_pattern(30)
     assert writer.dropped >= 30 - 4 - 1  # the queue holds 4, the writer 1: the rest were dropped, counted
     hung.gate.set()
