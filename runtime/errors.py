@@ -19,5 +19,10 @@ class ThresholdError(DaadError):
     """No usable threshold for this bundle."""
 
 
+class OutputError(DaadError, OSError):
+    """An output cannot be written (no permission, not a folder, disk full); an OSError too, so
+    code that counts failed writes (the NG store) still catches it."""
+
+
 class MissingDependency(DaadError, ImportError):
     """An optional package is not installed; the message names the extra that brings it."""
