@@ -20,11 +20,13 @@ from calibration.methods import (
     quantile_threshold,
     recall_threshold,
 )
+from calibration.outliers import OUTLIER_SPREADS, upper_outliers
 from runtime.optional import require
 
 REJECT_RULE = "score > threshold"
 REFERENCE_POINTS = 1000  # good-score quantiles kept in threshold.json for `--check`
 MIN_AUROC = 0.7  # below this, defect scores barely differ from good ones
+OUTLIERS_NAMED = 10  # outlier images named in the warning before "and N more"
 
 
 @dataclass
@@ -35,6 +37,9 @@ class CalibrationSettings:
     target_frr: float = 0.005
     target_recall: float | None = None
     confidence: float = 0.95
+    # Good scores far above the others (calibration/outliers.py) are left out of the threshold
+    # unless kept: one damaged image would otherwise set the line; either way they are named.
+    keep_outliers: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -50,7 +55,11 @@ class CalibrationSettings:
 
     def targets(self) -> dict[str, Any]:
         """What the method aimed at (only the target it uses), the confidence and the rule."""
-        targets: dict[str, Any] = {"confidence": self.confidence, "reject_rule": REJECT_RULE}
+        targets: dict[str, Any] = {
+            "confidence": self.confidence,
+            "reject_rule": REJECT_RULE,
+            "good_outliers": "kept" if self.keep_outliers else "left out",
+        }
         if self.method == "quantile":
             targets["target_frr"] = self.target_frr
         if self.method == "recall":
@@ -69,6 +78,7 @@ class Calibration:
     auroc: float | None = None
     warnings: list[str] = field(default_factory=list)
     score_stats: dict[str, Any] = field(default_factory=dict)
+    good_outliers: list[tuple[str, float]] = field(default_factory=list)  # (image, score), highest first
 
     def rates(self) -> dict[str, Any]:
         rates: dict[str, Any] = {"false_reject": self.false_reject.to_dict()}
@@ -80,10 +90,19 @@ class Calibration:
 
 
 def calibrate(
-    good_scores: np.ndarray, defect_scores: np.ndarray | None, settings: CalibrationSettings
+    good_scores: np.ndarray,
+    defect_scores: np.ndarray | None,
+    settings: CalibrationSettings,
+    good_names: list[str] | None = None,
 ) -> Calibration:
-    """Choose the threshold by `settings.method` and measure what it does on these parts."""
-    good = check_scores(good_scores, "good scores")
+    """Choose the threshold by `settings.method` and measure what it does on these parts.
+
+    Good-score outliers are left out of everything (threshold, rates, statistics) unless
+    `settings.keep_outliers`; `good_names` (aligned with the scores) names them in the warning.
+    """
+    everything = check_scores(good_scores, "good scores")
+    outliers = upper_outliers(everything)
+    good = everything if settings.keep_outliers else everything[~outliers]
     defect = None if defect_scores is None else check_scores(defect_scores, "defect scores")
     if settings.method != "quantile" and defect is None:
         raise ValueError(f"the {settings.method} method needs defect scores (--defect)")
@@ -102,14 +121,19 @@ def calibrate(
         false_reject=estimate_rate(count_rejected(good, threshold), good.size, confidence),
         score_stats={"good": describe_scores(good)},
     )
+    names = good_names if good_names is not None else [f"#{index}" for index in range(everything.size)]
+    flagged = sorted(np.flatnonzero(outliers), key=lambda index: -everything[index])
+    result.good_outliers = [(names[index], float(everything[index])) for index in flagged]
+    if result.good_outliers:
+        result.score_stats["good_outliers"] = [{"image": name, "score": score} for name, score in result.good_outliers]
+        result.warnings.append(_outlier_warning(result.good_outliers, float(np.median(everything)), settings.keep_outliers))
     if settings.method == "quantile":
         result.warnings += _too_few_good(good.size, settings.target_frr, confidence)
     if defect is not None:
         result.recall = estimate_rate(count_rejected(defect, threshold), defect.size, confidence)
         result.auroc, p_value = separation(good, defect)
         result.score_stats["defect"] = describe_scores(defect)
-        if settings.method != "quantile":
-            result.warnings += _poor_separation(result.auroc, p_value, 1.0 - confidence)
+        result.warnings += _poor_separation(result.auroc, p_value, 1.0 - confidence)
         if settings.method == "recall":
             result.warnings += _too_few_defects(defect.size, settings.target_recall, confidence)
     return result
@@ -142,6 +166,24 @@ def describe_scores(scores: np.ndarray) -> dict[str, Any]:
         "max": float(np.max(scores)),
         "quantiles": [float(value) for value in reference],
     }
+
+
+def _outlier_warning(outliers: list[tuple[str, float]], median: float, kept: bool) -> str:
+    shown = ", ".join(f"{name} ({score:.4g})" for name, score in outliers[:OUTLIERS_NAMED])
+    more = f" and {len(outliers) - OUTLIERS_NAMED} more" if len(outliers) > OUTLIERS_NAMED else ""
+    if kept:
+        what = "were KEPT in the threshold (--keep-outliers), which now sits above them"
+        advice = "if one is a damaged image or another product, remove it and recalibrate"
+    else:
+        what = "were left out of the threshold, so the line will reject parts that look like them"
+        advice = (
+            "a damaged image, another product or a wrong folder belongs out; "
+            "if they are good parts, recalibrate with --keep-outliers"
+        )
+    return (
+        f"{len(outliers)} good image(s) score far above the other good parts (more than {OUTLIER_SPREADS:g} "
+        f"spreads above the median {median:.4g}) and {what}: {shown}{more}. Look at them: {advice}."
+    )
 
 
 def _too_few_good(count: int, target_frr: float, confidence: float) -> list[str]:

@@ -17,16 +17,26 @@ import numpy as np
 from calibration.calibrate import CalibrationSettings, calibrate
 from calibration.drift import check_drift
 from calibration.methods import METHODS
+from calibration.outliers import upper_outliers
 from calibration.report import calibration_summary, drift_summary, write_calibration_plot
 from calibration.scoring import ScoredParts, score_folder, score_source
+from runtime.atomic import remove_orphan_temp_files
 from runtime.backends import Backend
 from runtime.backends.options import BackendOptions, add_backend_options
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import DaadError, DataError, ThresholdError
-from runtime.threshold import HISTORY_DIR, ThresholdRecord, check_binding, read_threshold, write_threshold
+from runtime.threshold import (
+    HISTORY_DIR,
+    LOCK_FILE,
+    ThresholdRecord,
+    check_binding,
+    read_threshold,
+    threshold_lock,
+    write_threshold,
+)
 
 PLOT_FILE = "calibration.png"
-SHOWN_NAMES = 5  # unreadable / NaN parts named on stderr before "and N more"
+SHOWN_NAMES = 5  # unreadable / NaN / outlier parts named on stderr before "and N more"
 
 EPILOG = """\
 examples:
@@ -73,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="confidence of the stated bounds and of the drift tests (default 0.95)")
     add_backend_options(parser, backend=None, precision=None, unset="; with --check, what threshold.json was calibrated on")
+    parser.add_argument("--keep-outliers", action="store_true",
+                        help="keep good images that score far above the others in the threshold (by default they "
+                        "are left out and named: one damaged image must not move the line)")
     parser.add_argument("--note", default="", help="free text kept in threshold.json, e.g. who calibrated and why")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return parser
@@ -88,16 +101,34 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_calibration(args: argparse.Namespace, bundle: Bundle) -> int:
     try:
-        settings = CalibrationSettings(args.method, args.target_frr, args.target_recall, args.confidence)
+        settings = CalibrationSettings(
+            args.method, args.target_frr, args.target_recall, args.confidence, args.keep_outliers
+        )
     except ValueError as exc:
         raise DaadError(f"{exc}: see `daad calibrate --help`") from exc
     if args.method != "quantile" and args.defect is None:
         raise DaadError(f"--method {args.method} needs known defective parts: pass --defect DIR")
+    with threshold_lock(bundle) as died:
+        if died is not None:
+            _warn(f"took over {bundle.root / LOCK_FILE} from a calibration that is no longer running ({died})")
+        for folder in (bundle.root, bundle.root / HISTORY_DIR):
+            removed = remove_orphan_temp_files(folder)
+            if removed:
+                _warn(f"removed {len(removed)} temp file(s) that killed writes left in {folder}: "
+                      f"{_names([path.name for path in removed])}")  # fmt: skip
+        return _calibrate_locked(args, bundle, settings)
 
+
+def _calibrate_locked(args: argparse.Namespace, bundle: Bundle, settings: CalibrationSettings) -> int:
     with BackendOptions.from_args(args).filled("auto", "fp32").open(bundle) as backend:
         good, defect = _score_parts(backend, bundle, args)
-    result = calibrate(good.scores, _scores(defect), settings)
+    result = calibrate(good.scores, _scores(defect), settings, good.names)
+    if result.good_outliers:
+        verdict = "kept (--keep-outliers)" if settings.keep_outliers else "left out of the threshold"
+        _warn(f"{len(result.good_outliers)} image(s) in {good.source} score far above the other good parts, "
+              f"{verdict}: {_names([name for name, _ in result.good_outliers])}")  # fmt: skip
     counts = good.counts("good") | ({} if defect is None else defect.counts("defect"))
+    counts["good_outliers"] = len(result.good_outliers)
     record = ThresholdRecord(
         threshold=result.threshold,
         model_sha256=bundle.sha256,
@@ -109,16 +140,15 @@ def run_calibration(args: argparse.Namespace, bundle: Bundle) -> int:
         counts=counts,
         rates=result.rates(),
         score_stats=result.score_stats,
-        # milliseconds: the history file is named after this, and two runs may share a second
         created=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     )
     title = (
         f"{bundle.root.name}: {settings.method} threshold {record.threshold:.4g} "
         f"({record.backend} {record.precision}, {record.created})"
     )
+    print("\n".join(calibration_summary(result, counts)), flush=True)  # before the writes: a failed one loses nothing
     plot = write_calibration_plot(bundle.root / PLOT_FILE, good.scores, _scores(defect), record.threshold, title)
     written = write_threshold(bundle, record)
-    print("\n".join(calibration_summary(result, counts)))
     print(f"wrote {written} and {plot} (earlier thresholds are kept in {bundle.root / HISTORY_DIR})")
     return 0
 
@@ -134,6 +164,10 @@ def run_check(args: argparse.Namespace, bundle: Bundle) -> int:
     check_binding(record, bundle, options.precision)
     with options.open(bundle) as backend:
         good, defect = _score_parts(backend, bundle, args)
+    outliers = [name for name, flagged in zip(good.names, upper_outliers(good.scores)) if flagged]
+    if outliers:
+        _warn(f"{len(outliers)} image(s) in {good.source} score far above the other good parts (damaged images, "
+              f"another product?); they stay in the check: {_names(outliers)}")  # fmt: skip
     result = check_drift(record, good.scores, _scores(defect))
     print("\n".join(drift_summary(result, record.threshold)))
     return 1 if result.drifted else 0
@@ -165,12 +199,19 @@ def _report_left_out(parts: ScoredParts) -> None:
     """Name what was not scored; refuse when nothing was."""
     for what, names in (("unreadable, skipped", parts.skipped), ("scored NaN, left out", parts.nan)):
         if names:
-            more = len(names) - SHOWN_NAMES
-            shown = ", ".join(names[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
-            print(f"daad calibrate: {len(names)} image(s) in {parts.source} {what}: {shown}", file=sys.stderr)
+            _warn(f"{len(names)} image(s) in {parts.source} {what}: {_names(names)}")
     if parts.scores.size == 0:
         raise DataError(
             f"no usable score from {parts.source}: {len(parts.skipped)} unreadable, {len(parts.nan)} NaN. "
             "A NaN score means the model cannot score these images: check that they show the product the "
             "bundle was trained on, and re-export the bundle if every image gives NaN."
         )
+
+
+def _names(names: list[str]) -> str:
+    more = len(names) - SHOWN_NAMES
+    return ", ".join(names[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
+
+
+def _warn(text: str) -> None:
+    print(f"daad calibrate: {text}", file=sys.stderr)

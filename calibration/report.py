@@ -41,7 +41,7 @@ def calibration_summary(result: Calibration, counts: dict[str, int]) -> list[str
         lines.append(f"  {recall_sentence(result.recall)}")
     for kind in ("good", "defect"):
         if kind in counts:
-            lines.append(f"  {_counted(kind, counts)}")
+            lines.append(f"  {_counted(kind, counts, result.settings.keep_outliers)}")
     lines += [f"warning: {text}" for text in result.warnings]
     return lines
 
@@ -60,13 +60,15 @@ def drift_summary(check: DriftCheck, threshold: float) -> list[str]:
     return lines
 
 
-def _counted(kind: str, counts: dict[str, int]) -> str:
+def _counted(kind: str, counts: dict[str, int], outliers_kept: bool = False) -> str:
     text = f"scored {counts[kind]} {kind} parts"
     left_out = []
     if counts.get(f"{kind}_skipped"):
         left_out.append(f"{counts[f'{kind}_skipped']} unreadable images skipped")
     if counts.get(f"{kind}_nan"):
         left_out.append(f"{counts[f'{kind}_nan']} NaN scores left out")
+    if counts.get(f"{kind}_outliers"):
+        left_out.append(f"{counts[f'{kind}_outliers']} outlier(s) {'kept' if outliers_kept else 'left out'}")
     return text + (f" ({', '.join(left_out)})" if left_out else "")
 
 

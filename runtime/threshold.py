@@ -1,22 +1,31 @@
 """threshold.json: the per-product threshold, bound to one model, backend and precision.
 
 calibration/ measures and writes it; the camera loop reads it and refuses one that was measured
-on another model or precision.
+on another model or precision. Every threshold that became active is kept in thresholds/, and
+the newest entry there is always the active one: threshold.json is written first and its
+history entry second, under the bundle's threshold lock, and a threshold.json that is not the
+newest entry (a crash between the two writes, or an older entry copied back by hand) is filed
+into history before the next one is written.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from runtime.atomic import atomic_write_json
 from runtime.bundle import THRESHOLD_FILE, Bundle
 from runtime.errors import ThresholdError
+from runtime.lock import LockHolder, exclusive
 
 HISTORY_DIR = "thresholds"
+LOCK_FILE = "threshold.lock"
+_HISTORY_NAME = re.compile(r"^threshold-(?P<stamp>.+?)(?:-(?P<serial>\d+))?\.json$")
 
 
 @dataclass
@@ -72,14 +81,79 @@ def check_binding(record: ThresholdRecord, bundle: Bundle, precision: str, path:
         )
 
 
+@contextmanager
+def threshold_lock(bundle: Bundle) -> Iterator[LockHolder | None]:
+    """Hold the bundle's threshold lock (BUNDLE/threshold.lock) for a whole calibration.
+
+    A second calibration of the same bundle is refused while the first runs; one that finds the
+    lock of a calibration that died takes it over and gets that holder back, to say so.
+    """
+    with exclusive(bundle.root / LOCK_FILE, f"calibration of {bundle.root}") as previous:
+        yield previous
+
+
 def write_threshold(bundle: Bundle, record: ThresholdRecord) -> Path:
-    """Write threshold.json atomically and keep a timestamped copy in thresholds/."""
-    stamp = record.created.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
+    """Make `record` the active threshold, then its newest history entry. Call under threshold_lock.
+
+    threshold.json goes first, so history never gains a threshold that did not become active;
+    a crash between the two writes is mended by the next call (`_file_active_threshold`).
+    """
+    _file_active_threshold(bundle)
+    written = atomic_write_json(bundle.threshold_path, record.to_dict())
+    _add_history(bundle, record.to_dict())
+    return written
+
+
+def history_entries(bundle: Bundle) -> list[Path]:
+    """thresholds/threshold-*.json, oldest first (by the time in the name, then the serial)."""
+    folder = bundle.root / HISTORY_DIR
+    if not folder.is_dir():
+        return []
+    entries = [(key, path) for path in folder.iterdir() if (key := _history_key(path.name)) is not None]
+    return [path for _, path in sorted(entries)]
+
+
+def _history_key(name: str) -> tuple[datetime, int] | None:
+    match = _HISTORY_NAME.match(name)
+    if match is None:
+        return None
+    stamp = re.sub(r"T(\d\d)(\d\d)(\d\d)", r"T\1:\2:\3", match["stamp"]).replace("Z", "+00:00")
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when, int(match["serial"] or 1)
+
+
+def _file_active_threshold(bundle: Bundle) -> None:
+    """Add the current threshold.json to history when it is not already the newest entry there."""
+    try:
+        active = json.loads(bundle.threshold_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # none yet, or corrupt: nothing that was in use to keep
+    entries = history_entries(bundle)
+    if entries and _load(entries[-1]) == active:
+        return
+    _add_history(bundle, active)
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _add_history(bundle: Bundle, data: dict[str, Any]) -> Path:
+    """File `data` as the newest entry, named by the time it is filed: the time it became active."""
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    stamp = now.replace(":", "").replace("+00:00", "Z")
     history = bundle.root / HISTORY_DIR
     copy = history / f"threshold-{stamp}.json"
     serial = 1
     while copy.exists():  # two calibrations within one timestamp keep both copies
         serial += 1
         copy = history / f"threshold-{stamp}-{serial}.json"
-    atomic_write_json(copy, record.to_dict())
-    return atomic_write_json(bundle.root / THRESHOLD_FILE, record.to_dict())
+    return atomic_write_json(copy, data)

@@ -6,6 +6,7 @@ parts with spread-out scores and a bright blob is a defect.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -23,9 +24,17 @@ from runtime.backends import open_backend
 from runtime.backends import options as backend_options
 from runtime.bundle import open_bundle
 from runtime.cli import main as daad
-from runtime.errors import ThresholdError
+from runtime.errors import OutputError, ThresholdError
 from runtime.optional import cv2
-from runtime.threshold import HISTORY_DIR, ThresholdRecord, check_binding, read_threshold, write_threshold
+from runtime.threshold import (
+    HISTORY_DIR,
+    LOCK_FILE,
+    ThresholdRecord,
+    check_binding,
+    history_entries,
+    read_threshold,
+    write_threshold,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,13 +223,15 @@ def test_nan_scores_are_reported_and_never_thresholded(tiny_bundle, good, monkey
     assert code == 2 and "no usable score" in err and "3 NaN" in err
 
 
-def test_a_defect_folder_of_good_parts(tiny_bundle, good, tmp_path, capsys) -> None:
+def test_a_defect_folder_of_good_parts_warns_under_every_method(tiny_bundle, good, tmp_path, capsys) -> None:
     not_defects = write_parts(tmp_path / "not-defects", 15, seed=7)
-    code, out, _ = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--defect", not_defects)
-    assert code == 0 and "hardly higher" not in out  # quantile: defects below the line are just reported
-    assert read_threshold(open_bundle(tiny_bundle)).rates["recall"]["count"] <= 1
-    code, out, _ = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--defect", not_defects, "--method", "f1")
+    for method in ("quantile", "f1"):
+        code, out, _ = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--defect", not_defects,
+                                 "--method", method)
+        assert code == 0 and "warning: the defect scores are hardly higher than the good scores" in out, method
+    code, out, _ = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--defect", good)  # --defect = --good
     assert code == 0 and "warning: the defect scores are hardly higher than the good scores" in out
+    assert read_threshold(open_bundle(tiny_bundle)).rates["recall"]["count"] == 0
 
 
 class FailsOnSecondBatch(NanOnBlackCorner):
@@ -247,23 +258,55 @@ def _record(bundle, threshold: float, note: str = "") -> ThresholdRecord:
                            note=note)
 
 
-def test_an_exception_mid_write_leaves_the_old_threshold(tiny_bundle, monkeypatch) -> None:
+def test_a_failed_write_leaves_the_old_threshold_and_no_history_entry(tiny_bundle, monkeypatch) -> None:
     bundle = open_bundle(tiny_bundle)
     write_threshold(bundle, _record(bundle, 0.25))
     before = bundle.threshold_path.read_bytes()
-    fsyncs = []
 
-    def fsync_then_fail(fd: int) -> None:
-        fsyncs.append(fd)
-        if len(fsyncs) == 3:  # history file and its folder went through; threshold.json's data did not
-            raise OSError("disk full")
+    def disk_full(fd: int) -> None:  # the first fsync is threshold.json's data
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(os, "fsync", fsync_then_fail)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OutputError, match="threshold.json.*the disk is full"):
         write_threshold(bundle, _record(bundle, 0.75))
     monkeypatch.undo()
     assert bundle.threshold_path.read_bytes() == before
     assert not list(tiny_bundle.glob(".threshold.json.*"))
+    assert [_history(path) for path in history_entries(bundle)] == [0.25]
+
+
+def _history(path: Path) -> float:
+    return json.loads(path.read_text())["threshold"]
+
+
+DIES_BETWEEN_THE_WRITES = """
+import os, signal, sys
+import runtime.threshold as threshold
+from runtime.bundle import open_bundle
+bundle = open_bundle(sys.argv[1])
+threshold._add_history = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+threshold.write_threshold(bundle, threshold.ThresholdRecord(threshold=0.75, model_sha256=bundle.sha256,
+                                                            backend="onnxruntime", precision="fp32"))
+"""
+
+
+def test_the_active_threshold_is_always_the_newest_history_entry(tiny_bundle, good, capsys) -> None:
+    bundle = open_bundle(tiny_bundle)
+    write_threshold(bundle, _record(bundle, 0.25))
+    killed = subprocess.run([sys.executable, "-c", DIES_BETWEEN_THE_WRITES, str(tiny_bundle)], cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL
+    assert read_threshold(bundle).threshold == 0.75  # active, but killed before its history entry
+    assert [_history(path) for path in history_entries(bundle)] == [0.25]
+
+    assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0
+    active = json.loads(bundle.threshold_path.read_text())
+    assert [_history(path) for path in history_entries(bundle)] == [0.25, 0.75, active["threshold"]]
+    assert json.loads(history_entries(bundle)[-1].read_text()) == active
+
+    older = history_entries(bundle)[0]  # going back by hand, as docs/CALIBRATION.md says
+    bundle.threshold_path.write_bytes(older.read_bytes())
+    write_threshold(bundle, _record(bundle, 0.5))
+    assert [_history(path) for path in history_entries(bundle)] == [0.25, 0.75, active["threshold"], 0.25, 0.5]
 
 
 WRITER = """
@@ -307,3 +350,101 @@ def test_the_written_record_binds_to_this_model_and_precision(tiny_bundle, good,
     assert other.sha256 != bundle.sha256
     with pytest.raises(ThresholdError, match="calibrated for model sha256"):
         check_binding(record, other, "fp32")
+
+
+def _start_calibration(bundle: Path, good: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "calibration", "calibrate", "--bundle", str(bundle), "--good",
+                             str(good), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_until_it_holds_the_lock(bundle: Path, process: subprocess.Popen) -> None:
+    lock = bundle / LOCK_FILE
+    while process.poll() is None:
+        try:
+            if json.loads(lock.read_text())["pid"] == process.pid:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.001)
+    pytest.fail(f"the calibration ended before it was seen holding {lock}: {process.communicate()}")
+
+
+def test_a_second_calibration_is_refused_while_the_first_runs(tiny_bundle, tmp_path) -> None:
+    parts = write_parts(tmp_path / "many", 600, seed=11)
+    first = _start_calibration(tiny_bundle, parts)
+    _wait_until_it_holds_the_lock(tiny_bundle, first)
+    first.send_signal(signal.SIGSTOP)  # frozen mid-calibration, lock held
+    try:
+        second = _start_calibration(tiny_bundle, parts)
+        _, err = second.communicate(timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, _ = first.communicate(timeout=120)
+    assert second.returncode == 2 and err.decode().count("\n") == 1 and "Traceback" not in err.decode()
+    assert f"another calibration of {tiny_bundle} is running (pid {first.pid} on " in err.decode()
+    assert first.returncode == 0 and b"wrote" in out
+    assert len(history_entries(open_bundle(tiny_bundle))) == 1 and not (tiny_bundle / LOCK_FILE).exists()
+
+
+def test_a_calibration_killed_holding_the_lock_is_taken_over(tiny_bundle, tmp_path, good, capsys) -> None:
+    parts = write_parts(tmp_path / "many", 600, seed=12)
+    killed = _start_calibration(tiny_bundle, parts)
+    _wait_until_it_holds_the_lock(tiny_bundle, killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    assert json.loads((tiny_bundle / LOCK_FILE).read_text())["pid"] == killed.pid  # left behind
+    orphan = tiny_bundle / ".threshold.json.k1ll3d_x.tmp"  # as a kill mid-write leaves one
+    orphan.write_text("{")
+    old = time.time() - 3600
+    os.utime(orphan, (old, old))
+    code, _, err = calibrate(capsys, "--bundle", tiny_bundle, "--good", good)
+    assert code == 0 and f"took over {tiny_bundle / LOCK_FILE}" in err and f"pid {killed.pid} on" in err
+    assert "removed 1 temp file(s)" in err and not orphan.exists()
+    assert read_threshold(open_bundle(tiny_bundle)) is not None and not (tiny_bundle / LOCK_FILE).exists()
+
+
+def corrupt_but_decodable(jpeg: bytes) -> bytes:
+    """`jpeg` with one byte of its entropy-coded data flipped, chosen so OpenCV still decodes it into garbage."""
+    scan = jpeg.find(b"\xff\xda") + 14
+    for position in range(scan, len(jpeg) - 2):
+        damaged = bytearray(jpeg)
+        damaged[position] ^= 0xFF
+        image = cv2().imdecode(np.frombuffer(bytes(damaged), np.uint8), cv2().IMREAD_UNCHANGED)
+        if image is not None and np.abs(image / 255 - 0.5).mean(axis=2).max() > 0.3:
+            return bytes(damaged)
+    raise AssertionError("no single flipped byte gives a decodable garbage image")
+
+
+def test_a_corrupt_jpeg_that_still_decodes_is_named_and_left_out(tiny_bundle, tmp_path, capsys) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    rng = np.random.default_rng(13)
+    for index in range(80):
+        cv2().imwrite(str(good / f"part{index:03d}.jpg"), noisy_grey(rng, (2, 12)))
+    clean = tiny_scores_of(good)
+    assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0
+    assert read_threshold(open_bundle(tiny_bundle)).counts["good_outliers"] == 0  # natural spread: nothing flagged
+    (good / "part999.jpg").write_bytes(corrupt_but_decodable((good / "part000.jpg").read_bytes()))
+
+    code, out, err = calibrate(capsys, "--bundle", tiny_bundle, "--good", good)
+    assert code == 0
+    record = read_threshold(open_bundle(tiny_bundle))
+    assert record.threshold == pytest.approx(clean.max(), abs=1e-6)  # as if the damaged image were not there
+    assert record.counts["good_outliers"] == 1 and record.counts["good"] == 81
+    assert record.rates["false_reject"]["total"] == 80 and record.targets["good_outliers"] == "left out"
+    assert [entry["image"] for entry in record.score_stats["good_outliers"]] == ["part999.jpg"]
+    assert "score far above the other good parts, left out of the threshold: part999.jpg" in err
+    assert "warning: 1 good image(s) score far above the other good parts" in out and "part999.jpg (0." in out
+    assert "(1 outlier(s) left out)" in out
+
+    code, out, _ = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--keep-outliers")
+    kept = read_threshold(open_bundle(tiny_bundle))
+    assert code == 0 and kept.threshold > 0.3 and kept.targets["good_outliers"] == "kept" and "KEPT" in out
+
+    code, out, err = calibrate(capsys, "--check", "--bundle", tiny_bundle, "--good", good)
+    assert "part999.jpg" in err and "they stay in the check" in err
+
+
+def tiny_scores_of(folder: Path) -> np.ndarray:
+    frames = [cv2().imread(str(path)) for path in sorted(folder.iterdir())]
+    return np.array([np.abs(frame / 255 - 0.5).mean(axis=2).max() for frame in frames])

@@ -9,6 +9,7 @@ from calibration.calibrate import CalibrationSettings, calibrate
 from calibration.drift import check_drift
 from calibration.intervals import estimate_rate, lower_bound, samples_needed, upper_bound
 from calibration.methods import count_rejected, f1_threshold, quantile_threshold, recall_threshold
+from calibration.outliers import upper_outliers
 from calibration.report import calibration_summary, per_thousand
 from runtime.errors import ThresholdError
 from runtime.threshold import ThresholdRecord
@@ -91,17 +92,17 @@ def test_too_few_good_parts_warning_says_how_many_are_needed() -> None:
     assert calibrate(enough, None, CalibrationSettings(target_frr=0.005)).warnings == []
 
 
-def test_indistinguishable_defects_warn_for_f1_and_recall_but_not_quantile() -> None:
+def test_indistinguishable_defects_warn_under_every_method() -> None:
     rng = np.random.default_rng(2)
     good, fake_defect = rng.normal(size=300), rng.normal(size=40)
-    for settings in (CalibrationSettings(method="f1"), CalibrationSettings(method="recall", target_recall=0.5)):
+    for settings in (CalibrationSettings(method="f1"), CalibrationSettings(method="recall", target_recall=0.5),
+                     CalibrationSettings(target_frr=0.01)):
         result = calibrate(good, fake_defect, settings)
-        assert any("hardly higher than the good scores" in text for text in result.warnings)
-    quantile = calibrate(good, fake_defect, CalibrationSettings(target_frr=0.01))
-    assert not any("hardly higher" in text for text in quantile.warnings)
-    assert quantile.recall.estimate < 0.2  # reported, not an error
+        assert any("hardly higher than the good scores" in text for text in result.warnings), settings.method
+    assert result.recall.estimate < 0.2  # quantile: the threshold is still written, with the warning
     real_defect = rng.normal(4, 1, size=40)
     assert calibrate(good, real_defect, CalibrationSettings(method="f1")).warnings == []
+    assert calibrate(good, real_defect, CalibrationSettings(target_frr=0.01)).warnings == []
 
 
 def test_summary_reads_like_the_issue() -> None:
@@ -136,3 +137,18 @@ def test_drift_check_refuses_a_record_without_evidence() -> None:
     record = ThresholdRecord(threshold=0.5, model_sha256="0" * 64, backend="onnxruntime", precision="fp32")
     with pytest.raises(ThresholdError, match="re-run `daad calibrate`"):
         check_drift(record, np.ones(10))
+
+
+def test_outliers_are_far_above_the_skewed_tail_of_good_scores() -> None:
+    rng = np.random.default_rng(3)
+    for good in (rng.normal(size=100_000), rng.gumbel(size=100_000), rng.lognormal(0, 0.5, 100_000)):
+        assert not upper_outliers(good).any()  # the natural tail, however long, is not flagged
+        damaged = np.append(good[:300], np.median(good) + 40 * (np.quantile(good, 0.9) - np.median(good)))
+        assert np.flatnonzero(upper_outliers(damaged)).tolist() == [300]
+    assert not upper_outliers(np.array([1.0] * 8 + [50.0])).any()  # too few to tell
+    assert not upper_outliers(np.array([1.0] * 30 + [50.0])).any()  # no spread to measure by
+    one_bad = np.append(np.linspace(1.0, 2.0, 100), 77.8)
+    result = calibrate(one_bad, None, CalibrationSettings(target_frr=0.01), [f"p{i}.jpg" for i in range(101)])
+    assert result.threshold == pytest.approx(1.99, abs=1e-3) and result.good_outliers == [("p100.jpg", 77.8)]
+    assert result.false_reject.total == 100 and "p100.jpg (77.8)" in result.warnings[0]
+    assert calibrate(one_bad, None, CalibrationSettings(target_frr=0.01, keep_outliers=True)).threshold == 2.0
