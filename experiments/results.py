@@ -95,9 +95,13 @@ def parity_section(results: list[tuple[str, str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def tensorrt_here() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("pycuda") is not None
+
+
 def precision_change(bundle: Bundle, product: Path) -> str:
     """Image AUROC of the TensorRT engines at fp32 / fp16 / int8, or why it was skipped."""
-    if importlib.util.find_spec("tensorrt") is None or importlib.util.find_spec("pycuda") is None:
+    if not tensorrt_here():
         return ("Skipped: TensorRT and pycuda are not installed on this machine (they need an NVIDIA GPU). "
                 "Run this command on the Jetson to fill this table.")
     from export.engine_builder import build_engine
@@ -116,6 +120,11 @@ def precision_change(bundle: Bundle, product: Path) -> str:
 
 def latency_section(bundle: Bundle, checkpoint: Path, plan: Plan, work: Path) -> str:
     """`daad bench` on this machine: ONNX Runtime beside PyTorch eager (and TensorRT where it exists)."""
+    if tensorrt_here():  # bench opens each batch size with the engine built for it
+        from export.engine_builder import build_engine
+
+        for batch in plan.bench_batches:
+            build_engine(bundle, "fp32", batch=batch)
     config = BenchConfig(backends=("onnxruntime", "tensorrt", "torch"), batches=plan.bench_batches,
                          warmup_s=plan.bench_warmup_s, duration_s=plan.bench_duration_s, repeat=plan.bench_repeat)
     report = run_bench(bundle, config, make_opener(bundle, BackendOptions(), checkpoint), collect_environment()).to_dict()

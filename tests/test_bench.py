@@ -16,6 +16,7 @@ import pytest
 from runtime.backends.options import BackendOptions
 from runtime.bench import cli as bench_cli
 from runtime.backends.base import InferenceResult
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bench.runner import STAGES, BenchConfig, CaseResult, StageStats, measure_fixed, repeatability, run_bench, speedups
 from runtime.bundle import open_bundle
 from runtime.bench.environment import Environment
@@ -91,10 +92,10 @@ def test_stage_statistics_match_numpy(tiny_bundle) -> None:
 
 
 def test_missing_backends_are_skipped_with_the_reason(tiny_bundle, tmp_path) -> None:
-    def opener(name: str, precision: str):
+    def opener(name: str, precision: str, batch: int):
         if name == "ghost":
             raise MissingDependency("ghost is not installed: install daad-edge[ghost]")
-        return bench_cli.make_opener(open_bundle(tiny_bundle), BackendOptions(), None)(name, precision)
+        return bench_cli.make_opener(open_bundle(tiny_bundle), BackendOptions(), None)(name, precision, batch)
 
     config = BenchConfig(backends=("ghost", "onnxruntime", "torch"), batches=(1, 2), warmup_s=0, duration_s=0,
                          min_iterations=2)
@@ -229,7 +230,7 @@ def test_reference_backend_without_its_package_names_the_extra(tiny_bundle, monk
     register_reference(monkeypatch, "no_such_module_here:Backend.from_checkpoint [train]")
     opener = bench_cli.make_opener(open_bundle(tiny_bundle), BackendOptions(), None)
     with pytest.raises(MissingDependency, match=r"daad-edge\[train\]"):
-        opener("torch", "fp32")
+        opener("torch", "fp32", 1)
 
 
 def test_batches_a_fixed_batch_bundle_cannot_take_are_skipped(tiny_bundle) -> None:
@@ -241,3 +242,46 @@ def test_batches_a_fixed_batch_bundle_cannot_take_are_skipped(tiny_bundle) -> No
     report = run_bench(bundle, config, bench_cli.make_opener(bundle, BackendOptions(), None), Environment())
     assert [case.status for case in report.cases] == ["measured", "skipped"]
     assert "fixed batch of 1" in report.cases[1].reason
+
+
+class CappedBackend(OnnxRuntimeBackend):
+    """ONNX Runtime that, like a TensorRT engine, takes at most `max_batch` frames per call."""
+
+    name = "capped"
+
+    def __init__(self, bundle, max_batch: int) -> None:
+        super().__init__(bundle)
+        self.max_batch = max_batch
+
+    def infer(self, frames: np.ndarray) -> InferenceResult:
+        if len(frames) > self.max_batch:
+            raise ValueError(f"this engine takes 1..{self.max_batch} frames, got {len(frames)}")
+        return super().infer(frames)
+
+
+class StuckBackend(CappedBackend):
+    name = "stuck"
+
+
+def test_each_batch_opens_a_backend_that_fits_it_and_a_failing_case_is_a_skipped_row(tiny_bundle) -> None:
+    bundle = open_bundle(tiny_bundle)
+    engines = {1: 1, 8: 8}  # batch -> the max batch of the engine built for it (as `daad build --batch`)
+    opened = []
+
+    def opener(name: str, precision: str, batch: int):
+        opened.append((name, batch))
+        if name == "capped":
+            if batch not in engines:
+                raise DaadError(f"no engine for batch {batch}: run `daad build --batch {batch}`")
+            return CappedBackend(bundle, engines[batch])
+        return StuckBackend(bundle, max_batch=1)  # always the batch-1 engine, as bench opened before
+
+    config = BenchConfig(backends=("capped", "stuck"), batches=(1, 8, 4), warmup_s=0, duration_s=0, min_iterations=2)
+    cases = {(c.backend, c.batch): c for c in run_bench(bundle, config, opener, Environment()).cases}
+    assert opened == [("capped", 1), ("capped", 8), ("capped", 4), ("stuck", 1), ("stuck", 8), ("stuck", 4)]
+    assert [cases[("capped", b)].status for b in (1, 8)] == ["measured", "measured"]
+    assert cases[("capped", 4)].reason == "no engine for batch 4: run `daad build --batch 4`"
+    assert cases[("stuck", 1)].status == "measured"
+    failed = cases[("stuck", 8)]
+    assert failed.status == "skipped" and failed.reason == "failed: ValueError: this engine takes 1..1 frames, got 8"
+    assert cases[("stuck", 4)].status == "skipped"  # and the run went on to the end

@@ -17,10 +17,10 @@ def _report(tiny_bundle) -> dict:
     bundle = open_bundle(tiny_bundle)
     base = make_opener(bundle, BackendOptions(), None)
 
-    def opener(name: str, precision: str):
+    def opener(name: str, precision: str, batch: int):
         if name == "tensorrt":
             raise MissingDependency("tensorrt is not installed: install daad-edge[tensorrt]")
-        return base(name, precision)
+        return base(name, precision, batch)
 
     config = BenchConfig(backends=("onnxruntime", "tensorrt"), batches=(1, 4), warmup_s=0, duration_s=0,
                          min_iterations=3, repeat=2)

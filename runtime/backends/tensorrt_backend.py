@@ -1,13 +1,12 @@
-"""TensorRT backend: the bundle's prebuilt engine, run with explicit buffers, streams and events.
+"""TensorRT backend: the bundle's prebuilt engine, with its buffers allocated once and one stream.
 
-Written against the name-based I/O API that TensorRT 8.5 to 10.x share (num_io_tensors,
-get_tensor_name/mode/shape/dtype, set_input_shape, set_tensor_address, execute_async_v3).
-Everything is allocated once in __init__ and freed in close(): every host buffer is page-locked
-and every buffer is named after its tensor. Two input slots let the host-to-device copy of the
-next batch (on the copy stream) overlap inference of the current one (on the compute stream);
-`submit` starts a batch and `collect` waits for it, `infer` is both. With `cuda_graph`, the
-enqueue of each slot is captured once and replayed, which saves the launch cost of many small
-kernels on a Jetson.
+In the manner of TensorRT's samples/python/common_runtime.py: the engine and its execution
+context are loaded once; every input and output tensor gets one page-locked host buffer and one
+device buffer, named after the tensor and sized for the largest batch the engine's optimisation
+profile takes; `infer` is copy in, `execute_async_v3`, copy out on one stream, timed by CUDA
+events; `close` (or leaving the `with` block) frees everything in reverse order. Written against
+the name-based I/O API that TensorRT 8.5 to 10.x share (num_io_tensors, get_tensor_name/mode/
+dtype, get_tensor_profile_shape, set_input_shape, set_tensor_address, execute_async_v3).
 
 The runtime never builds engines (a build takes minutes and belongs to `daad build`); a missing
 engine is an error that names the command to run.
@@ -26,8 +25,6 @@ from runtime.backends.base import InferenceResult
 from runtime.bundle import Bundle
 from runtime.errors import BundleError, DaadError
 from runtime.optional import require
-
-SLOTS = 2
 
 
 def import_tensorrt() -> tuple[Any, Any]:
@@ -51,15 +48,16 @@ def locate_engine(bundle: Bundle, precision: str, batch: int) -> Path | None:
 
 
 @dataclass
-class _Slot:
-    """One in-flight batch: its own host buffers, device input and timing events."""
+class TensorBuffer:
+    """One I/O tensor's page-locked host buffer and device buffer, both for the largest batch."""
 
-    host: dict[str, np.ndarray]  # tensor name -> page-locked host buffer
-    device_input: Any  # pycuda DeviceAllocation for the input tensor
-    events: dict[str, Any]  # h2d_start, h2d_end, compute_start, compute_end, d2h_end
-    graph: Any = None  # instantiated CUDA graph of this slot's enqueue
-    batch: int = 0
-    pending: bool = False
+    name: str
+    host: np.ndarray  # pycuda page-locked array, max batch x tensor shape
+    device: Any  # pycuda DeviceAllocation of the same size
+
+    def free(self) -> None:
+        self.device.free()
+        self.host.base.free()
 
 
 class TensorRTBackend:
@@ -67,38 +65,30 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(
-        self,
-        bundle: Bundle,
-        precision: str = "fp32",
-        batch: int = 1,
-        engine_path: Path | None = None,
-        cuda_graph: bool = False,
-        device: int = 0,
-    ) -> None:
+    def __init__(self, bundle: Bundle, precision: str = "fp32", batch: int = 1, device: int = 0) -> None:
         trt, cuda = import_tensorrt()
         self._trt, self._cuda = trt, cuda
-        self.precision, self.max_batch, self.cuda_graph = precision, batch, cuda_graph
+        self.precision = precision
         with _cuda_errors(device):
-            self.engine_path = engine_path or locate_engine(bundle, precision, batch)
+            self.engine_path = locate_engine(bundle, precision, batch)
         if self.engine_path is None:
             raise BundleError(
                 f"no TensorRT engine for precision {precision}, batch {batch} on this GPU and TensorRT version "
                 f"in {bundle.engines_dir}: build it on this device with `{build_command(bundle, precision, batch)}`."
             )
+        self._rebuild = build_command(bundle, precision, batch)
         with _cuda_errors(device):
             cuda.init()
             self._cuda_context = cuda.Device(device).retain_primary_context()
         self._cuda_context.push()
-        self._device_outputs: dict[str, Any] = {}
-        self._slots: list[_Slot] = []
+        self._buffers: dict[str, TensorBuffer] = {}
         try:
-            self._load(bundle)
+            self._load()
         except BaseException:
             self.close()
             raise
 
-    def _load(self, bundle: Bundle) -> None:
+    def _load(self) -> None:
         trt, cuda = self._trt, self._cuda
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -106,7 +96,7 @@ class TensorRTBackend:
         if self._engine is None:
             raise BundleError(
                 f"TensorRT cannot load {self.engine_path} (built by another TensorRT version or GPU, or "
-                f"corrupt): rebuild it here with `{build_command(bundle, self.precision, self.max_batch)}`."
+                f"corrupt): rebuild it here with `{self._rebuild}`."
             )
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
@@ -114,115 +104,62 @@ class TensorRTBackend:
         if len(inputs) != 1:
             raise BundleError(f"{self.engine_path} has inputs {inputs}; a daad engine has exactly one (frames).")
         self.input_name, self.output_names = inputs[0], [n for n in names if n not in inputs]
-        self.input_shape = tuple(self._engine.get_tensor_shape(self.input_name))[1:]  # H, W, C
-        self._set_batch(self.max_batch)
-        self.dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
-        shapes = {n: tuple(self._context.get_tensor_shape(n)) for n in names}
-        for name in self.output_names:
-            self._device_outputs[name] = cuda.mem_alloc(_nbytes(shapes[name], self.dtypes[name]))
-            self._context.set_tensor_address(name, int(self._device_outputs[name]))
-        self._copy_stream, self._compute_stream = cuda.Stream(), cuda.Stream()
-        for _ in range(SLOTS):
-            host = {n: cuda.pagelocked_empty(shapes[n], self.dtypes[n]) for n in names}
-            events = {key: cuda.Event() for key in ("h2d_start", "h2d_end", "compute_start", "compute_end", "d2h_end")}
-            self._slots.append(_Slot(host, cuda.mem_alloc(host[self.input_name].nbytes), events))
-        self._next = 0
+        largest = tuple(self._engine.get_tensor_profile_shape(self.input_name, 0)[2])  # (min, opt, max)[max]
+        self.max_batch, self.input_shape = int(largest[0]), largest[1:]  # H, W, C
+        self._set_batch(self.max_batch)  # the outputs take their largest shapes, to size their buffers
+        for name in names:
+            shape = tuple(self._context.get_tensor_shape(name))
+            host = cuda.pagelocked_empty(shape, np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))))
+            self._buffers[name] = TensorBuffer(name, host, cuda.mem_alloc(host.nbytes))
+            self._context.set_tensor_address(name, int(self._buffers[name].device))
+        self._stream = cuda.Stream()
+        self._events = {key: cuda.Event() for key in ("start", "h2d", "compute", "d2h")}
 
-    def _set_batch(self, batch: int) -> None:
-        """Shape the context for `batch` frames; captured graphs are for one shape, so drop them."""
-        if not self._context.set_input_shape(self.input_name, (batch, *self.input_shape)):
-            raise DaadError(
-                f"{self.engine_path} does not accept a batch of {batch} (built for up to {self.max_batch}): "
-                "rebuild it with a larger --batch."
-            )
-        self._batch = batch
-        for slot in self._slots:
-            slot.graph = None
-
-    def submit(self, frames: np.ndarray) -> int:
-        """Start a batch: copy it in on the copy stream, run it on the compute stream; returns a ticket."""
-        count = int(frames.shape[0])
-        if frames.ndim != 4 or tuple(frames.shape[1:]) != self.input_shape or not 0 < count <= self.max_batch:
-            raise ValueError(
-                f"expected 1..{self.max_batch} frames of {self.input_shape} from runtime.preprocess, got {frames.shape}"
-            )
-        ticket = self._next
-        slot = self._slots[ticket]
-        if slot.pending:
-            self.collect(ticket)
-        self._next = (ticket + 1) % SLOTS
-        if count != self._batch:
-            self._compute_stream.synchronize()
-            self._set_batch(count)
-        cuda, events = self._cuda, slot.events
-        host_input = slot.host[self.input_name][:count]
-        np.copyto(host_input, frames, casting="safe")
-        events["h2d_start"].record(self._copy_stream)
-        cuda.memcpy_htod_async(slot.device_input, host_input, self._copy_stream)
-        events["h2d_end"].record(self._copy_stream)
-        self._compute_stream.wait_for_event(events["h2d_end"])
-        events["compute_start"].record(self._compute_stream)
-        self._enqueue(slot)
-        events["compute_end"].record(self._compute_stream)
-        for name in self.output_names:
-            cuda.memcpy_dtoh_async(slot.host[name], self._device_outputs[name], self._compute_stream)
-        events["d2h_end"].record(self._compute_stream)
-        slot.batch, slot.pending = count, True
-        return ticket
-
-    def _enqueue(self, slot: _Slot) -> None:
-        self._context.set_tensor_address(self.input_name, int(slot.device_input))
-        if not self.cuda_graph:
-            self._context.execute_async_v3(self._compute_stream.handle)
-            return
-        if slot.graph is None:
-            # One plain run first: TensorRT does its shape-dependent set-up outside the capture.
-            self._context.execute_async_v3(self._compute_stream.handle)
-            self._compute_stream.begin_capture()
-            self._context.execute_async_v3(self._compute_stream.handle)
-            slot.graph = self._compute_stream.end_capture().instantiate()
-        slot.graph.launch(self._compute_stream)
-
-    def collect(self, ticket: int) -> InferenceResult:
-        """Wait for a submitted batch; its outputs are copied out of the page-locked buffers."""
-        slot = self._slots[ticket]
-        if not slot.pending:
-            raise ValueError(f"ticket {ticket} has no batch in flight")
-        events = slot.events
-        events["d2h_end"].synchronize()
-        slot.pending = False
-        count = slot.batch
-        seconds = {
-            "h2d": events["h2d_end"].time_since(events["h2d_start"]) / 1000.0,
-            "compute": events["compute_end"].time_since(events["compute_start"]) / 1000.0,
-            "d2h": events["d2h_end"].time_since(events["compute_end"]) / 1000.0,
-        }
-        return InferenceResult(
-            scores=np.array(slot.host["score"][:count], dtype=np.float32),
-            anomaly_maps=np.array(slot.host["anomaly_map"][:count], dtype=np.float32),
-            timings=seconds,
-        )
+    def _set_batch(self, count: int) -> None:
+        if not self._context.set_input_shape(self.input_name, (count, *self.input_shape)):
+            raise DaadError(f"{self.engine_path} does not accept a batch of {count}: rebuild it with `{self._rebuild}`")
 
     def infer(self, frames: np.ndarray) -> InferenceResult:
-        return self.collect(self.submit(frames))
+        """uint8 N x H x W x C (N up to the engine's max batch) -> scores N and maps N x 1 x H x W."""
+        count = int(frames.shape[0]) if frames.ndim == 4 else 0
+        if frames.ndim != 4 or tuple(frames.shape[1:]) != self.input_shape or not 0 < count <= self.max_batch:
+            raise ValueError(
+                f"{self.engine_path} takes 1..{self.max_batch} frames of {self.input_shape} from runtime.preprocess, "
+                f"got {frames.shape}; for larger batches rebuild it: `{self._rebuild}` with a larger --batch"
+            )
+        cuda, stream, events = self._cuda, self._stream, self._events
+        frames_in = self._buffers[self.input_name]
+        np.copyto(frames_in.host[:count], frames, casting="safe")
+        self._set_batch(count)
+        events["start"].record(stream)
+        cuda.memcpy_htod_async(frames_in.device, frames_in.host[:count], stream)
+        events["h2d"].record(stream)
+        self._context.execute_async_v3(stream.handle)
+        events["compute"].record(stream)
+        for name in self.output_names:
+            cuda.memcpy_dtoh_async(self._buffers[name].host[:count], self._buffers[name].device, stream)
+        events["d2h"].record(stream)
+        stream.synchronize()
+        return InferenceResult(
+            scores=np.array(self._buffers["score"].host[:count], dtype=np.float32),
+            anomaly_maps=np.array(self._buffers["anomaly_map"].host[:count], dtype=np.float32),
+            timings={
+                "h2d": events["h2d"].time_since(events["start"]) / 1000.0,
+                "compute": events["compute"].time_since(events["h2d"]) / 1000.0,
+                "d2h": events["d2h"].time_since(events["compute"]) / 1000.0,
+            },
+        )
 
     def close(self) -> None:
         """Free in reverse order of creation; safe to call twice and after a failed __init__."""
         if getattr(self, "_cuda_context", None) is None:
             return
-        for stream in (getattr(self, "_compute_stream", None), getattr(self, "_copy_stream", None)):
-            if stream is not None:
-                stream.synchronize()
-        for slot in self._slots:
-            slot.graph = None
-            slot.device_input.free()
-            for buffer in slot.host.values():
-                buffer.base.free()
-        for allocation in self._device_outputs.values():
-            allocation.free()
-        self._slots, self._device_outputs = [], {}
-        self._context = self._engine = self._runtime = None
-        self._copy_stream = self._compute_stream = None
+        if getattr(self, "_stream", None) is not None:
+            self._stream.synchronize()
+        for buffer in self._buffers.values():
+            buffer.free()
+        self._buffers = {}
+        self._stream = self._context = self._engine = self._runtime = None
         self._cuda_context.pop()
         self._cuda_context.detach()
         self._cuda_context = None
@@ -246,7 +183,3 @@ def _cuda_errors(device: int) -> Iterator[None]:
             f"the TensorRT backend cannot use CUDA device {device} ({exc}): check the NVIDIA driver "
             "(nvidia-smi, or tegrastats on a Jetson), or run with --backend onnxruntime."
         ) from exc
-
-
-def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

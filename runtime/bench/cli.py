@@ -18,7 +18,7 @@ from typing import Callable
 
 from runtime.backends.base import Backend
 from runtime.backends.options import BackendOptions, add_backend_options
-from runtime.bench.runner import BenchConfig, BenchReport, run_bench
+from runtime.bench.runner import BackendOpener, BenchConfig, BenchReport, run_bench
 from runtime.bench.report import render_markdown, write_json, write_markdown
 from runtime.bundle import Bundle, open_bundle
 from runtime.bench.environment import collect_environment
@@ -86,16 +86,16 @@ def resolve_reference(entry: EntryPoint, threads: int | None) -> Callable[[Path]
         return entry.load()
 
 
-def make_opener(bundle: Bundle, options: BackendOptions, checkpoint: Path | None) -> Callable[[str, str], Backend]:
-    """Backend name, precision -> an opened backend with the given threads, providers and checkpoint."""
+def make_opener(bundle: Bundle, options: BackendOptions, checkpoint: Path | None) -> BackendOpener:
+    """Backend name, precision, batch -> an opened backend with the given threads, providers and checkpoint."""
     references = reference_backends()
 
-    def open_named(name: str, precision: str) -> Backend:
+    def open_named(name: str, precision: str, batch: int) -> Backend:
         if name in references:
             if precision != "fp32":
                 raise DaadError(f"the {name} reference runs at fp32 only, not {precision}")
             return resolve_reference(references[name], options.threads)(checkpoint_for(bundle, checkpoint))
-        return replace(options, backend=name, precision=precision).open(bundle)
+        return replace(options, backend=name, precision=precision, batch=batch).open(bundle)
 
     return open_named
 

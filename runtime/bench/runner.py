@@ -48,8 +48,9 @@ HIGH_CV = 0.10  # std/mean above this: clocks not locked, thermal throttling or 
 REPEATABLE = 0.10  # medians of repeated runs within this fraction of each other
 CAMERA_FRAME = (720, 1280)  # H, W of the raw frames a fixed-tensor run preprocesses
 
-# Backend name, precision -> an opened backend; raises DaadError/ImportError when unavailable.
-BackendOpener = Callable[[str, str], Backend]
+# Backend name, precision, batch -> a backend opened for that batch (a TensorRT engine that takes
+# it); raises DaadError/ImportError when unavailable.
+BackendOpener = Callable[[str, str, int], Backend]
 # One call -> the raw frames of one batch.
 FrameSupply = Callable[[], "list[np.ndarray]"]
 
@@ -275,39 +276,22 @@ def run_bench(
     environment: Environment,
     open_frames: Callable[[], Source] | None = None,
 ) -> BenchReport:
-    """Every run x precision x backend x batch; a backend that cannot open is skipped, with why.
+    """Every run x precision x backend x batch; a case that cannot open or fails is skipped, with why.
 
+    Each batch size opens its own backend (a TensorRT engine is built for a largest batch).
     With `open_frames` (a fresh source per case, so every backend sees the same frames), the
     camera loop runs on it at batch 1; otherwise fixed camera-sized frames are used.
     """
-    preprocess = bundle.preprocess
     flops = (bundle.metadata.model_stats or {}).get("flops_per_image")
-    fixed_batch = bundle.metadata.input_shape[0] if bundle.metadata.input_shape else None
     cases: list[CaseResult] = []
     for run in range(1, config.repeat + 1):
         for precision in config.precisions:
             for name in config.backends:
-                try:
-                    backend = open_backend(name, precision)
-                except (DaadError, ImportError) as exc:
-                    reason = str(exc) or type(exc).__name__
-                    cases += [CaseResult(name, precision, batch, run, "skipped", reason) for batch in config.batches]
-                    continue
-                with backend:
-                    for batch in config.batches:
-                        if isinstance(fixed_batch, int) and batch != fixed_batch:
-                            case = CaseResult(name, precision, batch, run, "skipped",
-                                              f"{bundle.onnx_path} was exported with a fixed batch of {fixed_batch}")
-                        elif open_frames is None:
-                            case = measure_fixed(backend, preprocess, config, batch, run)
-                        elif batch != 1:
-                            case = CaseResult(name, precision, batch, run, "skipped",
-                                              "the camera loop scores one frame at a time: batch 1 only with --source")
-                        else:
-                            case = measure_loop(backend, open_frames(), preprocess, config, run)
-                        if case.status == "measured":
-                            finish_case(case, flops, environment.device)
-                        cases.append(case)
+                for batch in config.batches:
+                    case = bench_case(bundle, config, open_backend, (name, precision, batch, run), open_frames)
+                    if case.status == "measured":
+                        finish_case(case, flops, environment.device)
+                    cases.append(case)
     report = BenchReport(
         environment=environment.to_dict(),
         model=model_summary(bundle, environment.device, config.precisions),
@@ -324,6 +308,33 @@ def run_bench(
         if not row["repeatable"]
     ]
     return report
+
+
+def bench_case(
+    bundle: Bundle,
+    config: BenchConfig,
+    open_backend: BackendOpener,
+    case: tuple[str, str, int, int],
+    open_frames: Callable[[], Source] | None,
+) -> CaseResult:
+    """One (backend, precision, batch, run) case, measured, or skipped with the reason."""
+    name, precision, batch, run = case
+    fixed_batch = bundle.metadata.input_shape[0] if bundle.metadata.input_shape else None
+    if isinstance(fixed_batch, int) and batch != fixed_batch:
+        reason = f"{bundle.onnx_path} was exported with a fixed batch of {fixed_batch}"
+    elif open_frames is not None and batch != 1:
+        reason = "the camera loop scores one frame at a time: batch 1 only with --source"
+    else:
+        try:
+            with open_backend(name, precision, batch) as backend:
+                if open_frames is None:
+                    return measure_fixed(backend, bundle.preprocess, config, batch, run)
+                return measure_loop(backend, open_frames(), bundle.preprocess, config, run)
+        except (DaadError, ImportError) as exc:  # not installed, no engine for this batch, a refusal
+            reason = str(exc) or type(exc).__name__
+        except Exception as exc:  # a case that breaks is a row saying why; the other cases still run
+            reason = f"failed: {type(exc).__name__}: {exc}"
+    return CaseResult(name, precision, batch, run, "skipped", reason)
 
 
 def model_summary(bundle: Bundle, device: str, precisions: tuple[str, ...]) -> dict[str, Any]:
