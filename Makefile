@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test test-slow test-all venv clean
+.PHONY: demo test test-slow venv clean
 
 venv: $(STAMP)
 
@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # Every test, with the slow ones (training to convergence, long soaks) `make test` leaves out.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m 'not tensorrt_hw'
+	$(BIN)/python -m pytest -m 'slow or not slow'
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

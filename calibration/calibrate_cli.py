@@ -161,7 +161,7 @@ def run_check(args: argparse.Namespace, bundle: Bundle) -> int:
             f"Calibrate first with `daad calibrate --bundle {bundle.root} --good DIR`."
         )
     options = BackendOptions.from_args(args).filled(record.backend, record.precision)
-    check_binding(record, bundle, options.precision)
+    check_binding(record, bundle, options.backend_name(bundle), options.precision)
     with options.open(bundle) as backend:
         good, defect = _score_parts(backend, bundle, args)
     outliers = [name for name, flagged in zip(good.names, upper_outliers(good.scores)) if flagged]

@@ -13,7 +13,6 @@ same code as `daad train` / `daad eval`, and writes JSON (and a plot) into --out
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path

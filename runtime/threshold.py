@@ -1,11 +1,14 @@
 """threshold.json: the per-product threshold, bound to one model, backend and precision.
 
 calibration/ measures and writes it; the camera loop reads it and refuses one that was measured
-on another model or precision. Every threshold that became active is kept in thresholds/, and
-the newest entry there is always the active one: threshold.json is written first and its
-history entry second, under the bundle's threshold lock, and a threshold.json that is not the
-newest entry (a crash between the two writes, or an older entry copied back by hand) is filed
-into history before the next one is written.
+on another model, backend or precision: the same model scores differently on ONNX Runtime and on a
+TensorRT engine (fused layers, TF32 or fp16 arithmetic), and a threshold in the tail of the good
+parts' scores moves with such shifts, so a threshold is only trusted where it was measured.
+
+Every threshold that became active is kept in thresholds/, and the newest entry there is always
+the active one: threshold.json is written first and its history entry second, under the bundle's
+threshold lock, and a threshold.json that is not the newest entry (a crash between the two
+writes, or an older entry copied back by hand) is filed into history before the next one is written.
 """
 
 from __future__ import annotations
@@ -66,13 +69,21 @@ def read_threshold(bundle: Bundle) -> ThresholdRecord | None:
     return record
 
 
-def check_binding(record: ThresholdRecord, bundle: Bundle, precision: str, path: Path | None = None) -> None:
-    """Refuse a threshold measured on another model or precision; the message names both."""
+def check_binding(
+    record: ThresholdRecord, bundle: Bundle, backend: str, precision: str, path: Path | None = None
+) -> None:
+    """Refuse a threshold measured on another model, backend or precision; the message names both."""
     where = path or bundle.threshold_path
     if record.model_sha256 != bundle.sha256:
         raise ThresholdError(
             f"{where} was calibrated for model sha256 {record.model_sha256[:12]}…, but this bundle's model.onnx "
             f"is {bundle.sha256[:12]}…: re-run `daad calibrate --bundle {bundle.root}` for this model."
+        )
+    if record.backend != backend:
+        raise ThresholdError(
+            f"{where} was calibrated on {record.backend}, but this run uses {backend} (backends score slightly "
+            f"differently): re-run `daad calibrate --bundle {bundle.root} --backend {backend} --precision {precision}` "
+            f"on good parts, or run with --backend {record.backend}."
         )
     if record.precision != precision:
         raise ThresholdError(

@@ -339,17 +339,20 @@ def test_a_writer_killed_mid_write_leaves_a_valid_threshold(tiny_bundle) -> None
         assert record.threshold >= 1 and record.threshold.is_integer() and len(record.note) == 500_000
 
 
-def test_the_written_record_binds_to_this_model_and_precision(tiny_bundle, good, tmp_path, capsys) -> None:
+def test_the_written_record_binds_to_this_model_backend_and_precision(tiny_bundle, good, tmp_path, capsys) -> None:
     assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0
     bundle = open_bundle(tiny_bundle)
     record = read_threshold(bundle)
-    check_binding(record, bundle, "fp32")
+    check_binding(record, bundle, "onnxruntime", "fp32")
     with pytest.raises(ThresholdError, match="precision fp32"):
-        check_binding(record, bundle, "fp16")
+        check_binding(record, bundle, "onnxruntime", "fp16")
+    with pytest.raises(ThresholdError, match=r"calibrated on onnxruntime, but this run uses tensorrt.*"
+                       r"`daad calibrate --bundle .* --backend tensorrt --precision fp32`"):
+        check_binding(record, bundle, "tensorrt", "fp32")
     other = open_bundle(write_tiny_bundle(tmp_path / "other", height=40, width=40))
     assert other.sha256 != bundle.sha256
     with pytest.raises(ThresholdError, match="calibrated for model sha256"):
-        check_binding(record, other, "fp32")
+        check_binding(record, other, "onnxruntime", "fp32")
 
 
 def _start_calibration(bundle: Path, good: Path) -> subprocess.Popen:

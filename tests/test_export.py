@@ -11,7 +11,7 @@ import torch
 from onnx import numpy_helper
 from torch.nn import functional as F
 
-from export.bundle_export import ParityImages, export_bundle
+from export.bundle_export import export_bundle
 from export.onnx_export import export_onnx
 from export.parity import SCORE_TOLERANCE, measure_parity, synthetic_frames
 from export.trt_support import check_tensorrt_support

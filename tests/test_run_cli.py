@@ -21,9 +21,10 @@ from runtime.threshold import ThresholdRecord, write_threshold
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def calibrate(bundle_root: Path, threshold: float = 0.3, precision: str = "fp32", sha: str | None = None) -> Path:
+def calibrate(bundle_root: Path, threshold: float = 0.3, precision: str = "fp32", sha: str | None = None,
+              backend: str = "onnxruntime") -> Path:
     bundle = open_bundle(bundle_root)
-    record = ThresholdRecord(threshold=threshold, model_sha256=sha or bundle.sha256, backend="onnxruntime",
+    record = ThresholdRecord(threshold=threshold, model_sha256=sha or bundle.sha256, backend=backend,
                              precision=precision)
     return write_threshold(bundle, record)
 
@@ -55,6 +56,14 @@ def test_threshold_of_another_precision_refuses_naming_both(tiny_bundle, video, 
     assert daad(["run", "--bundle", str(tiny_bundle), "--source", str(video), "--backend", "onnxruntime"]) == 2
     error = capsys.readouterr().err
     assert "precision fp16" in error and "uses fp32" in error
+
+
+def test_threshold_of_another_backend_refuses_naming_the_calibration_to_run(tiny_bundle, video, capsys) -> None:
+    calibrate(tiny_bundle, backend="tensorrt")
+    assert daad(["run", "--bundle", str(tiny_bundle), "--source", str(video)]) == 2  # auto: onnxruntime here
+    error = capsys.readouterr().err
+    assert "calibrated on tensorrt, but this run uses onnxruntime" in error
+    assert f"daad calibrate --bundle {tiny_bundle} --backend onnxruntime --precision fp32" in error
 
 
 def test_source_that_cannot_open_exits_non_zero_naming_it(tiny_bundle, tmp_path, capsys) -> None:

@@ -11,7 +11,7 @@ import argparse
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
-from runtime.backends import BACKENDS, PRECISIONS, Backend, open_backend
+from runtime.backends import BACKENDS, PRECISIONS, Backend, choose_backend, open_backend
 from runtime.bundle import Bundle
 
 
@@ -64,6 +64,10 @@ class BackendOptions:
     def filled(self, backend: str, precision: str) -> "BackendOptions":
         """These options with an unset backend or precision taken from the arguments."""
         return replace(self, backend=self.backend or backend, precision=self.precision or precision)
+
+    def backend_name(self, bundle: Bundle) -> str:
+        """The backend `open` will load: `auto` resolved as open_backend resolves it (to check a threshold first)."""
+        return choose_backend(bundle, self.precision, self.batch).name if self.backend == "auto" else self.backend
 
     def open(self, bundle: Bundle) -> Backend:
         providers = list(self.providers) if self.providers else None

@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_threshold(bundle: Bundle, precision: str, override: float | None) -> tuple[float, str]:
-    """(threshold, where it came from); refuses a missing or foreign threshold.json."""
+def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float | None) -> tuple[float, str]:
+    """(threshold, where it came from); refuses a missing threshold.json or one measured elsewhere."""
     if override is not None:
         if not math.isfinite(override):
             raise ThresholdError(f"--threshold must be a finite number, got {override}")
@@ -79,7 +79,7 @@ def resolve_threshold(bundle: Bundle, precision: str, override: float | None) ->
             f"{bundle.threshold_path} is missing: this bundle has no calibrated threshold. Run "
             f"`daad calibrate --bundle {bundle.root}` on good (and defective) samples, or pass --threshold T."
         )
-    check_binding(record, bundle, precision)
+    check_binding(record, bundle, options.backend_name(bundle), options.precision)
     return record.threshold, str(bundle.threshold_path)
 
 
@@ -162,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="daad run: %(levelname)s %(message)s")
     check_run_outputs(args)
     bundle = open_bundle(args.bundle)
-    threshold, threshold_from = resolve_threshold(bundle, args.precision, args.threshold)
+    options = BackendOptions.from_args(args)
+    threshold, threshold_from = resolve_threshold(bundle, options, args.threshold)
     stop, ending = threading.Event(), {"stopped_by": "end of source"}
     with ExitStack() as stack:
         source = open_source(args.source, loop=args.loop, sleep=stop.wait)  # a stop cuts reconnect waits short
         stack.callback(source.close)
-        backend = stack.enter_context(BackendOptions.from_args(args).open(bundle))
+        backend = stack.enter_context(options.open(bundle))
         mode = args.mode or ("realtime" if source.live else "lossless")
         choice = backend.choice  # type: ignore[attr-defined]
         print(f"daad run: {source.name} ({mode}) -> {choice.name} {args.precision} ({choice.reason}); "
