@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from runtime.atomic import atomic_write_json
-from runtime.bundle import THRESHOLD_FILE, Bundle
+from runtime.bundle import Bundle
 from runtime.errors import ThresholdError
 from runtime.lock import LockHolder, exclusive
 
