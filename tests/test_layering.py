@@ -1,7 +1,8 @@
-"""The floors stay floors: runtime/ and calibration/ never reach up, statically or by module name.
+"""The layers of docs/ARCHITECTURE.md hold: no package reaches up, statically or by module name.
 
 runtime/ imports no other package of the project and never torch (a Jetson installs it alone);
-calibration/ imports only runtime/ (it scores through a runtime backend, without torch). A module
+calibration/ imports only runtime/ (it scores through a runtime backend, without torch); train/
+and export/ import only the layers below them. A module
 named in a string (importlib.import_module("train.x"), an entry-point style "export.x:Y", a dict
 value "train.x") is an import too: it fails the same way on a device without the package.
 """
@@ -16,14 +17,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(path.parent.name for path in ROOT.glob("*/__init__.py") if path.parent.name != "tests")
-# package -> the project packages it may import (itself included); torch is never allowed to them
-ALLOWED = {"runtime": {"runtime"}, "calibration": {"runtime", "calibration"}}
+# package -> the project packages it may import (itself included), bottom layer first
+ALLOWED = {
+    "runtime": {"runtime"},
+    "calibration": {"runtime", "calibration"},
+    "train": {"runtime", "calibration", "train"},
+    "export": {"runtime", "calibration", "train", "export"},
+}
+TORCH_FREE = ("runtime", "calibration")
 IMPORT_CALLS = {"import_module", "__import__", "find_spec", "require"}
 MODULE_STRING = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_][\w.]*)?")
 
 
 def forbidden(package: str) -> set[str]:
-    return {"torch", *PACKAGES} - ALLOWED[package]
+    return ({"torch"} if package in TORCH_FREE else set()) | (set(PACKAGES) - ALLOWED[package])
 
 
 def imported_top_levels(source: str, filename: str = "<source>") -> set[str]:
@@ -78,6 +85,11 @@ def test_runtime_names_no_package_above_it() -> None:
 def test_calibration_never_reaches_torch_train_or_export() -> None:
     assert {"train", "export", "torch"} <= forbidden("calibration")
     assert offenders("calibration") == {}
+
+
+def test_train_and_export_import_only_the_layers_below() -> None:
+    assert {"demo", "experiments"} <= forbidden("export") and "export" in forbidden("train")
+    assert offenders("train") == {} and offenders("export") == {}
 
 
 def test_runtime_and_calibration_import_with_torch_blocked() -> None:
