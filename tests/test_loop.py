@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import time
 from collections import Counter
 
@@ -270,16 +271,16 @@ def test_stage_times_use_the_same_memory_for_any_number_of_samples() -> None:
     assert times.stages() == ["infer"] and times.summary("other").count == 0
 
 
-def test_ng_store_saves_overlays_and_removes_the_oldest_over_the_cap(tmp_path, bundle, backend) -> None:
+def test_ng_store_saves_overlays_and_removes_its_oldest_over_the_cap(tmp_path, bundle, backend) -> None:
     store = NgStore(tmp_path / "ng", max_bytes=10**9)
     images = part_frames(8, height=64, width=64)
     run(open_source(str(write_video(tmp_path / "v.avi", images))), backend, bundle, None,
-        sinks=[SaveNg(store, bundle.preprocess, 2 * THRESHOLD)])
+        sinks=[SaveNg(store, bundle.preprocess, 2 * THRESHOLD, "run1")])
     saved = sorted((tmp_path / "ng").glob("*.png"))
-    assert [path.name.split("_")[1] for path in saved] == ["00000001", "00000005"]
+    assert [path.name for path in saved] == ["run1_00000001_frame.png", "run1_00000005_frame.png"]
     overlay = cv2.imread(str(saved[0]))
     assert overlay.shape == (64, 64, 3) and overlay[32, 32, 2] > overlay[32, 32, 0]  # hot = red in JET
-    capped = NgStore(tmp_path / "ng", max_bytes=saved[1].stat().st_size + 1)  # earlier files count too
+    capped = NgStore(tmp_path / "ng", max_bytes=saved[1].stat().st_size + 1)  # an earlier run's files count too
     assert capped.removed == 1 and [path.name for path in (tmp_path / "ng").glob("*.png")] == [saved[1].name]
     capped.save(grey_frame(8, 8), "newest")
     assert [path.name for path in (tmp_path / "ng").glob("*.png")] == ["newest.png"]
@@ -294,9 +295,9 @@ def test_overlay_leaves_the_frame_untouched_and_covers_the_crop(bundle) -> None:
 
 def test_ng_images_that_cannot_be_written_do_not_stop_the_loop(tmp_path, bundle, backend) -> None:
     store = NgStore(tmp_path / "ng", max_bytes=10**9)
-    (tmp_path / "ng").rmdir()
+    shutil.rmtree(tmp_path / "ng")
     (tmp_path / "ng").write_text("a file where the folder was")  # the disk 'fails' under the store
-    sink = SaveNg(store, bundle.preprocess, 2 * THRESHOLD)
+    sink = SaveNg(store, bundle.preprocess, 2 * THRESHOLD, "run1")
     _, stats = run(open_source(str(write_video(tmp_path / "v.avi", part_frames(8)))), backend, bundle, None,
                    sinks=[sink])
     assert stats.frames == 8 and sink.counts == {"ng_saved": 0, "ng_removed": 0, "ng_save_failed": 2}

@@ -151,3 +151,27 @@ def test_outputs_that_collide_with_inputs_or_each_other_are_refused_before_writi
     assert (tiny_bundle / "model.json").read_bytes() == model_json and video.read_bytes() == video_bytes
     assert not (tmp_path / "x").exists() and not (images / "o.avi").exists()
     assert sorted(p.name for p in tiny_bundle.iterdir()) == ["model.json", "model.onnx", "threshold.json", "thresholds"]
+
+
+def test_two_runs_into_one_ng_folder_with_the_users_images_keep_everything_apart(tiny_bundle, tmp_path) -> None:
+    images = tmp_path / "test"
+    for label in ("crack", "good"):
+        (images / label).mkdir(parents=True)
+        for index, frame in enumerate(part_frames(8)):
+            cv2.imwrite(str(images / label / f"{index:03d}.png"), frame)
+    ng, events = tmp_path / "ng", tmp_path / "events.jsonl"
+    ng.mkdir()
+    for index in range(40):
+        cv2.imwrite(str(ng / f"user_{index:02d}.png"), part_frames(1)[0])
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(images / "*" / "*.png"), "--threshold", "0.3",
+            "--events", str(events), "--save-ng", str(ng), "--threads", "1"]
+    assert daad(argv) == 0
+    assert len(list(ng.glob("*.png"))) == 40 + 4
+    assert daad(argv + ["--save-ng-max-mb", "0.000001"]) == 0  # a cap no image fits
+    lines = read_events(events)
+    assert len({line["run_id"] for line in lines}) == 2 and len({(line["run_id"], line["frame"]) for line in lines}) == 32
+    assert [line["file"] for line in lines[:9]] == [f"crack/{index:03d}.png" for index in range(8)] + ["good/000.png"]
+    assert len(list(ng.glob("user_*.png"))) == 40  # the user's images: none counted, none removed
+    summaries = json.loads((tmp_path / "events.summary.json").read_text())
+    assert summaries["ng_saved"] == 4 and summaries["ng_removed"] == 4 + 4  # the earlier run's and its own
+    assert sorted(path.name for path in ng.iterdir()) == [".daad-ng.jsonl"] + [f"user_{i:02d}.png" for i in range(40)]

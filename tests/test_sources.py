@@ -81,6 +81,14 @@ def test_glob_and_single_image(tmp_path) -> None:
     assert [f.name for f in read_all(open_source(str(tmp_path / "1.jpg")))] == ["1.jpg"]
 
 
+def test_glob_over_class_folders_names_frames_relative_to_its_fixed_folder(tmp_path) -> None:
+    for label in ("crack", "good"):
+        (tmp_path / "test" / label).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "test" / label / "000.png"), part_frames(1)[0])
+    names = [frame.name for frame in read_all(open_source(str(tmp_path / "test" / "*" / "*.png")))]
+    assert names == ["crack/000.png", "good/000.png"]
+
+
 def test_sources_that_cannot_open_are_named(tmp_path) -> None:
     with pytest.raises(DataError, match="missing.avi"):
         open_source(str(tmp_path / "missing.avi"))

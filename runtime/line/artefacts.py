@@ -14,10 +14,11 @@ import os
 import queue
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from runtime.line.events import new_run_id
 from runtime.line.ng_store import NgStore, SaveNg
 from runtime.line.overlay import OverlayVideo, OverlayWindow
 from runtime.preprocess import PreprocessConfig
@@ -41,6 +42,7 @@ class ArtefactSettings:
     output: Path | None = None
     display: bool = False
     queue_depth: int = QUEUE_DEPTH
+    run_id: str = field(default_factory=new_run_id)  # NG images are named after it, so runs never collide
 
 
 class ArtefactWriter:
@@ -112,7 +114,8 @@ def open_artefacts(settings: ArtefactSettings, config: PreprocessConfig, thresho
     scale = 2.0 * threshold if threshold > 0 else 1.0  # the threshold sits mid-way up the colour map
     sinks: list[Sink] = []
     if settings.save_ng is not None:
-        sinks.append(SaveNg(NgStore(settings.save_ng, int(settings.save_ng_max_mb * 1024 * 1024)), config, scale))
+        store = NgStore(settings.save_ng, int(settings.save_ng_max_mb * 1024 * 1024))
+        sinks.append(SaveNg(store, config, scale, settings.run_id))
     if settings.output is not None:
         sinks.append(OverlayVideo(settings.output, config, scale, fps=fps))
     if settings.display:

@@ -1,17 +1,28 @@
-"""NG frames on disk, with a cap: the oldest images go first, so an unattended line never fills its disk."""
+"""NG frames on disk, with a cap: the oldest images go first, so an unattended line never fills its disk.
+
+The store counts and removes only images it wrote itself. Each one is recorded in a manifest in
+the folder (`.daad-ng.jsonl`, one JSON line per image, appended before the image is written),
+so a folder that also holds the user's own files, or another program's, loses none of them, and
+the images of earlier runs (recorded in the same manifest) still count against the cap. Names
+carry the run id and the frame index, so two runs sharing a folder never overwrite each other.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import os
 import re
 from collections import deque
-from datetime import datetime, timezone
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from runtime.atomic import atomic_write_bytes
+from runtime.atomic import append_line, atomic_write_bytes, atomic_write_text
+from runtime.bundle import METADATA_FILE, MODEL_FILE
 from runtime.errors import DaadError
 from runtime.line.events import NG
 from runtime.optional import cv2
@@ -23,30 +34,77 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MANIFEST = ".daad-ng.jsonl"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+\.png$")  # what the store writes; a manifest line naming anything else is ignored
+
 
 class NgStore:
-    """Writes PNGs into `folder` and keeps their total size under `max_bytes`."""
+    """Writes PNGs into `folder` and keeps the total size of its own images under `max_bytes`."""
 
     def __init__(self, folder: str | Path, max_bytes: int) -> None:
         self.folder, self.max_bytes = Path(folder), int(max_bytes)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # Files of earlier runs count against the cap too, oldest first.
-        existing = sorted(self.folder.glob("*.png"), key=lambda path: (path.stat().st_mtime, path.name))
-        self._files: deque[tuple[Path, int]] = deque((path, path.stat().st_size) for path in existing)
+        self.manifest = self.folder / MANIFEST
+        refuse_bundle(self.folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with self._locked_manifest() as handle:
+                self._files = deque(self._own_files(handle.read()))
+                # Keep the manifest as long as the images it lists (plus the ones this run adds).
+                atomic_write_text(self.manifest, "".join(json.dumps({"file": name}) + "\n" for name, _ in self._files))
+        except OSError as exc:
+            raise DaadError(f"cannot write NG images into {self.folder} ({exc.strerror or exc}): "
+                            "choose a writable folder for --save-ng.") from exc
         self.total_bytes = sum(size for _, size in self._files)
         self.saved = self.removed = 0
         self._evict()
 
+    @contextmanager
+    def _locked_manifest(self) -> Iterator[IO[str]]:
+        """The manifest, opened for appending and locked against the other runs sharing the folder.
+
+        A run that rewrites it (at start) replaces the file under the lock; one that was waiting
+        then finds its handle on the old file and opens the new one.
+        """
+        while True:
+            handle = open(self.manifest, "a+", encoding="utf-8", errors="replace")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                if os.fstat(handle.fileno()).st_ino == os.stat(self.manifest).st_ino:
+                    handle.seek(0)
+                    yield handle
+                    return
+            except FileNotFoundError:  # replaced and not yet renamed into place: try again
+                pass
+            finally:
+                handle.close()  # also releases the lock
+
+    def _own_files(self, manifest: str) -> list[tuple[str, int]]:
+        """(name, bytes) of the images the manifest lists that still exist, oldest first."""
+        files: dict[str, int] = {}
+        for line in manifest.splitlines():
+            try:
+                name = json.loads(line)["file"]
+            except (ValueError, TypeError, KeyError):  # a line torn by a kill
+                continue
+            path = self.folder / str(name)
+            if SAFE_NAME.match(str(name)) and path.is_file() and not path.is_symlink():
+                files[name] = path.stat().st_size
+        return list(files.items())
+
     def save(self, image: np.ndarray, stem: str) -> Path:
-        """Encode `image` as PNG under a safe form of `stem`, then remove the oldest files over the cap."""
+        """Encode `image` as PNG under a safe form of `stem`, then remove the oldest own files over the cap."""
         cv = cv2()
         ok, encoded = cv.imencode(".png", image)
         if not ok:
             raise DaadError(f"OpenCV could not encode an NG image of shape {image.shape} as PNG")
-        path = self.folder / (re.sub(r"[^A-Za-z0-9._-]+", "_", stem) + ".png")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", stem) + ".png"
         data = encoded.tobytes()
-        atomic_write_bytes(path, data)
-        self._files.append((path, len(data)))
+        # Recorded first: a kill between the two steps leaves a line without an image (ignored), never
+        # an image of ours the cap does not know.
+        with self._locked_manifest() as handle:
+            append_line(handle, json.dumps({"file": name}))
+        path = atomic_write_bytes(self.folder / name, data)
+        self._files.append((name, len(data)))
         self.total_bytes += len(data)
         self.saved += 1
         self._evict()
@@ -54,10 +112,17 @@ class NgStore:
 
     def _evict(self) -> None:
         while self.total_bytes > self.max_bytes and self._files:
-            path, size = self._files.popleft()
-            path.unlink(missing_ok=True)
+            name, size = self._files.popleft()
+            (self.folder / name).unlink(missing_ok=True)
             self.total_bytes -= size
             self.removed += 1
+
+
+def refuse_bundle(folder: Path) -> None:
+    """NG images never go into a bundle folder (or below one): its files are not the store's to crowd or remove."""
+    for place in (folder, *folder.resolve().parents):
+        if (place / METADATA_FILE).is_file() and (place / MODEL_FILE).is_file():
+            raise DaadError(f"--save-ng {folder} is inside the bundle {place}: choose a folder outside any bundle.")
 
 
 class SaveNg:
@@ -66,8 +131,8 @@ class SaveNg:
     A full or read-only disk costs the image, not the inspection: the failure is logged and counted.
     """
 
-    def __init__(self, store: NgStore, config: PreprocessConfig, scale: float) -> None:
-        self.store, self.config, self.scale = store, config, scale
+    def __init__(self, store: NgStore, config: PreprocessConfig, scale: float, run_id: str) -> None:
+        self.store, self.config, self.scale, self.run_id = store, config, scale, run_id
         self.failed = 0
 
     def emit(self, outcome: "Outcome") -> None:
@@ -76,10 +141,9 @@ class SaveNg:
         image = render(outcome, self.config, self.scale)
         if image is None:
             return
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        origin = Path(outcome.frame.name).stem if outcome.frame.name else "frame"
-        try:
-            self.store.save(image, f"{stamp}_{outcome.frame.index:08d}_{origin}")
+        origin = str(Path(outcome.frame.name).with_suffix("")) if outcome.frame.name else "frame"
+        try:  # unique across runs and processes: the run id (start time + random), then the frame index
+            self.store.save(image, f"{self.run_id}_{outcome.frame.index:08d}_{origin}")
         except (OSError, DaadError) as exc:
             self.failed += 1
             log.warning("could not save NG frame %d into %s: %s", outcome.frame.index, self.store.folder, exc)

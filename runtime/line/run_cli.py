@@ -131,10 +131,11 @@ def run_counters(reader: FrameReader, source: Source, sinks: list[Sink]) -> dict
 
 
 def build_sinks(args: argparse.Namespace, bundle: Bundle, source: Source, threshold: float,
-                stop: threading.Event) -> list[Sink]:
+                stop: threading.Event, run_id: str) -> list[Sink]:
     """The loop's outputs, verdict first: the pictures' writer comes last and only enqueues."""
     sinks: list[Sink] = []
-    pictures = ArtefactSettings(args.save_ng, args.save_ng_max_mb, args.output, args.display, args.artefact_queue)
+    pictures = ArtefactSettings(args.save_ng, args.save_ng_max_mb, args.output, args.display, args.artefact_queue,
+                                run_id)
     artefacts = open_artefacts(pictures, bundle.preprocess, threshold, getattr(source, "fps", 0.0) or 15.0, stop)
     if artefacts is not None:
         sinks.append(artefacts)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         events = stack.enter_context(EventLog(args.events, header["run_id"]))
         reader = open_reader(source, mode, bundle.preprocess, stop)
-        sinks = build_sinks(args, bundle, source, threshold, stop)
+        sinks = build_sinks(args, bundle, source, threshold, stop, header["run_id"])
         stats = RunStats(args.stats_every, counters=lambda: run_counters(reader, source, sinks))
         try:
             with stop_on_signals(stop, ending), closing_all(sinks), reader:

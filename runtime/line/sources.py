@@ -119,10 +119,11 @@ class ImageFilesSource:
 
     live = False
 
-    def __init__(self, paths: list[Path], name: str, loop: bool = False) -> None:
+    def __init__(self, paths: list[Path], name: str, loop: bool = False, root: Path | None = None) -> None:
         if not paths:
             raise DataError(f"source {name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): check the path.")
         self.paths, self.name, self.loop = paths, name, loop
+        self.root = root  # frames are named relative to it (good/000.png, crack/000.png), else by file name
         self._position = 0
 
     def read(self) -> Frame | None:
@@ -132,7 +133,8 @@ class ImageFilesSource:
             self._position = 0
         path = self.paths[self._position]
         self._position += 1
-        return Frame(read_image(path), name=path.name)
+        name = path.relative_to(self.root).as_posix() if self.root is not None else path.name
+        return Frame(read_image(path), name=name)
 
     def close(self) -> None:
         self._position = len(self.paths)
@@ -253,7 +255,7 @@ def open_source(uri: str, loop: bool = False, backoff: Backoff = Backoff(),
         return ImageFilesSource(list_images(path), str(path), loop=loop)
     if any(char in text for char in "*?["):
         matches = [Path(p) for p in sorted(glob.glob(text)) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
-        return ImageFilesSource(matches, text, loop=loop)
+        return ImageFilesSource(matches, text, loop=loop, root=source_location(text))
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFilesSource([path], str(path), loop=loop)
