@@ -14,6 +14,7 @@ writes, or an older entry copied back by hand) is filed into history before the 
 from __future__ import annotations
 
 import json
+import math
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -63,10 +64,44 @@ def read_threshold(bundle: Bundle) -> ThresholdRecord | None:
         return None
     try:
         record = ThresholdRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        record.threshold = float(record.threshold)
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise ThresholdError(f"{path} is corrupt ({exc}): re-run `daad calibrate --bundle {bundle.root}`.") from exc
+    problem = implausible(record)
+    if problem:
+        raise ThresholdError(f"{path} holds threshold {record.threshold!r}, {problem}: re-run "
+                             f"`daad calibrate --bundle {bundle.root}` (or pass --threshold T for a trial).")
+    record.threshold = float(record.threshold)
     return record
+
+
+# How far outside the recorded scores a (hand-edited) threshold may sit, in widths of their range.
+PLAUSIBLE_SPAN = 100.0
+
+
+def implausible(record: ThresholdRecord) -> str:
+    """Why `record.threshold` cannot be judged on ("" when it can).
+
+    It must be a JSON number (not true/false or a string) and finite: NaN would pass nothing and
+    crash nothing visibly, Infinity would pass every part. Where the record keeps the scores it
+    was calibrated on, it must also lie within PLAUSIBLE_SPAN times their range of them, so a
+    threshold of 1e308 on scores between 0.1 and 2 is refused, while a hand-raised one is not.
+    """
+    value = record.threshold
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"which is not a number ({type(value).__name__})"
+    if not math.isfinite(value):
+        return "which is not a finite number"
+    recorded = [stats for stats in record.score_stats.values() if isinstance(stats, dict)]
+    bounds = [stats.get(key) for stats in recorded for key in ("min", "max")]
+    bounds = [float(bound) for bound in bounds if isinstance(bound, (int, float)) and math.isfinite(bound)]
+    if not bounds:
+        return ""
+    low, high = min(bounds), max(bounds)
+    margin = PLAUSIBLE_SPAN * max(high - low, abs(high), abs(low), 1e-12)
+    if not low - margin <= value <= high + margin:
+        return (f"far outside the calibration scores it was measured on ({low:.6g} to {high:.6g}): "
+                "the file was edited or damaged")
+    return ""
 
 
 def check_binding(

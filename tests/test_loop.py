@@ -61,6 +61,15 @@ def test_judge_never_passes_a_non_finite_score() -> None:
     assert judge(math.nan, 0.3) == judge(math.inf, 0.3) == judge(-math.inf, 0.3) == FAULT
 
 
+def test_judge_never_passes_on_a_non_finite_threshold(tmp_path, bundle, backend) -> None:
+    assert judge(0.1, math.nan) == judge(0.1, math.inf) == judge(0.9, -math.inf) == FAULT
+    source = open_source(str(write_video(tmp_path / "v.avi", part_frames(4))))
+    with open_reader(source, "lossless", bundle.preprocess) as reader, EventLog(tmp_path / "e.jsonl") as events:
+        run_loop(reader, backend, bundle.preprocess, math.inf, source.name, events)
+    lines = read_events(tmp_path / "e.jsonl")
+    assert [line["verdict"] for line in lines] == [FAULT] * 4 and lines[0]["fault"] == "threshold is inf"
+
+
 def test_video_verdicts_match_direct_scoring_one_line_per_frame(tmp_path, bundle, backend) -> None:
     path = write_video(tmp_path / "line.avi", part_frames(12))
     decoded = [frame.image for frame in iter(open_source(str(path)).read, None)]

@@ -175,3 +175,29 @@ def test_two_runs_into_one_ng_folder_with_the_users_images_keep_everything_apart
     summaries = json.loads((tmp_path / "events.summary.json").read_text())
     assert summaries["ng_saved"] == 4 and summaries["ng_removed"] == 4 + 4  # the earlier run's and its own
     assert sorted(path.name for path in ng.iterdir()) == [".daad-ng.jsonl"] + [f"user_{i:02d}.png" for i in range(40)]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e308", "true", '"0.3"'])
+def test_a_threshold_that_is_not_a_plausible_finite_number_is_refused_by_every_reader(
+        value, tiny_bundle, video, tmp_path, capsys) -> None:
+    threshold_file = calibrate(tiny_bundle)
+    record = json.loads(threshold_file.read_text())
+    record["score_stats"] = {"good": {"min": 0.01, "max": 0.2, "median": 0.05, "quantiles": [0.01, 0.05, 0.2]}}
+    threshold_file.write_text(json.dumps(record).replace('"threshold": 0.3', f'"threshold": {value}'))
+    events = tmp_path / "events.jsonl"
+    assert daad(["run", "--bundle", str(tiny_bundle), "--source", str(video), "--events", str(events)]) == 2
+    assert daad(["calibrate", "--bundle", str(tiny_bundle), "--check", "--good", str(tmp_path)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all("threshold.json holds threshold" in line and "daad calibrate" in line
+                                    for line in errors)
+    assert not events.exists()
+
+
+def test_a_hand_raised_threshold_within_reason_is_still_used(tiny_bundle, video, tmp_path, capsys) -> None:
+    threshold_file = calibrate(tiny_bundle, threshold=0.3)
+    record = json.loads(threshold_file.read_text())
+    record["score_stats"] = {"good": {"min": 0.01, "max": 0.2}}
+    record["threshold"] = 0.45
+    threshold_file.write_text(json.dumps(record))
+    assert daad(["run", "--bundle", str(tiny_bundle), "--source", str(video)]) == 0
+    assert json.loads(capsys.readouterr().out)["threshold"] == 0.45

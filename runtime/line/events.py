@@ -28,8 +28,8 @@ def new_run_id() -> str:
 
 
 def judge(score: float, threshold: float) -> str:
-    """NG when the score is above the threshold; FAULT when the score is NaN or infinite."""
-    if not math.isfinite(score):
+    """NG when the score is above the threshold; FAULT when the score or the threshold is NaN or infinite."""
+    if not (math.isfinite(score) and math.isfinite(threshold)):
         return FAULT
     return NG if score > threshold else OK
 
@@ -52,8 +52,9 @@ class FrameEvent:
     def to_json(self) -> str:
         # A shallow dict, not dataclasses.asdict: its deep copy was the loop's largest own cost.
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        if self.score is not None and not math.isfinite(self.score):
-            data["score"] = None
+        for name in ("score", "threshold"):  # JSON has no NaN or infinity; the fault says what it was
+            if data[name] is not None and not math.isfinite(data[name]):
+                data[name] = None
         data["latency_ms"] = {stage: round(ms, 3) for stage, ms in self.latency_ms.items()}
         return json.dumps(data, allow_nan=False)
 

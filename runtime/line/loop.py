@@ -161,8 +161,13 @@ def frame_event(outcome: Outcome, source_name: str, taken: float, done: float) -
                "postprocess": done - taken - sum(scored.seconds.values()), "total": done - frame.started_at}
     seconds["preprocess"] = seconds.get("preprocess", 0.0) + frame.prepare_s  # part may be in the reader
     return FrameEvent(frame=frame.index, verdict=outcome.verdict, score=scored.score, threshold=outcome.threshold,
-                      source=source_name, file=frame.name, fault=scored.fault,
+                      source=source_name, file=frame.name, fault=scored.fault or threshold_fault(outcome),
                       latency_ms={stage: value * 1e3 for stage, value in seconds.items()})
+
+
+def threshold_fault(outcome: Outcome) -> str | None:
+    """Why a frame with a good score is a FAULT: its threshold is not a finite number (judge never passes on one)."""
+    return f"threshold is {outcome.threshold}" if outcome.verdict == FAULT else None
 
 
 def run_loop(frames: Iterable[Frame], backend: Backend, config: PreprocessConfig, threshold: float,
