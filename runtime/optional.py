@@ -21,7 +21,23 @@ def require(module: str, extra: str, purpose: str = "") -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        if interrupted(exc):
+            raise KeyboardInterrupt from exc
         raise MissingDependency(install_hint(module, extra, purpose)) from exc
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True when an ImportError was a Ctrl-C during the import, not a missing package.
+
+    A pybind11 extension (onnxruntime's) interrupted while it initialises raises
+    ImportError("initialization failed") with the KeyboardInterrupt as its context.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @contextmanager

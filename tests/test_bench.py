@@ -1,4 +1,4 @@
-"""`daad bench`: every stage and statistic in the JSON, numpy-exact percentiles, skipped backends."""
+"""`daad bench`: every stage and statistic in the JSON, percentiles within the histogram error, skipped backends."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from runtime.backends.base import InferenceResult
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bench.runner import STAGES, BenchConfig, CaseResult, StageStats, measure_fixed, repeatability, run_bench, speedups
 from runtime.bundle import open_bundle
+from runtime.cli import main as daad
 from runtime.bench.environment import Environment
 from runtime.errors import DaadError, MissingDependency
 from runtime.line.latency import RELATIVE_ERROR
@@ -286,3 +287,15 @@ def test_each_batch_opens_a_backend_that_fits_it_and_a_failing_case_is_a_skipped
     failed = cases[("stuck", 8)]
     assert failed.status == "skipped" and failed.reason == "failed: ValueError: this engine takes 1..1 frames, got 8"
     assert cases[("stuck", 4)].status == "skipped"  # and the run went on to the end
+
+
+def test_a_json_report_that_cannot_be_written_is_printed_before_the_one_line_error(tiny_bundle, tmp_path, capsys) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    bad = tmp_path / "a-file" / "bench.json"
+    argv = ["bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--iterations", "3", *QUICK,
+            "--json", str(bad)]
+    assert daad(argv) == 2
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out[captured.out.index("\n{") + 1:])
+    assert printed["cases"][0]["stages"]["compute"]["count"] == 3
+    assert captured.err.strip().splitlines()[-1].startswith(f"daad bench: error: cannot write --json {bad}")

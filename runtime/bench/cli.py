@@ -9,6 +9,7 @@ torch, so the package that can run it registers it (entry point group `daad.back
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import replace
@@ -24,6 +25,7 @@ from runtime.bundle import Bundle, open_bundle
 from runtime.bench.environment import collect_environment
 from runtime.errors import DaadError
 from runtime.line.sources import open_source
+from runtime.paths import output_errors, unwritable
 from runtime.optional import extras_needed
 from runtime.threshold import read_threshold
 
@@ -130,11 +132,16 @@ def bench(args: argparse.Namespace) -> BenchReport:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     report = bench(args).to_dict()
-    if args.json is not None:
-        write_json(report, args.json)
-    if args.markdown is not None:
-        write_markdown(report, args.markdown)
-    print(render_markdown(report))
+    print(render_markdown(report), flush=True)  # first: a report file that cannot be written loses no measurement
     for warning in report["warnings"]:
         print(f"daad bench: warning: {warning}", file=sys.stderr)
+    if args.json is not None:
+        try:
+            write_json(report, args.json)
+        except OSError as exc:
+            print(json.dumps(report, indent=2))  # every number the file would have held
+            raise unwritable("--json", args.json, exc) from exc
+    if args.markdown is not None:
+        with output_errors("--markdown", args.markdown):
+            write_markdown(report, args.markdown)
     return 0

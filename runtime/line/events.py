@@ -7,6 +7,7 @@ FAULT, never OK: a broken model must not pass parts.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from runtime.atomic import append_line
+from runtime.paths import output_errors, unwritable
 
 OK, NG, FAULT = "OK", "NG", "FAULT"
 STAGES = ("capture", "queue", "preprocess", "infer", "postprocess", "total")
@@ -67,21 +69,31 @@ class EventLog:
         self.run_id = run_id
         self._handle: IO[str] | None = None
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "a", encoding="utf-8")
+            with output_errors("--events", self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = open(self.path, "a", encoding="utf-8")
         self.written = 0
 
     def write(self, event: FrameEvent) -> None:
         event.run_id = self.run_id
         if self._handle is not None:
-            append_line(self._handle, event.to_json())
+            try:
+                append_line(self._handle, event.to_json())
+            except OSError as exc:  # disk full, file system gone: the run ends, its summary says how far it got
+                raise unwritable("--events", self.path, exc) from exc
         self.written += 1
 
     def close(self) -> None:
         if self._handle is not None:
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            with output_errors("--events", self.path):
+                try:
+                    os.fsync(handle.fileno())
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:  # a pipe or terminal (/dev/stdout) has nothing to sync
+                        raise
+                finally:
+                    handle.close()
 
     def __enter__(self) -> "EventLog":
         return self

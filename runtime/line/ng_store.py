@@ -1,7 +1,7 @@
 """NG frames on disk, with a cap: the oldest images go first, so an unattended line never fills its disk.
 
 The store counts and removes only images it wrote itself. Each one is recorded in a manifest in
-the folder (`.daad-ng.jsonl`, one JSON line per image, appended before the image is written),
+the folder (`.daad-ng.jsonl`, one JSON line per image, appended once the image is written),
 so a folder that also holds the user's own files, or another program's, loses none of them, and
 the images of earlier runs (recorded in the same manifest) still count against the cap. Names
 carry the run id and the frame index, so two runs sharing a folder never overwrite each other.
@@ -26,6 +26,7 @@ from runtime.bundle import METADATA_FILE, MODEL_FILE
 from runtime.errors import DaadError
 from runtime.line.events import NG
 from runtime.optional import cv2
+from runtime.paths import output_errors
 from runtime.line.overlay import render
 from runtime.preprocess import PreprocessConfig
 
@@ -45,15 +46,12 @@ class NgStore:
         self.folder, self.max_bytes = Path(folder), int(max_bytes)
         self.manifest = self.folder / MANIFEST
         refuse_bundle(self.folder)
-        try:
+        with output_errors("--save-ng", self.folder):
             self.folder.mkdir(parents=True, exist_ok=True)
             with self._locked_manifest() as handle:
                 self._files = deque(self._own_files(handle.read()))
                 # Keep the manifest as long as the images it lists (plus the ones this run adds).
                 atomic_write_text(self.manifest, "".join(json.dumps({"file": name}) + "\n" for name, _ in self._files))
-        except OSError as exc:
-            raise DaadError(f"cannot write NG images into {self.folder} ({exc.strerror or exc}): "
-                            "choose a writable folder for --save-ng.") from exc
         self.total_bytes = sum(size for _, size in self._files)
         self.saved = self.removed = 0
         self._evict()
@@ -99,11 +97,12 @@ class NgStore:
             raise DaadError(f"OpenCV could not encode an NG image of shape {image.shape} as PNG")
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", stem) + ".png"
         data = encoded.tobytes()
-        # Recorded first: a kill between the two steps leaves a line without an image (ignored), never
-        # an image of ours the cap does not know.
+        path = atomic_write_bytes(self.folder / name, data)
+        # Recorded once the image is whole: a run starting meanwhile drops listed images it cannot find
+        # (removed ones), so a line must never come before its image. A kill between the two steps
+        # leaves one image the store will not count or remove: the safe side.
         with self._locked_manifest() as handle:
             append_line(handle, json.dumps({"file": name}))
-        path = atomic_write_bytes(self.folder / name, data)
         self._files.append((name, len(data)))
         self.total_bytes += len(data)
         self.saved += 1

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from runtime.errors import DaadError
+from runtime.paths import output_errors
 from runtime.optional import cv2
 from runtime.preprocess import PreprocessConfig, center_crop, to_channels, to_uint8
 
@@ -71,10 +72,12 @@ class OverlayVideo:
         if self._writer is None:
             self._size = (image.shape[1], image.shape[0])
             fourcc = cv.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with output_errors("--output", self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = cv.VideoWriter(str(self.path), fourcc, self.fps, self._size)
             if not self._writer.isOpened():
-                raise DaadError(f"cannot write video {self.path}: use a .avi (MJPG) or .mp4 (mp4v) file name.")
+                raise DaadError(f"cannot write video {self.path}: use a .avi (MJPG) or .mp4 (mp4v) file name "
+                                "in a writable folder for --output.")
         if (image.shape[1], image.shape[0]) != self._size:  # the camera changed resolution mid-run
             image = cv.resize(image, self._size)
         self._writer.write(image)

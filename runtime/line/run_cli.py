@@ -28,7 +28,7 @@ from runtime.line.artefacts import QUEUE_DEPTH, ArtefactSettings, open_artefacts
 from runtime.line.events import EventLog, new_run_id
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
-from runtime.paths import check_outputs
+from runtime.paths import OutputPathError, check_outputs, output_errors
 from runtime.threshold import check_binding, read_threshold
 
 
@@ -90,6 +90,14 @@ def check_run_outputs(args: argparse.Namespace) -> None:
         outputs={"--events": args.events, "--summary": summary_path(args), "--save-ng": args.save_ng,
                  "--output": args.output},
     )
+    files = {"--events": args.events, "--summary": summary_path(args), "--output": args.output}
+    for option, path in files.items():  # a folder that cannot exist is better known now than at the first NG
+        if path is None:
+            continue
+        if option != "--events" and path.exists() and not path.is_file():  # --events may be a pipe (/dev/stdout)
+            raise OutputPathError(f"{option} {path} exists and is not a file: choose a file path for {option}.")
+        with output_errors(option, path):
+            path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def summary_path(args: argparse.Namespace) -> Path | None:
@@ -153,20 +161,24 @@ def closing_all(sinks: list[Sink]) -> Iterator[None]:
 
 
 def write_summary(summary: dict[str, Any], path: Path | None) -> None:
+    """Printed first, so the numbers survive a summary file that cannot be written."""
+    print(json.dumps(summary, indent=2), flush=True)
     if path is not None:
-        atomic_write_json(path, summary)
-    print(json.dumps(summary, indent=2))
+        with output_errors("--summary", path):
+            atomic_write_json(path, summary)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="daad run: %(levelname)s %(message)s")
-    check_run_outputs(args)
-    bundle = open_bundle(args.bundle)
-    options = BackendOptions.from_args(args)
-    threshold, threshold_from = resolve_threshold(bundle, options, args.threshold)
     stop, ending = threading.Event(), {"stopped_by": "end of source"}
-    with ExitStack() as stack:
+    # From the first line on, a signal only asks to stop: one during start-up (imports, opening the
+    # model) is answered once the run is set up, with a summary, instead of a half-imported traceback.
+    with stop_on_signals(stop, ending), ExitStack() as stack:
+        check_run_outputs(args)
+        bundle = open_bundle(args.bundle)
+        options = BackendOptions.from_args(args)
+        threshold, threshold_from = resolve_threshold(bundle, options, args.threshold)
         source = open_source(args.source, loop=args.loop, sleep=stop.wait)  # a stop cuts reconnect waits short
         stack.callback(source.close)
         backend = stack.enter_context(options.open(bundle))
@@ -187,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         sinks = build_sinks(args, bundle, source, threshold, stop, header["run_id"])
         stats = RunStats(args.stats_every, counters=lambda: run_counters(reader, source, sinks))
         try:
-            with stop_on_signals(stop, ending), closing_all(sinks), reader:
+            with closing_all(sinks), reader:
                 run_loop(reader, backend, bundle.preprocess, threshold, source.name, events, sinks, stats,
                          args.max_frames)
             if args.max_frames is not None and stats.frames >= args.max_frames:

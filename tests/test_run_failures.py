@@ -1,0 +1,116 @@
+"""`daad run` under signals at start-up and outputs that cannot be written: one line, the numbers kept."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_run_cli import calibrate, read_events
+from test_sources import part_frames, write_video
+
+from runtime.cli import main as daad
+from runtime.errors import MissingDependency
+from runtime.optional import require
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def video(tmp_path) -> Path:
+    return write_video(tmp_path / "line.avi", part_frames(12))
+
+
+def open_when_read(fifo: Path, process: subprocess.Popen, timeout_s: float = 60.0) -> int:
+    """Open `fifo` for writing once `process` opens it for reading: a point it reaches inside `daad run`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or process.poll() is not None:
+                raise
+            time.sleep(0.01)
+    raise TimeoutError(f"{fifo} was never opened")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_start_up_still_ends_with_a_summary(signum, tiny_bundle, video, tmp_path) -> None:
+    """The signal lands while run reads threshold.json (a FIFO here), before the model is loaded."""
+    threshold = calibrate(tiny_bundle).read_text()
+    fifo = tiny_bundle / "threshold.json"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    summary = tmp_path / "summary.json"
+    command = [sys.executable, "-m", "runtime", "run", "--bundle", str(tiny_bundle), "--source", str(video),
+               "--loop", "--events", str(tmp_path / "events.jsonl"), "--summary", str(summary), "--threads", "1"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        handle = open_when_read(fifo, process)
+        process.send_signal(signum)
+        time.sleep(0.2)  # the handler runs before the read returns
+        os.write(handle, threshold.encode())
+        os.close(handle)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert "onnxruntime is not installed" not in err and "Traceback" not in err
+    written = json.loads(summary.read_text())
+    assert written == json.loads(out) and written["stopped_by"] == signal.Signals(signum).name
+    assert written["frames"] == len(read_events(tmp_path / "events.jsonl")) == 0
+
+
+def test_an_import_interrupted_by_ctrl_c_is_an_interrupt_not_a_missing_package(tmp_path, monkeypatch) -> None:
+    # What a pybind11 extension such as onnxruntime's raises when SIGINT lands while it initialises.
+    (tmp_path / "interrupted_extension.py").write_text(
+        "try:\n    raise KeyboardInterrupt\nexcept KeyboardInterrupt:\n    raise ImportError('initialization failed')\n")
+    (tmp_path / "broken_extension.py").write_text("raise ImportError('libfoo.so: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        require("interrupted_extension", "cpu")
+    with pytest.raises(MissingDependency, match="broken_extension is not installed"):
+        require("broken_extension", "cpu")
+
+
+def test_an_events_file_on_a_full_disk_ends_with_one_line_and_keeps_the_summary(
+        tiny_bundle, video, tmp_path, capsys) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full (Linux)")
+    summary = tmp_path / "summary.json"
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(video), "--threshold", "0.3",
+            "--events", "/dev/full", "--summary", str(summary), "--threads", "1"]
+    assert daad(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == (
+        "daad run: error: cannot write --events /dev/full (No space left on device): choose a writable path "
+        "with free space for --events.")
+    written = json.loads(summary.read_text())
+    assert written == json.loads(captured.out) and written["stopped_by"].startswith("error: cannot write --events")
+
+
+@pytest.mark.parametrize("option", ["--events", "--summary", "--save-ng", "--output"])
+def test_an_output_under_a_file_is_one_line_before_anything_runs(option, tiny_bundle, video, tmp_path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    target = blocker / ("out.avi" if option == "--output" else "out")
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(video), "--threshold", "0.3", option, str(target)]
+    assert daad(argv + (["--summary", str(tmp_path / "s.json")] if option != "--summary" else [])) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith(f"daad run: error: cannot write {option} {target}") or \
+        error[-1].startswith(f"daad run: error: cannot write video {target}")
+    assert "Traceback" not in "\n".join(error) and blocker.read_text() == "not a folder"
+
+
+def test_a_summary_that_cannot_be_written_is_printed_and_the_run_says_so(tiny_bundle, video, tmp_path, capsys) -> None:
+    summary = tmp_path / "summary.json"
+    summary.mkdir()  # a folder where the file should go
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(video), "--threshold", "0.3", "--summary", str(summary)]
+    assert daad(argv) == 2
+    assert "--summary" in capsys.readouterr().err
