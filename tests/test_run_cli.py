@@ -164,7 +164,7 @@ def test_two_runs_into_one_ng_folder_with_the_users_images_keep_everything_apart
     for index in range(40):
         cv2.imwrite(str(ng / f"user_{index:02d}.png"), part_frames(1)[0])
     argv = ["run", "--bundle", str(tiny_bundle), "--source", str(images / "*" / "*.png"), "--threshold", "0.3",
-            "--events", str(events), "--save-ng", str(ng), "--threads", "1"]
+            "--events", str(events), "--save-ng", str(ng), "--threads", "1", "--artefact-queue", "64"]
     assert daad(argv) == 0
     assert len(list(ng.glob("*.png"))) == 40 + 4
     assert daad(argv + ["--save-ng-max-mb", "0.000001"]) == 0  # a cap no image fits
