@@ -9,9 +9,8 @@ Paths are compared after resolving symlinks, and by inode where both exist (hard
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 from runtime.errors import DaadError
 
@@ -52,21 +51,6 @@ def check_outputs(inputs: Mapping[str, PathLike | None], outputs: Mapping[str, P
                     f"{name} and {other} are the same path ({targets[name]}): one would overwrite the other; "
                     f"give them different paths."
                 )
-
-
-def unwritable(option: str, path: PathLike, exc: OSError) -> OutputPathError:
-    """The one-line error for an output that cannot be written (no folder, no permission, disk full)."""
-    return OutputPathError(f"cannot write {option} {path} ({exc.strerror or exc}): choose a writable path with "
-                           f"free space for {option}.")
-
-
-@contextmanager
-def output_errors(option: str, path: PathLike) -> Iterator[None]:
-    """Inside the block, an OSError is `unwritable(option, path, ...)`: one line, exit 2, not a traceback."""
-    try:
-        yield
-    except OSError as exc:
-        raise unwritable(option, path, exc) from exc
 
 
 def _same(first: Path, second: Path) -> bool:

@@ -298,4 +298,4 @@ def test_a_json_report_that_cannot_be_written_is_printed_before_the_one_line_err
     captured = capsys.readouterr()
     printed = json.loads(captured.out[captured.out.index("\n{") + 1:])
     assert printed["cases"][0]["stages"]["compute"]["count"] == 3
-    assert captured.err.strip().splitlines()[-1].startswith(f"daad bench: error: cannot write --json {bad}")
+    assert captured.err.strip().splitlines()[-1].startswith(f"daad bench: error: cannot write {bad}")

@@ -84,7 +84,7 @@ def test_save_ng_into_a_bundle_or_an_unwritable_folder_is_refused(tiny_bundle, t
     try:
         if os.access(locked, os.W_OK):
             pytest.skip("running as root: permissions do not bind")
-        with pytest.raises(DaadError, match="choose a writable path with free space for --save-ng"):
+        with pytest.raises(DaadError, match="cannot write .*locked/ng"):
             NgStore(locked / "ng", 10**9)
     finally:
         os.chmod(locked, 0o700)

@@ -23,9 +23,8 @@ from runtime.bench.runner import BackendOpener, BenchConfig, BenchReport, run_be
 from runtime.bench.report import render_markdown, write_json, write_markdown
 from runtime.bundle import Bundle, open_bundle
 from runtime.bench.environment import collect_environment
-from runtime.errors import DaadError
+from runtime.errors import DaadError, OutputError
 from runtime.line.sources import open_source
-from runtime.paths import output_errors, unwritable
 from runtime.optional import extras_needed
 from runtime.threshold import read_threshold
 
@@ -138,10 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         try:
             write_json(report, args.json)
-        except OSError as exc:
+        except OutputError:
             print(json.dumps(report, indent=2))  # every number the file would have held
-            raise unwritable("--json", args.json, exc) from exc
+            raise
     if args.markdown is not None:
-        with output_errors("--markdown", args.markdown):
-            write_markdown(report, args.markdown)
+        write_markdown(report, args.markdown)
     return 0

@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
-from runtime.atomic import append_line
-from runtime.paths import output_errors, unwritable
+from runtime.atomic import append_line, output_error, writing
 
 OK, NG, FAULT = "OK", "NG", "FAULT"
 STAGES = ("capture", "queue", "preprocess", "infer", "postprocess", "total")
@@ -69,7 +68,7 @@ class EventLog:
         self.run_id = run_id
         self._handle: IO[str] | None = None
         if self.path is not None:
-            with output_errors("--events", self.path):
+            with writing(self.path):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._handle = open(self.path, "a", encoding="utf-8")
         self.written = 0
@@ -80,13 +79,13 @@ class EventLog:
             try:
                 append_line(self._handle, event.to_json())
             except OSError as exc:  # disk full, file system gone: the run ends, its summary says how far it got
-                raise unwritable("--events", self.path, exc) from exc
+                raise output_error(self.path, exc) from exc
         self.written += 1
 
     def close(self) -> None:
         if self._handle is not None:
             handle, self._handle = self._handle, None
-            with output_errors("--events", self.path):
+            with writing(self.path):
                 try:
                     os.fsync(handle.fileno())
                 except OSError as exc:

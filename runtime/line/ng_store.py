@@ -21,12 +21,11 @@ from typing import IO, TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from runtime.atomic import append_line, atomic_write_bytes, atomic_write_text
+from runtime.atomic import append_line, atomic_write_bytes, atomic_write_text, remove_orphan_temp_files, writing
 from runtime.bundle import METADATA_FILE, MODEL_FILE
 from runtime.errors import DaadError
 from runtime.line.events import NG
 from runtime.optional import cv2
-from runtime.paths import output_errors
 from runtime.line.overlay import render
 from runtime.preprocess import PreprocessConfig
 
@@ -46,8 +45,9 @@ class NgStore:
         self.folder, self.max_bytes = Path(folder), int(max_bytes)
         self.manifest = self.folder / MANIFEST
         refuse_bundle(self.folder)
-        with output_errors("--save-ng", self.folder):
+        with writing(self.folder):
             self.folder.mkdir(parents=True, exist_ok=True)
+            remove_orphan_temp_files(self.folder)  # images a kill left half-written (only stale temp files)
             with self._locked_manifest() as handle:
                 self._files = deque(self._own_files(handle.read()))
                 # Keep the manifest as long as the images it lists (plus the ones this run adds).

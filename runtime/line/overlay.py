@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from runtime.atomic import writing
 from runtime.errors import DaadError
-from runtime.paths import output_errors
 from runtime.optional import cv2
 from runtime.preprocess import PreprocessConfig, center_crop, to_channels, to_uint8
 
@@ -72,7 +72,7 @@ class OverlayVideo:
         if self._writer is None:
             self._size = (image.shape[1], image.shape[0])
             fourcc = cv.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            with output_errors("--output", self.path):
+            with writing(self.path):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = cv.VideoWriter(str(self.path), fourcc, self.fps, self._size)
             if not self._writer.isOpened():

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from runtime.atomic import atomic_write_json
+from runtime.atomic import atomic_write_json, check_output_file
 from runtime.backends.options import BackendOptions, add_backend_options, positive
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import ThresholdError
@@ -28,7 +28,7 @@ from runtime.line.artefacts import QUEUE_DEPTH, ArtefactSettings, open_artefacts
 from runtime.line.events import EventLog, new_run_id
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
-from runtime.paths import OutputPathError, check_outputs, output_errors
+from runtime.paths import OutputPathError, check_outputs
 from runtime.threshold import check_binding, read_threshold
 
 
@@ -91,13 +91,14 @@ def check_run_outputs(args: argparse.Namespace) -> None:
                  "--output": args.output},
     )
     files = {"--events": args.events, "--summary": summary_path(args), "--output": args.output}
-    for option, path in files.items():  # a folder that cannot exist is better known now than at the first NG
+    for option, path in files.items():  # a folder that cannot be written is better known now than at the end
         if path is None:
             continue
-        if option != "--events" and path.exists() and not path.is_file():  # --events may be a pipe (/dev/stdout)
+        if path.exists() and not path.is_file():
+            if option == "--events" and not path.is_dir():
+                continue  # a pipe or terminal (/dev/stdout): appended to, never replaced
             raise OutputPathError(f"{option} {path} exists and is not a file: choose a file path for {option}.")
-        with output_errors(option, path):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        check_output_file(path)
 
 
 def summary_path(args: argparse.Namespace) -> Path | None:
@@ -164,8 +165,7 @@ def write_summary(summary: dict[str, Any], path: Path | None) -> None:
     """Printed first, so the numbers survive a summary file that cannot be written."""
     print(json.dumps(summary, indent=2), flush=True)
     if path is not None:
-        with output_errors("--summary", path):
-            atomic_write_json(path, summary)
+        atomic_write_json(path, summary)
 
 
 def main(argv: list[str] | None = None) -> int:
