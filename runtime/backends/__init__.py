@@ -8,12 +8,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from runtime.backends.base import Backend, InferenceResult
+from runtime.backends.base import PRECISIONS, Backend, InferenceResult
 from runtime.bundle import Bundle
 from runtime.errors import DaadError, MissingDependency
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 log = logging.getLogger(__name__)
 

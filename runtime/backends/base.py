@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+PRECISIONS = ("fp32", "fp16", "int8")  # what a backend can run a bundle at (all but fp32 need TensorRT)
+
 
 @dataclass
 class InferenceResult:

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtime.atomic import atomic_write_json
+from runtime.backends.base import PRECISIONS
 from runtime.bundle import Bundle, file_sha256
 from runtime.optional import require
 
-PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_SUFFIX = ".engine"
 
 
