@@ -92,7 +92,8 @@ def add_backend_options(
     """
     group = parser.add_argument_group("backend")
     add = group.add_argument
-    auto = "auto: TensorRT when installed and the bundle has an engine for this GPU, else ONNX Runtime"
+    auto = ("auto: TensorRT when installed and the bundle has an engine for this GPU, else ONNX Runtime; "
+            "threshold.json is bound to the backend it was calibrated on")
     reduced = "fp16/int8 need a TensorRT engine from `daad build`; a threshold is bound to its precision"
     if compare is None:
         add("--backend", choices=BACKENDS, default=backend, help=f"{auto} (default {backend or 'auto'}{unset})")
