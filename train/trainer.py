@@ -80,13 +80,27 @@ def load_split(root: Path, split: str, preprocess: PreprocessConfig, progress: b
     return load_images(find_samples(root, split), preprocess, progress=progress)
 
 
-def set_learning_rates(optimiser, disc_optimiser, train_config: TrainConfig, epoch: int) -> None:
-    """Both optimisers' rates for `epoch` from the schedule (also right after --resume)."""
-    factor = train_config.lr_factor(epoch)
-    for group in optimiser.param_groups:
-        group["lr"] = train_config.lr * factor
-    for group in disc_optimiser.param_groups if disc_optimiser is not None else []:
-        group["lr"] = train_config.discriminator_lr * factor
+@dataclass
+class Run:
+    """Everything one training run carries from epoch to epoch, and writes into its checkpoint."""
+
+    model: AnomalyModel
+    model_config: ModelConfig
+    train_config: TrainConfig
+    preprocess: PreprocessConfig
+    optimiser: torch.optim.Optimizer
+    disc_optimiser: torch.optim.Optimizer | None  # daad+ only
+    epoch: int = 0  # epochs finished
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainData:
+    """The good training images, and the test split when it can give a validation AUROC."""
+
+    train: ImageSet
+    test: ImageSet | None
+    test_labels: list[int]
 
 
 def train(
@@ -103,108 +117,149 @@ def train(
     With `resume`, the configs come from the existing checkpoint (only `train_config.epochs`
     may grow) and training continues after its last finished epoch.
     """
-    data_root, out_dir = Path(data_root), Path(out_dir)
-    checkpoint_path = out_dir / CHECKPOINT_FILE
+    data_root, checkpoint_path = Path(data_root), Path(out_dir) / CHECKPOINT_FILE
     device = resolve_device(train_config.device)
-    state: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
     if resume:
-        loaded = load_checkpoint(checkpoint_path, device=str(device))
-        model, model_config, preprocess = loaded.model, loaded.model_config, loaded.preprocess
-        train_config = TrainConfig.from_dict({**loaded.train_config.to_dict(), "epochs": train_config.epochs})
-        state, history = loaded.state, list(loaded.meta.get("history", []))
+        run = resume_run(checkpoint_path, train_config, device)
     else:
-        torch.manual_seed(train_config.seed)
-        model = build_model(model_config, preprocess).to(device)
+        run = start_run(model_config, train_config, preprocess, device)
+    data = load_data(data_root, run.preprocess, progress)
+    meta = {"data": summarize(data_root), "skipped_images": [str(p) for p in data.train.skipped]}
 
+    bar = progress_bar(run, -(-len(data.train.images) // run.train_config.batch_size), progress)
+    for epoch in range(run.epoch, run.train_config.epochs):
+        started = time.perf_counter()
+        set_learning_rates(run, epoch)
+        record: dict[str, Any] = {"epoch": epoch + 1, **train_epoch(run, data.train.images, epoch, bar)}
+        run.epoch = epoch + 1
+        record.update(end_of_epoch(run, data, bar))
+        record["seconds"] = time.perf_counter() - started
+        run.history.append(record)
+        save_run(checkpoint_path, run, meta)
+    bar.close()
+    return TrainResult(checkpoint_path, run.history)
+
+
+def start_run(model_config: ModelConfig, train_config: TrainConfig, preprocess: PreprocessConfig, device: torch.device) -> Run:
+    """A fresh model, initialised from the seed, and its optimisers."""
+    torch.manual_seed(train_config.seed)
+    model = build_model(model_config, preprocess).to(device)
+    return Run(model, model_config, train_config, preprocess, *make_optimisers(model, train_config))
+
+
+def resume_run(checkpoint_path: Path, train_config: TrainConfig, device: torch.device) -> Run:
+    """The run saved in `checkpoint_path` with its own configs, optimiser states and history;
+    only the epoch budget comes from `train_config`."""
+    loaded = load_checkpoint(checkpoint_path, device=str(device))
+    budget = TrainConfig.from_dict({**loaded.train_config.to_dict(), "epochs": train_config.epochs})
+    optimiser, disc_optimiser = make_optimisers(loaded.model, budget)
+    if "optimiser" in loaded.state:
+        optimiser.load_state_dict(loaded.state["optimiser"])
+    if disc_optimiser is not None and "disc_optimiser" in loaded.state:
+        disc_optimiser.load_state_dict(loaded.state["disc_optimiser"])
+    run = Run(loaded.model, loaded.model_config, budget, loaded.preprocess, optimiser, disc_optimiser)
+    run.epoch, run.history = int(loaded.state.get("epoch", 0)), list(loaded.meta.get("history", []))
+    if run.epoch >= budget.epochs:
+        raise DaadError(f"{checkpoint_path} already finished {run.epoch} epoch(s): pass a larger --epochs to continue")
+    return run
+
+
+def make_optimisers(model: AnomalyModel, train_config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """Adam on the generator; for daad+ a second Adam on the discriminator (GAN betas)."""
+    optimiser = torch.optim.Adam(model.generator_parameters(), lr=train_config.lr)
+    if model.discriminator is None:
+        return optimiser, None
+    return optimiser, torch.optim.Adam(model.discriminator.parameters(), lr=train_config.discriminator_lr, betas=(0.5, 0.999))
+
+
+def load_data(data_root: Path, preprocess: PreprocessConfig, progress: bool) -> TrainData:
     train_set = load_split(data_root, "train", preprocess, progress)
     if len(train_set.images) < 2:
         raise DaadError(f"{data_root} has {len(train_set.images)} usable training image(s): at least 2 are needed")
     test_set = load_split(data_root, "test", preprocess, progress) if has_test_split(data_root) else None
     test_labels = [s.label for s in test_set.samples] if test_set else []
-    can_validate = test_set is not None and 0 < sum(test_labels) < len(test_labels)
+    if not 0 < sum(test_labels) < len(test_labels):  # AUROC needs good and defective images
+        return TrainData(train_set, None, [])
+    return TrainData(train_set, test_set, test_labels)
 
-    optimiser = torch.optim.Adam(model.generator_parameters(), lr=train_config.lr)
-    disc_optimiser = (
-        torch.optim.Adam(model.discriminator.parameters(), lr=train_config.discriminator_lr, betas=(0.5, 0.999))
-        if model.discriminator is not None
-        else None
-    )
-    if "optimiser" in state:
-        optimiser.load_state_dict(state["optimiser"])
-    if disc_optimiser is not None and "disc_optimiser" in state:
-        disc_optimiser.load_state_dict(state["disc_optimiser"])
-    start_epoch = int(state.get("epoch", 0))
-    if start_epoch >= train_config.epochs:
-        raise DaadError(
-            f"{checkpoint_path} already finished {start_epoch} epoch(s): pass a larger --epochs to continue"
-        )
 
-    steps_per_epoch = -(-len(train_set.images) // train_config.batch_size)
-    tqdm = require("tqdm", "train", "progress bars").tqdm
-    bar = tqdm(
-        total=(train_config.epochs - start_epoch) * steps_per_epoch,
-        desc=f"train {model_config.kind}",
-        unit="step",
-        file=sys.stderr,
-        disable=not progress,
-    )
-    meta_base = {"data": summarize(data_root), "skipped_images": [str(p) for p in train_set.skipped]}
-    for epoch in range(start_epoch, train_config.epochs):
-        started = time.perf_counter()
-        set_learning_rates(optimiser, disc_optimiser, train_config, epoch)
-        model.train()
-        order = torch.randperm(len(train_set.images), generator=torch.Generator().manual_seed(train_config.seed * 100003 + epoch))
-        sums: dict[str, float] = {}
-        steps = 0
-        for frames in batches(train_set.images, train_config.batch_size, device, order.numpy()):
-            if len(frames) < 2:  # BatchNorm cannot train on a single frame
-                bar.update(1)
-                continue
-            output = model(frames)
-            loss, terms = generator_loss(output, model_config)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            if disc_optimiser is not None:
-                _, real_logit = model.discriminator(output.normalised)
-                _, fake_logit = model.discriminator(output.reconstruction.detach())
-                disc_loss = discriminator_loss(real_logit, fake_logit)
-                disc_optimiser.zero_grad(set_to_none=True)
-                disc_loss.backward()
-                disc_optimiser.step()
-                terms["disc"] = disc_loss.item()
+def set_learning_rates(run: Run, epoch: int) -> None:
+    """Both optimisers' rates for `epoch` from the schedule (also right after --resume)."""
+    factor = run.train_config.lr_factor(epoch)
+    for group in run.optimiser.param_groups:
+        group["lr"] = run.train_config.lr * factor
+    for group in run.disc_optimiser.param_groups if run.disc_optimiser is not None else []:
+        group["lr"] = run.train_config.discriminator_lr * factor
+
+
+def train_step(run: Run, frames: torch.Tensor) -> dict[str, float]:
+    """One generator step (reconstruction, entropy, adversarial and alignment terms), then for
+    daad+ one discriminator step on the same batch; returns the loss terms."""
+    output = run.model(frames)
+    loss, terms = generator_loss(output, run.model_config)
+    run.optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimiser.step()
+    if run.disc_optimiser is not None:
+        _, real_logit = run.model.discriminator(output.normalised)
+        _, fake_logit = run.model.discriminator(output.reconstruction.detach())
+        disc_loss = discriminator_loss(real_logit, fake_logit)
+        run.disc_optimiser.zero_grad(set_to_none=True)
+        disc_loss.backward()
+        run.disc_optimiser.step()
+        terms["disc"] = disc_loss.item()
+    return terms
+
+
+def train_epoch(run: Run, images: np.ndarray, epoch: int, bar: Any) -> dict[str, float]:
+    """One shuffled pass over the training images; the mean of each loss term.
+
+    The order comes from its own generator seeded by (seed, epoch), so a resumed run sees the
+    batches an uninterrupted one would."""
+    config = run.train_config
+    device = next(run.model.parameters()).device
+    run.model.train()
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
+    sums: dict[str, float] = {}
+    steps = 0
+    for frames in batches(images, config.batch_size, device, order.numpy()):
+        if len(frames) >= 2:  # BatchNorm cannot train on a single frame
+            terms = train_step(run, frames)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
             steps += 1
-            bar.update(1)
             bar.set_postfix({"epoch": epoch + 1, **{k: f"{v:.4f}" for k, v in terms.items()}}, refresh=False)
+        bar.update(1)
+    return {k: v / max(steps, 1) for k, v in sums.items()}
 
-        model.eval()
-        record: dict[str, Any] = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in sums.items()}}
-        last = epoch + 1 == train_config.epochs
-        every = train_config.validate_every
-        validate = can_validate and every and ((epoch + 1) % every == 0 or last)
-        if validate or last:  # mid-run checkpoints keep the last fitted stats; --resume refits
-            model.fit_score_stats(batches(train_set.images, 32, device))
-        if validate:
-            scores, _ = score_images(model, test_set.images)
-            record["val_image_auroc"] = image_auroc(test_labels, scores)
-            bar.write(f"epoch {epoch + 1}: validation image AUROC {record['val_image_auroc']:.3f}", file=sys.stderr)
-        record["seconds"] = time.perf_counter() - started
-        history.append(record)
-        save_checkpoint(
-            checkpoint_path,
-            model,
-            model_config,
-            preprocess,
-            train_config,
-            extra={
-                "epoch": epoch + 1,
-                "optimiser": optimiser.state_dict(),
-                **({"disc_optimiser": disc_optimiser.state_dict()} if disc_optimiser is not None else {}),
-                "meta": {**meta_base, "history": history},
-            },
-        )
-    bar.close()
-    return TrainResult(checkpoint_path, history)
+
+def end_of_epoch(run: Run, data: TrainData, bar: Any) -> dict[str, float]:
+    """Refit the score's constants on the training images (when validating and at the end;
+    mid-run checkpoints keep the last fitted ones, --resume refits) and validate."""
+    run.model.eval()
+    last = run.epoch == run.train_config.epochs
+    every = run.train_config.validate_every
+    validate = data.test is not None and every and (run.epoch % every == 0 or last)
+    if validate or last:
+        run.model.fit_score_stats(batches(data.train.images, 32, next(run.model.parameters()).device))
+    if not validate:
+        return {}
+    scores, _ = score_images(run.model, data.test.images)
+    auroc = image_auroc(data.test_labels, scores)
+    bar.write(f"epoch {run.epoch}: validation image AUROC {auroc:.3f}", file=sys.stderr)
+    return {"val_image_auroc": auroc}
+
+
+def save_run(checkpoint_path: Path, run: Run, meta: dict[str, Any]) -> None:
+    """The model, configs, optimiser states, epoch and history: everything --resume needs."""
+    optimisers = {"optimiser": run.optimiser.state_dict()}
+    if run.disc_optimiser is not None:
+        optimisers["disc_optimiser"] = run.disc_optimiser.state_dict()
+    extra = {"epoch": run.epoch, **optimisers, "meta": {**meta, "history": run.history}}
+    save_checkpoint(checkpoint_path, run.model, run.model_config, run.preprocess, run.train_config, extra=extra)
+
+
+def progress_bar(run: Run, steps_per_epoch: int, progress: bool) -> Any:
+    tqdm = require("tqdm", "train", "progress bars").tqdm
+    total = (run.train_config.epochs - run.epoch) * steps_per_epoch
+    return tqdm(total=total, desc=f"train {run.model_config.kind}", unit="step", file=sys.stderr, disable=not progress)
