@@ -1,6 +1,6 @@
 """The accuracy benchmark: one command that regenerates the measured sections of docs/RESULTS.md.
 
-    python -m experiments.results --out docs/RESULTS.md            # full: 12 models x 30 epochs, hours on 2 cores
+    python -m experiments.results --out docs/RESULTS.md            # full: 12 models at the default budget, hours on 2 cores
     python -m experiments.results --quick --out /tmp/RESULTS.md    # smoke check: a few minutes
 
 It synthesises the products (`daad synth`), trains and evaluates ae / memae / daad / daad+ on
@@ -46,7 +46,7 @@ class Plan:
 
     products: tuple[str, ...]
     models: tuple[str, ...]
-    epochs: int
+    epochs: int | None  # None: the default budget in steps (TrainConfig.steps)
     image_size: int
     synth: SynthConfig
     bench_batches: tuple[int, ...]
@@ -55,7 +55,7 @@ class Plan:
     bench_repeat: int
 
 
-FULL = Plan(tuple(PRODUCTS), MODEL_KINDS, TrainConfig().epochs, 128, SynthConfig(),
+FULL = Plan(tuple(PRODUCTS), MODEL_KINDS, None, 128, SynthConfig(),
             bench_batches=(1, 8), bench_warmup_s=1.0, bench_duration_s=5.0, bench_repeat=2)
 QUICK = Plan(tuple(PRODUCTS)[:1], ("ae", DEFAULT_KIND), 1, 64,
              SynthConfig(image_size=64, train=24, test_good=6, test_defect=3),
@@ -157,14 +157,16 @@ def reproduce_section(args: argparse.Namespace, data: Path, plan: Plan, seconds:
     return "\n".join([
         f"Generated {stamp} by `python -m experiments.results{quick} --out {args.out}` in {seconds / 60:.1f} min "
         f"({'QUICK smoke run: not a result' if args.quick else 'full run'}; the full run takes hours on 2 CPU cores).",
-        f"Products {', '.join(plan.products)} at {plan.image_size}x{plan.image_size}, {plan.epochs} epochs, "
+        f"Products {', '.join(plan.products)} at {plan.image_size}x{plan.image_size}, "
+        f"{TrainConfig(epochs=plan.epochs).budget}, "
         f"models {', '.join(plan.models)}; the latency table is for the default model ({DEFAULT_KIND}).",
         "",
         "Step by step:",
         "```",
         f"daad synth --out {data} --products {','.join(plan.products)} --image-size {plan.synth.image_size} "
         f"--train {plan.synth.train} --test-good {plan.synth.test_good} --test-defect {plan.synth.test_defect}",
-        f"python -m experiments.runs table --data {data} --out {args.work}/table --epochs {plan.epochs} "
+        f"python -m experiments.runs table --data {data} --out {args.work}/table "
+        f"{'--epochs ' + str(plan.epochs) if plan.epochs else '--steps ' + str(TrainConfig.steps)} "
         f"--image-size {plan.image_size} --products {' '.join(plan.products)} --models {' '.join(plan.models)}",
         f"daad export --checkpoint {checkpoint} --out {args.work}/bundles/{DEFAULT_KIND}   # likewise each model",
         f"daad bench --bundle {args.work}/bundles/{DEFAULT_KIND} --backend onnxruntime,tensorrt,torch "
@@ -184,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="one product, ae and the default model, 1 epoch at 64 px, short bench: a few minutes")
     parser.add_argument("--products", default=None, help=f"comma-separated subset of {', '.join(PRODUCTS)}")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 30, quick: 1)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"a fixed number of epochs (default: {TrainConfig.steps} steps, quick: 1 epoch)")
     return parser
 
 

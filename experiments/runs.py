@@ -53,14 +53,16 @@ def train_and_evaluate(
     train_config: TrainConfig,
     preprocess: PreprocessConfig,
     reuse: bool = False,
+    grid: Path | None = None,
 ) -> dict[str, Any]:
     """Train one model on one product and return its test metrics and the training time.
 
     With `reuse`, a finished run in `run` whose training settings match is scored again
     instead of retrained (training is deterministic, so that is what a retrain would give).
+    With `grid`, the examples picture of `daad eval` is written there too.
     """
     from train.checkpoint import load_checkpoint
-    from train.evaluate import evaluate
+    from train.evaluate import evaluate, reconstructor, save_grid
     from train.model import build_model
     from train.torch_backend import TorchBackend
     from train.trainer import detect_channels, train
@@ -75,9 +77,9 @@ def train_and_evaluate(
         same_training = (
             {k: v for k, v in loaded.model_config.to_dict().items() if k not in SCORE_SIDE}
             == {k: v for k, v in model_config.to_dict().items() if k not in SCORE_SIDE}
-            and loaded.train_config == train_config
+            and replace(loaded.train_config, validate_every=0) == replace(train_config, validate_every=0)  # no effect on weights
             and loaded.preprocess == preprocess
-            and loaded.state.get("epoch") == train_config.epochs
+            and loaded.state.get("epoch") == loaded.state.get("budget_epochs")
         )
         if same_training:
             seconds = sum(record["seconds"] for record in history)
@@ -87,14 +89,16 @@ def train_and_evaluate(
     loaded = load_checkpoint(checkpoint)
     model = build_model(model_config, preprocess)
     model.load_state_dict(loaded.model.state_dict())
-    metrics = evaluate(TorchBackend(model), product, preprocess).metrics
+    evaluation = evaluate(TorchBackend(model), product, preprocess)
+    if grid is not None:
+        save_grid(grid, evaluation, reconstructor(model.eval()))
+    metrics = evaluation.metrics
     return {
         "product": product.name,
         "kind": model_config.kind,
-        "image_auroc": metrics["image_auroc"],
-        "pixel_auroc": metrics["pixel_auroc"],
-        "per_defect": metrics["per_defect"],
+        **{name: metrics[name] for name in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "per_defect")},
         "train_seconds": round(seconds, 1),
+        "epochs": loaded.state.get("epoch"),
         **curve_fields(run, train_config),
     }
 
@@ -354,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--data", required=True, type=Path, help="`daad synth` output (one folder per product)")
         sub.add_argument("--out", required=True, type=Path, help="results folder (JSON, runs, plot)")
         sub.add_argument("--products", nargs="*", help="only these products")
-        sub.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+        sub.add_argument("--steps", type=int, default=TrainConfig.steps, help="training budget in optimiser steps (default %(default)s)")
+        sub.add_argument("--epochs", type=int, help="a fixed number of epochs instead of --steps")
         sub.add_argument("--image-size", type=int, default=128)
         sub.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
         sub.add_argument("--seed", type=int, default=0)
@@ -390,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = read_config_file(args.config) if args.config else {}
     base = ModelConfig.from_dict(sections.get("model", {}))
     train_config = TrainConfig.from_dict(
-        {**sections.get("train", {}), "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "validate_every": args.every}
+        {**sections.get("train", {}), "steps": args.steps, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "validate_every": args.every}
     )
     size = args.image_size
     preprocess = PreprocessConfig(height=size, width=size, channels=3)

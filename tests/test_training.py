@@ -126,6 +126,24 @@ def test_resume_continues_to_the_same_weights_as_one_run(dataset, tmp_path):
         train(dataset, tmp_path / "resumed", model_config, TrainConfig(epochs=2, batch_size=4), PREPROCESS, resume=True, progress=False)
 
 
+def test_the_budget_counts_optimiser_steps_and_resume_extends_it(dataset, tmp_path):
+    # 12 training images in batches of 4 are 3 steps an epoch: 7 steps buy 3 whole epochs.
+    model_config = ModelConfig.from_dict({**MODEL, "kind": "ae"})
+    budget = {"batch_size": 4, "validate_every": 0}
+    straight = train(dataset, tmp_path / "straight", model_config, TrainConfig(steps=7, **budget), PREPROCESS, progress=False)
+    assert [r["epoch"] for r in straight.history] == [1, 2, 3]
+    train(dataset, tmp_path / "resumed", model_config, TrainConfig(steps=3, **budget), PREPROCESS, progress=False)
+    resumed = train(dataset, tmp_path / "resumed", model_config, TrainConfig(steps=7, **budget), PREPROCESS, resume=True, progress=False)
+    a, b = load_checkpoint(straight.checkpoint).model, load_checkpoint(resumed.checkpoint).model
+    for name, tensor in a.state_dict().items():
+        assert torch.allclose(tensor, b.state_dict()[name], atol=1e-6), name
+    with pytest.raises(DaadError, match="whole budget of 7 steps: pass a larger --epochs or --steps"):
+        train(dataset, tmp_path / "resumed", model_config, TrainConfig(steps=7, **budget), PREPROCESS, resume=True, progress=False)
+    # A small and a large set train about as many steps; a fixed epoch count overrides.
+    assert TrainConfig(steps=1500).epochs_for(50) == 375 and TrainConfig(steps=1500).epochs_for(5000) == 5
+    assert TrainConfig(steps=1500, epochs=20).epochs_for(5000) == 20 and TrainConfig(epochs=20).budget == "20 epochs"
+
+
 def test_cosine_schedule_decays_both_rates_and_resumes_like_one_run(dataset, tmp_path):
     model_config = ModelConfig.from_dict({**MODEL, "kind": "daad+"})
     cosine = {"batch_size": 4, "lr": 4e-3, "discriminator_lr": 2e-4, "lr_schedule": "cosine"}

@@ -20,6 +20,7 @@ MODEL_KINDS = ("ae", "memae", "daad", "daad+")
 SCALES = ("skip1", "skip2", "skip3", "bottleneck")  # 1/2, 1/4, 1/8, 1/16 of the input
 MAP_NORMALISATIONS = ("none", "pixel")
 LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_STEPS = 1500  # optimiser steps of 16 images: chosen in docs/RESULTS.md, "Training budget"
 
 
 class ConfigError(DaadError):
@@ -137,9 +138,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation: Adam on the generator (and the discriminator for daad+)."""
+    """The optimisation: Adam on the generator (and the discriminator for daad+).
 
-    epochs: int = 20
+    The budget is counted in optimiser steps, so a set of 50 images and one of 5000 both train
+    about as far (docs/RESULTS.md, "Training budget"); it is rounded up to whole epochs, the unit
+    of checkpoints and validation. `epochs` set instead fixes the epoch count, as before.
+    """
+
+    steps: int = DEFAULT_STEPS
+    epochs: int | None = None  # a fixed number of epochs instead of `steps`
     batch_size: int = 16
     lr: float = 2e-3
     discriminator_lr: float = 2e-4
@@ -148,21 +155,35 @@ class TrainConfig:
     validate_every: int = 1  # epochs between validation AUROCs (0: never)
     # "constant", or "cosine": lr * (1 + cos(pi * epoch / epochs)) / 2 per epoch for both
     # optimisers, a function of the epoch alone, so --resume needs no scheduler state (but a
-    # resumed run with more --epochs follows the longer schedule from where it is).
+    # resumed run with a larger budget follows the longer schedule from where it is).
     lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError(f"epochs, batch_size and lr must be positive, got {self}")
+        if self.steps < 1 or (self.epochs is not None and self.epochs < 1) or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(f"steps, epochs, batch_size and lr must be positive, got {self}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
 
-    def lr_factor(self, epoch: int) -> float:
-        """Multiplier of both learning rates during `epoch` (0-based)."""
+    def steps_per_epoch(self, images: int) -> int:
+        return -(-images // self.batch_size)
+
+    def epochs_for(self, images: int) -> int:
+        """Whole epochs the budget buys on `images` training images."""
+        if self.epochs is not None:
+            return self.epochs
+        return -(-self.steps // self.steps_per_epoch(images))
+
+    @property
+    def budget(self) -> str:
+        """The budget in words, for tables and messages: "1500 steps" or "20 epochs"."""
+        return f"{self.steps} steps" if self.epochs is None else f"{self.epochs} epochs"
+
+    def lr_factor(self, epoch: int, epochs: int) -> float:
+        """Multiplier of both learning rates during `epoch` (0-based) of `epochs`."""
         if self.lr_schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+            return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
         return 1.0
 
     def to_dict(self) -> dict[str, Any]:

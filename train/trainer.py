@@ -1,8 +1,8 @@
 """The training loop: good images in, RUN/checkpoint.pt out, one epoch at a time.
 
-Read top to bottom: load data, build (or resume) the model and optimisers, then per epoch a
-shuffled pass of generator steps (and discriminator steps for daad+), standardise the score
-terms, validate, checkpoint. Same seed, same numbers on the CPU: the model is initialised
+Read top to bottom: build (or resume) the model and optimisers, load data, turn the budget of
+optimiser steps into whole epochs, then per epoch a shuffled pass of generator steps (and
+discriminator steps for daad+), standardise the score terms, validate, checkpoint. Same seed, same numbers on the CPU: the model is initialised
 from `seed` and each epoch shuffles with its own generator seeded from (seed, epoch), so a
 resumed run sees the same batches as an uninterrupted one.
 """
@@ -91,6 +91,7 @@ class Run:
     optimiser: torch.optim.Optimizer
     disc_optimiser: torch.optim.Optimizer | None  # daad+ only
     epoch: int = 0  # epochs finished
+    epochs: int = 0  # the budget in whole epochs, once the training set's size is known
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -114,8 +115,9 @@ def train(
 ) -> TrainResult:
     """Train on `data_root`'s good training images; write `out_dir`/checkpoint.pt every epoch.
 
-    With `resume`, the configs come from the existing checkpoint (only `train_config.epochs`
-    may grow) and training continues after its last finished epoch.
+    The budget is `train_config.steps` rounded up to whole epochs (or `train_config.epochs`).
+    With `resume`, the configs come from the existing checkpoint (only the budget may grow)
+    and training continues after its last finished epoch.
     """
     data_root, checkpoint_path = Path(data_root), Path(out_dir) / CHECKPOINT_FILE
     device = resolve_device(train_config.device)
@@ -124,10 +126,16 @@ def train(
     else:
         run = start_run(model_config, train_config, preprocess, device)
     data = load_data(data_root, run.preprocess, progress)
+    run.epochs = run.train_config.epochs_for(len(data.train.images))
+    if run.epoch >= run.epochs:
+        raise DaadError(
+            f"{checkpoint_path} already finished {run.epoch} epoch(s), its whole budget of "
+            f"{run.train_config.budget}: pass a larger --epochs or --steps to continue"
+        )
     meta = {"data": summarize(data_root), "skipped_images": [str(p) for p in data.train.skipped]}
 
-    bar = progress_bar(run, -(-len(data.train.images) // run.train_config.batch_size), progress)
-    for epoch in range(run.epoch, run.train_config.epochs):
+    bar = progress_bar(run, run.train_config.steps_per_epoch(len(data.train.images)), progress)
+    for epoch in range(run.epoch, run.epochs):
         started = time.perf_counter()
         set_learning_rates(run, epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, **train_epoch(run, data.train.images, epoch, bar)}
@@ -149,9 +157,11 @@ def start_run(model_config: ModelConfig, train_config: TrainConfig, preprocess: 
 
 def resume_run(checkpoint_path: Path, train_config: TrainConfig, device: torch.device) -> Run:
     """The run saved in `checkpoint_path` with its own configs, optimiser states and history;
-    only the epoch budget comes from `train_config`."""
+    only the budget (steps or epochs) comes from `train_config`."""
     loaded = load_checkpoint(checkpoint_path, device=str(device))
-    budget = TrainConfig.from_dict({**loaded.train_config.to_dict(), "epochs": train_config.epochs})
+    budget = TrainConfig.from_dict(
+        {**loaded.train_config.to_dict(), "steps": train_config.steps, "epochs": train_config.epochs}
+    )
     optimiser, disc_optimiser = make_optimisers(loaded.model, budget)
     if "optimiser" in loaded.state:
         optimiser.load_state_dict(loaded.state["optimiser"])
@@ -159,8 +169,6 @@ def resume_run(checkpoint_path: Path, train_config: TrainConfig, device: torch.d
         disc_optimiser.load_state_dict(loaded.state["disc_optimiser"])
     run = Run(loaded.model, loaded.model_config, budget, loaded.preprocess, optimiser, disc_optimiser)
     run.epoch, run.history = int(loaded.state.get("epoch", 0)), list(loaded.meta.get("history", []))
-    if run.epoch >= budget.epochs:
-        raise DaadError(f"{checkpoint_path} already finished {run.epoch} epoch(s): pass a larger --epochs to continue")
     return run
 
 
@@ -185,7 +193,7 @@ def load_data(data_root: Path, preprocess: PreprocessConfig, progress: bool) -> 
 
 def set_learning_rates(run: Run, epoch: int) -> None:
     """Both optimisers' rates for `epoch` from the schedule (also right after --resume)."""
-    factor = run.train_config.lr_factor(epoch)
+    factor = run.train_config.lr_factor(epoch, run.epochs)
     for group in run.optimiser.param_groups:
         group["lr"] = run.train_config.lr * factor
     for group in run.disc_optimiser.param_groups if run.disc_optimiser is not None else []:
@@ -237,7 +245,7 @@ def end_of_epoch(run: Run, data: TrainData, bar: Any) -> dict[str, float]:
     """Refit the score's constants on the training images (when validating and at the end;
     mid-run checkpoints keep the last fitted ones, --resume refits) and validate."""
     run.model.eval()
-    last = run.epoch == run.train_config.epochs
+    last = run.epoch == run.epochs
     every = run.train_config.validate_every
     validate = data.test is not None and every and (run.epoch % every == 0 or last)
     if validate or last:
@@ -255,11 +263,11 @@ def save_run(checkpoint_path: Path, run: Run, meta: dict[str, Any]) -> None:
     optimisers = {"optimiser": run.optimiser.state_dict()}
     if run.disc_optimiser is not None:
         optimisers["disc_optimiser"] = run.disc_optimiser.state_dict()
-    extra = {"epoch": run.epoch, **optimisers, "meta": {**meta, "history": run.history}}
+    extra = {"epoch": run.epoch, "budget_epochs": run.epochs, **optimisers, "meta": {**meta, "history": run.history}}
     save_checkpoint(checkpoint_path, run.model, run.model_config, run.preprocess, run.train_config, extra=extra)
 
 
 def progress_bar(run: Run, steps_per_epoch: int, progress: bool) -> Any:
     tqdm = require("tqdm", "train", "progress bars").tqdm
-    total = (run.train_config.epochs - run.epoch) * steps_per_epoch
+    total = (run.epochs - run.epoch) * steps_per_epoch
     return tqdm(total=total, desc=f"train {run.model_config.kind}", unit="step", file=sys.stderr, disable=not progress)
