@@ -42,6 +42,7 @@ def data_sets(roots: list[Path], names: list[str] | None) -> list[Path]:
 def cost(checkpoint: Path, bundle: Path, data: Path, bench_seconds: float) -> dict[str, float]:
     """GFLOPs per image and ONNX Runtime latency (median ms, 1 thread, batch 1) of the exported model."""
     from export.export_cli import export_checkpoint
+    from runtime.backends.options import BackendOptions
     from runtime.bench.cli import make_opener
     from runtime.bench.environment import collect_environment
     from runtime.bench.runner import BenchConfig, run_bench
@@ -50,7 +51,7 @@ def cost(checkpoint: Path, bundle: Path, data: Path, bench_seconds: float) -> di
     exported = export_checkpoint(checkpoint, bundle, eval_data=data, parity_limit=32)
     opened = open_bundle(exported.root)
     config = BenchConfig(batches=(1,), warmup_s=bench_seconds / 5, duration_s=bench_seconds)
-    report = run_bench(opened, config, make_opener(opened, 1, None), collect_environment())
+    report = run_bench(opened, config, make_opener(opened, BackendOptions(backend="onnxruntime", threads=1), None), collect_environment())
     latency = report.cases[0].median_ms("inference")
     return {"gflops": exported.metadata.model_stats["flops_per_image"] / 1e9, "latency_ms": latency}
 
