@@ -77,9 +77,9 @@ def train_and_evaluate(
         same_training = (
             {k: v for k, v in loaded.model_config.to_dict().items() if k not in SCORE_SIDE}
             == {k: v for k, v in model_config.to_dict().items() if k not in SCORE_SIDE}
-            and replace(loaded.train_config, validate_every=0) == replace(train_config, validate_every=0)  # no effect on weights
+            and _weights_settings(loaded.train_config) == _weights_settings(train_config)
             and loaded.preprocess == preprocess
-            and loaded.state.get("epoch") == loaded.state.get("budget_epochs")
+            and loaded.state.get("epoch") == loaded.state.get("budget_epochs", loaded.train_config.epochs)
         )
         if same_training:
             seconds = sum(record["seconds"] for record in history)
@@ -101,6 +101,16 @@ def train_and_evaluate(
         "epochs": loaded.state.get("epoch"),
         **curve_fields(run, train_config),
     }
+
+
+def _weights_settings(train_config: TrainConfig) -> dict[str, Any]:
+    """The settings that change the trained weights: not validation, nor a step budget that a
+    fixed epoch count overrides."""
+    settings = train_config.to_dict()
+    settings.pop("validate_every")
+    if train_config.epochs is not None:
+        settings.pop("steps")
+    return settings
 
 
 def curve_fields(run: Path, train_config: TrainConfig) -> dict[str, Any]:

@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="run folder; RUN/checkpoint.pt is written there")
     parser.add_argument("--steps", type=int, help=f"training budget in optimiser steps, rounded up to whole epochs (default {TrainConfig.steps})")
     parser.add_argument("--epochs", type=int, help="a fixed number of epochs instead of --steps")
+    parser.add_argument("--validate-every", type=int, help="epochs between validation AUROCs on the test split, 0: never "
+                        f"(default {TrainConfig.validate_every}; it chooses nothing, and refitting the score costs time)")
     parser.add_argument("--image-size", type=int, default=None, help="square input size, a multiple of 16 (default 128)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="3: BGR, 1: grey (default: as the training images are stored)")
     parser.add_argument("--batch-size", type=int, help=f"images per step (default {TrainConfig.batch_size})")
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="random seed; same seed, same result on the CPU (default 0)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default cpu)")
     parser.add_argument("--config", type=Path, help="JSON/YAML file with 'model' and 'train' sections; flags win over it")
-    parser.add_argument("--resume", action="store_true", help="continue RUN/checkpoint.pt (its configs; --steps or --epochs may grow)")
+    parser.add_argument("--resume", action="store_true", help="continue RUN/checkpoint.pt (its configs; --steps or --epochs may grow, --validate-every may change)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         steps=args.steps,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        validate_every=args.validate_every,
         lr=args.lr,
         seed=args.seed,
         device=args.device,

@@ -116,8 +116,8 @@ def train(
     """Train on `data_root`'s good training images; write `out_dir`/checkpoint.pt every epoch.
 
     The budget is `train_config.steps` rounded up to whole epochs (or `train_config.epochs`).
-    With `resume`, the configs come from the existing checkpoint (only the budget may grow)
-    and training continues after its last finished epoch.
+    With `resume`, the configs come from the existing checkpoint (only the budget may grow, and
+    the validation interval change) and training continues after its last finished epoch.
     """
     data_root, checkpoint_path = Path(data_root), Path(out_dir) / CHECKPOINT_FILE
     device = resolve_device(train_config.device)
@@ -157,11 +157,12 @@ def start_run(model_config: ModelConfig, train_config: TrainConfig, preprocess: 
 
 def resume_run(checkpoint_path: Path, train_config: TrainConfig, device: torch.device) -> Run:
     """The run saved in `checkpoint_path` with its own configs, optimiser states and history;
-    only the budget (steps or epochs) comes from `train_config`."""
+    only the budget (steps or epochs) and the validation interval come from `train_config`."""
     loaded = load_checkpoint(checkpoint_path, device=str(device))
-    budget = TrainConfig.from_dict(
-        {**loaded.train_config.to_dict(), "steps": train_config.steps, "epochs": train_config.epochs}
-    )
+    budget = TrainConfig.from_dict({
+        **loaded.train_config.to_dict(),
+        "steps": train_config.steps, "epochs": train_config.epochs, "validate_every": train_config.validate_every,
+    })  # fmt: skip
     optimiser, disc_optimiser = make_optimisers(loaded.model, budget)
     if "optimiser" in loaded.state:
         optimiser.load_state_dict(loaded.state["optimiser"])
