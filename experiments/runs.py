@@ -273,13 +273,13 @@ def curve_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot(purpose: str) -> Any:
+def load_pyplot(purpose: str) -> Any:
     matplotlib = require("matplotlib", "train", purpose)
     matplotlib.use("Agg")
     return require("matplotlib.pyplot", "train", purpose)
 
 
-def _finish(plt: Any, figure: Any, axis: Any, path: Path) -> Path:
+def finish_plot(plt: Any, figure: Any, axis: Any, path: Path) -> Path:
     """Grid, legend, tight layout; the PNG written atomically; the figure closed."""
     import io
 
@@ -294,7 +294,7 @@ def _finish(plt: Any, figure: Any, axis: Any, path: Path) -> Path:
 
 def plot_curve(rows: list[dict[str, Any]], path: Path) -> Path:
     """Mean image AUROC against epochs per model (thick), each product thin behind it."""
-    plt = _pyplot("the learning-curve plot")
+    plt = load_pyplot("the learning-curve plot")
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
     colours = {}
     for kind, points in mean_curves(rows).items():
@@ -305,7 +305,7 @@ def plot_curve(rows: list[dict[str, Any]], path: Path) -> Path:
     axis.set_xlabel("epochs")
     axis.set_ylabel("image AUROC (thin: one product)")
     axis.set_title("validation image AUROC during training", fontsize=10)
-    return _finish(plt, figure, axis, path)
+    return finish_plot(plt, figure, axis, path)
 
 
 def _has_plateau(rows: list[dict[str, Any]]) -> bool:
@@ -338,7 +338,7 @@ def granularity_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_granularity(rows: list[dict[str, Any]], path: Path, budget: int) -> Path:
-    plt = _pyplot("the granularity plot")
+    plt = load_pyplot("the granularity plot")
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
     for name in dict.fromkeys(row["product"] for row in rows):
         chosen = sorted((row for row in rows if row["product"] == name), key=lambda row: row["block"])
@@ -347,7 +347,7 @@ def plot_granularity(rows: list[dict[str, Any]], path: Path, budget: int) -> Pat
     axis.set_xlabel("block side in input pixels (all four memories)")
     axis.set_ylabel("image AUROC" + (" (plateau)" if _has_plateau(rows) else ""))
     axis.set_title(f"granularity at a fixed memory budget (N x D = {budget})", fontsize=10)
-    return _finish(plt, figure, axis, path)
+    return finish_plot(plt, figure, axis, path)
 
 
 def _row_text(row: dict[str, Any]) -> str:

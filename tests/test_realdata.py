@@ -11,7 +11,11 @@ import cv2
 import pytest
 import torch
 
+from experiments.front import front
+from experiments.front import main as front_main
 from experiments.realdata import main
+from experiments.realdata import main as realdata
+from runtime.errors import DataError
 from train.synth import SynthConfig, write_product
 
 torch.set_num_threads(1)
@@ -65,3 +69,29 @@ def test_every_kind_and_seed_gives_mean_and_spread_cost_and_a_grid(two_products,
     for name in ("cap-ae", "cap-daad+", "pcb-ae", "pcb-daad+"):
         assert cv2.imread(str(tmp_path / "grids" / f"{name}.png")) is not None
 
+
+
+def test_the_front_keeps_what_no_cheaper_configuration_beats(two_products, tmp_path):
+    points = [
+        {"gflops": 1.0, "image_auroc": 0.70},
+        {"gflops": 2.0, "image_auroc": 0.65},  # dearer and worse: off the front
+        {"gflops": 2.0, "image_auroc": 0.80},
+        {"gflops": 4.0, "image_auroc": None},  # not measured
+        {"gflops": 8.0, "image_auroc": 0.90},
+    ]
+    assert [p["image_auroc"] for p in front(points, "image_auroc")] == [0.70, 0.80, 0.90]
+
+
+def test_front_reads_the_summaries_of_realdata_runs(two_products, tmp_path):
+    root, config = two_products
+    out = tmp_path / "tiny-ae"
+    assert realdata([
+        "--data", str(root / "cap"), "--out", str(out), "--image-size", "32", "--batch-size", "4", "--config", str(config),
+        "--steps", "2", "--bench-seconds", "0.05", "--models", "ae", "--seeds", "0",
+    ]) == 0  # fmt: skip
+    assert front_main([str(out), "--out", str(tmp_path / "front.png")]) == 0
+    assert cv2.imread(str(tmp_path / "front.png")) is not None
+    table = (tmp_path / "front.md").read_text()
+    assert "| tiny-ae | cap | ae |" in table and table.count("yes") == 2  # cap and its synthetic mean
+    with pytest.raises(DataError, match="summary.json does not exist"):
+        front_main([str(tmp_path / "nothing"), "--out", str(tmp_path / "f.png")])
