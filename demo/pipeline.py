@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from runtime.atomic import check_output_folder
 from runtime.dataset import find_samples
 from runtime.errors import DaadError
 from runtime.images import read_image
@@ -100,6 +101,10 @@ def run_demo(config: DemoConfig) -> None:
     from runtime.bench import cli as bench_cli
     from runtime.line import run_cli
     from train import eval_cli, synth_cli, train_cli
+    from train.config import check_image_size
+
+    check_image_size(config.image_size, config.image_size)  # before three data sets are written, not after
+    check_output_folder(config.out)
 
     out = config.out
     size = str(config.image_size)

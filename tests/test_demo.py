@@ -8,6 +8,7 @@ import cv2
 import pytest
 
 from demo.pipeline import report_line, write_line_video
+from runtime.cli import main as daad
 from train import synth_cli
 
 
@@ -38,3 +39,10 @@ def test_report_line_counts_caught_and_rejected(tmp_path, capsys) -> None:
     report_line(events, truth)
     out = capsys.readouterr().out
     assert "caught 1/2 defective" in out and "1/3 good parts rejected" in out and "1 faults" in out
+
+
+def test_a_bad_image_size_stops_the_demo_before_it_writes_anything(tmp_path, capsys) -> None:
+    assert daad(["demo", "--out", str(tmp_path / "demo"), "--image-size", "50"]) == 2
+    err = capsys.readouterr().err
+    assert "image size 50x50 must be a multiple of 16" in err and "Traceback" not in err
+    assert not (tmp_path / "demo").exists()

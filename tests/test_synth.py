@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from runtime.cli import main as daad
 from runtime.dataset import find_samples, load_images, load_masks, summarize
 from runtime.errors import DataError
 from runtime.preprocess import PreprocessConfig
@@ -125,3 +130,65 @@ def test_overwrite_never_deletes_a_folder_synth_did_not_write(tmp_path: Path) ->
     with pytest.raises(DataError, match="not written by"):
         main(["--out", str(tmp_path), "--products", "cap", "--overwrite", "--image-size", "32"])
     assert (tmp_path / "cap" / "precious.png").exists()
+
+
+SMALL_ARGS = ["--products", "cap", "--image-size", "32", "--test-good", "1", "--test-defect", "1"]
+
+
+def test_overwrite_deletes_only_what_the_manifest_lists_and_refuses_otherwise(tmp_path: Path) -> None:
+    cap = tmp_path / "cap"
+    cap.mkdir()
+    (cap / "synth.json").write_text("{}")  # not a manifest: nothing of the folder may go
+    (cap / "precious.png").write_bytes(b"user data")
+    with pytest.raises(DataError, match="not written by `daad synth`.*nothing was deleted"):
+        main(["--out", str(tmp_path), *SMALL_ARGS, "--train", "3", "--overwrite"])
+    assert (cap / "precious.png").read_bytes() == b"user data" and (cap / "synth.json").read_text() == "{}"
+
+    (cap / "precious.png").unlink()
+    (cap / "synth.json").unlink()
+    assert main(["--out", str(tmp_path), *SMALL_ARGS, "--train", "3"]) == 0
+    written = sorted(path for path in cap.rglob("*") if path.is_file())
+    assert json.loads((cap / "synth.json").read_text())["complete"] is True
+    (cap / "train" / "good" / "mine.png").write_bytes(b"user data")  # the user adds a file
+    with pytest.raises(DataError, match=r"holds 1 file\(s\) `daad synth` did not write \(train/good/mine.png\)"):
+        main(["--out", str(tmp_path), *SMALL_ARGS, "--train", "2", "--overwrite"])
+    assert sorted(path for path in cap.rglob("*") if path.is_file() and path.name != "mine.png") == written
+
+    (cap / "train" / "good" / "mine.png").unlink()
+    assert main(["--out", str(tmp_path), *SMALL_ARGS, "--train", "2", "--overwrite"]) == 0
+    assert sorted(path.name for path in (cap / "train" / "good").iterdir()) == ["000.png", "001.png"]
+
+
+def test_a_killed_synth_can_be_overwritten(tmp_path: Path) -> None:
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_TWO_IMAGES, str(tmp_path)], cwd=Path(__file__).resolve().parents[1]
+    )
+    assert killed.returncode == -signal.SIGKILL
+    manifest = json.loads((tmp_path / "cap" / "synth.json").read_text())
+    assert manifest["complete"] is False and len(list((tmp_path / "cap").rglob("*.png"))) == 2
+    with pytest.raises(DataError, match="--overwrite"):
+        main(["--out", str(tmp_path), *SMALL_ARGS, "--train", "2"])
+    assert main(["--out", str(tmp_path), *SMALL_ARGS, "--train", "2", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "cap" / "synth.json").read_text())["complete"] is True
+
+
+KILLED_AFTER_TWO_IMAGES = """
+import os, signal, sys
+import train.synth as synth
+write, calls = synth._write_png, []
+def write_then_die(path, image):
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    calls.append(path)
+    write(path, image)
+synth._write_png = write_then_die
+synth.write_product(synth.Path(sys.argv[1]), "cap", synth.SynthConfig(image_size=32, train=4, test_good=1, test_defect=1))
+"""
+
+
+def test_an_unwritable_out_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("")
+    assert daad(["synth", "--out", str(tmp_path / "a-file" / "data"), *SMALL_ARGS, "--train", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'a-file' / 'data'}" in err and "is a file, not a folder" in err
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -27,6 +27,14 @@ class ConfigError(DaadError):
     """A configuration file or value that cannot build a model."""
 
 
+def check_image_size(height: int, width: int) -> None:
+    """The network halves its input four times, so each side must be a multiple of 16."""
+    if height % 16 or width % 16:
+        raise ConfigError(
+            f"image size {height}x{width} must be a multiple of 16 (four 2x downsamplings), e.g. 128"
+        )
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
     """One block-wise memory: blocks of block_h x block_w x block_c, a bank of `slots` rows.

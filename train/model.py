@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from runtime.preprocess import PreprocessConfig
-from train.config import SCALES, ConfigError, ModelConfig
+from train.config import SCALES, ModelConfig, check_image_size
 from train.discriminator import Discriminator, feature_distance
 from train.memory import BlockMemory, entropy
 
@@ -85,11 +85,7 @@ class AnomalyModel(nn.Module):
 
     def __init__(self, config: ModelConfig, preprocess: PreprocessConfig) -> None:
         super().__init__()
-        if preprocess.height % 16 or preprocess.width % 16:
-            raise ConfigError(
-                f"image size {preprocess.height}x{preprocess.width} must be a multiple of 16 "
-                "(four 2x downsamplings)"
-            )
+        check_image_size(preprocess.height, preprocess.width)
         self.config = config
         self.preprocess = preprocess
         channels, widths = preprocess.channels, config.widths

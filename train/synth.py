@@ -9,7 +9,8 @@ defect, index), so the same seed writes the same bytes, whatever the other count
 
 from __future__ import annotations
 
-import shutil
+import json
+import os
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,13 +18,16 @@ from typing import Iterator
 
 import numpy as np
 
-from runtime.atomic import atomic_write_bytes, atomic_write_json
+from runtime.atomic import atomic_write_bytes, atomic_write_json, writing
 from runtime.errors import DataError
 from runtime.optional import cv2, require
 from train.synth_defects import DEFECTS
 from train.synth_products import PRODUCTS, Product
 
-MARKER = "synth.json"  # written last: the folder is complete, and `--overwrite` may replace it
+# The manifest: the settings and every file synth writes, written first (complete: false) and
+# again last (complete: true). `--overwrite` deletes exactly these files, so a folder that holds
+# anything else, or whose synth.json lists no files, is never emptied.
+MARKER = "synth.json"
 
 
 @dataclass(frozen=True)
@@ -110,12 +114,23 @@ def _plan(config: SynthConfig) -> Iterator[tuple[str, str, int]]:
         yield from (("test", defect, i) for i in range(config.test_defect))
 
 
+def _files(config: SynthConfig) -> list[str]:
+    """Every image and mask of one product, relative to its folder, in the order they are written."""
+    files = []
+    for split, defect, index in _plan(config):
+        files.append(f"{split}/{defect}/{index:03d}.png")
+        if defect != "good":
+            files.append(f"ground_truth/{defect}/{index:03d}_mask.png")
+    return files
+
+
 def _write_png(path: Path, image: np.ndarray) -> None:
     ok, data = cv2().imencode(".png", image)
     if not ok:
         raise DataError(f"could not encode {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.tobytes())
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.tobytes())
 
 
 def check_products(names: list[str]) -> list[str]:
@@ -130,6 +145,8 @@ def write_product(out: Path, product: str, config: SynthConfig, overwrite: bool 
     check_products([product])
     folder = Path(out) / product
     _make_room(folder, overwrite)
+    manifest = {"product": product, **asdict(config), "files": _files(config)}
+    atomic_write_json(folder / MARKER, {**manifest, "complete": False})
     renderer = Renderer(PRODUCTS[product], config.image_size, config.severity)
     plan = list(_plan(config))
     if progress:
@@ -140,19 +157,64 @@ def write_product(out: Path, product: str, config: SynthConfig, overwrite: bool 
         _write_png(folder / split / defect / f"{index:03d}.png", image)
         if mask is not None:
             _write_png(folder / "ground_truth" / defect / f"{index:03d}_mask.png", mask.astype(np.uint8) * 255)
-    atomic_write_json(folder / MARKER, {"product": product, **asdict(config)})
+    atomic_write_json(folder / MARKER, {**manifest, "complete": True})
     return folder
 
 
 def _make_room(folder: Path, overwrite: bool) -> None:
-    """Never mix two runs in one folder, and never delete a folder synth did not write."""
-    if not folder.exists() or not any(folder.iterdir()):
+    """Never mix two runs in one folder, and never delete a file synth did not write.
+
+    With `overwrite`, the files an earlier `daad synth` listed in synth.json are deleted, and the
+    folders they leave empty; anything else in the folder stops it before anything is deleted.
+    """
+    present = _files_under(folder)
+    if not present:
         return
     if not overwrite:
         raise DataError(f"{folder} already exists and is not empty: pass --overwrite to replace it, or another --out")
-    if not (folder / MARKER).is_file():
-        raise DataError(f"{folder} was not written by `daad synth` (no {MARKER}): refusing to delete it; choose another --out")
-    shutil.rmtree(folder)
+    listed = _listed_files(folder)
+    foreign = sorted(str(path.relative_to(folder)) for path in present if path not in listed)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise DataError(
+            f"{folder} holds {len(foreign)} file(s) `daad synth` did not write ({shown}): nothing was deleted; "
+            "move them out or choose another --out"
+        )
+    with writing(folder):
+        for path in present:
+            path.unlink()
+        for dirpath, _, _ in sorted(os.walk(folder), key=lambda entry: -len(Path(entry[0]).parts)):
+            if not any(Path(dirpath).iterdir()):
+                Path(dirpath).rmdir()
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every non-folder entry under `folder` (symlinks included, never followed)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        base = Path(dirpath)
+        found += [base / name for name in filenames]
+        found += [base / name for name in dirnames if (base / name).is_symlink()]
+    return found
+
+
+def _listed_files(folder: Path) -> set[Path]:
+    """The files synth.json says synth wrote (and synth.json), or a refusal when it is no manifest."""
+    marker = folder / MARKER
+    try:
+        manifest = json.loads(marker.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if manifest["product"] != folder.name or not isinstance(files, list):
+            raise ValueError("another product's manifest")
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise DataError(
+            f"{folder} was not written by `daad synth` ({marker} is missing or lists no files it wrote): "
+            "nothing was deleted; delete the folder yourself or choose another --out"
+        ) from exc
+    listed = {folder / str(name) for name in files}
+    return {path for path in listed if not path.is_symlink()} | {marker}
 
 
 def example_grid(image_size: int = 128, seed: int = 0) -> np.ndarray:

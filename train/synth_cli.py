@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runtime.atomic import check_output_folder
 from runtime.dataset import format_summary, summarize
 from train.synth import SynthConfig, check_products, write_product
 from train.synth_defects import DEFECTS
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         config = SynthConfig(args.image_size, args.seed, args.train, args.test_good, args.test_defect, args.severity)
     except ValueError as exc:
         build_parser().error(str(exc))
+    check_output_folder(args.out)
     folders = [write_product(args.out, product, config, args.overwrite, progress=True) for product in products]
     for folder in folders:
         print(format_summary(summarize(folder)))
