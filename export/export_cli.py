@@ -11,8 +11,10 @@ import numpy as np
 
 from export.bundle_export import ExportResult, ParityImages, export_bundle
 from export.onnx_export import DEFAULT_OPSET
+from runtime.atomic import check_output_folder
 from runtime.dataset import find_samples, has_test_split, load_images
 from runtime.errors import DaadError
+from runtime.paths import check_outputs
 from runtime.preprocess import PreprocessConfig
 from train.checkpoint import load_checkpoint
 
@@ -84,6 +86,8 @@ def export_checkpoint(
     """Load a checkpoint and export it; parity runs on its data set when one is found."""
     if not Path(checkpoint).is_file():
         raise DaadError(f"checkpoint {checkpoint} does not exist: train one with `daad train`, or fix the path")
+    check_outputs(inputs={"--checkpoint": checkpoint, "--eval-data": eval_data}, outputs={"--out": out})
+    check_output_folder(out)  # now, not after the parity check
     loaded = load_checkpoint(checkpoint, device="cpu")
     root = eval_data or _data_root(loaded.meta)
     images = _parity_images(root, loaded.preprocess, parity_limit) if root is not None else None

@@ -58,15 +58,20 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
 
 
 def check_output_folder(folder: str | os.PathLike) -> Path:
-    """Create `folder` if needed and prove a file can be made in it, before any long work starts.
+    """Prove that `folder` can be created or written, before any long work starts; create nothing.
 
-    A full disk cannot be seen this way (an empty probe fits); that surfaces at the write itself,
-    as an OutputError too.
+    The probe is a temp file in `folder` or, when it does not exist yet, in the nearest folder
+    above it that does. A full disk cannot be seen this way (an empty probe fits); that surfaces
+    at the write itself, as an OutputError too.
     """
     folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise output_error(folder, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
     with writing(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".daad-probe.", suffix=TEMP_SUFFIX, dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".daad-probe.", suffix=TEMP_SUFFIX, dir=existing)
         os.close(fd)
         os.unlink(probe)
     return folder

@@ -26,3 +26,35 @@ def tiny_bundle(tmp_path):
     from tiny_bundle import write_tiny_bundle
 
     return write_tiny_bundle(tmp_path / "bundle")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs at tmp_path/disk (needs root and mount; skips otherwise).
+
+    `small_disk.fill(leave)` fills it until about `leave` bytes are free, to meet a full disk.
+    """
+    import subprocess
+    from pathlib import Path
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+
+    class Disk(type(mount)):
+        def fill(self, leave: int = 0) -> None:
+            import shutil
+
+            free = shutil.disk_usage(self).free - leave
+            with open(self / ".filler", "wb") as handle:
+                try:
+                    handle.write(b"\0" * max(0, free))
+                    handle.flush()
+                except OSError:
+                    pass
+
+    try:
+        yield Disk(mount)
+    finally:
+        subprocess.run(["umount", str(Path(mount))], check=False)

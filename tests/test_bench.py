@@ -15,6 +15,7 @@ import pytest
 
 from runtime.backends.options import BackendOptions
 from runtime.bench import cli as bench_cli
+from runtime.cli import main as daad
 from runtime.backends.base import InferenceResult
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bench.runner import STAGES, BenchConfig, CaseResult, StageStats, measure_fixed, repeatability, run_bench, speedups
@@ -289,13 +290,26 @@ def test_each_batch_opens_a_backend_that_fits_it_and_a_failing_case_is_a_skipped
     assert cases[("stuck", 4)].status == "skipped"  # and the run went on to the end
 
 
-def test_a_json_report_that_cannot_be_written_is_printed_before_the_one_line_error(tiny_bundle, tmp_path, capsys) -> None:
-    (tmp_path / "a-file").write_text("not a folder")
+def test_an_unwritable_json_is_refused_before_measuring(tiny_bundle, tmp_path, capsys) -> None:
+    (tmp_path / "a-file").write_text("")
     bad = tmp_path / "a-file" / "bench.json"
-    argv = ["bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--iterations", "3", *QUICK,
-            "--json", str(bad)]
-    assert daad(argv) == 2
+    assert daad(["bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", *QUICK, "--json", str(bad)]) == 2
     captured = capsys.readouterr()
-    printed = json.loads(captured.out[captured.out.index("\n{") + 1:])
+    assert captured.out == "" and f"cannot write {bad.parent}" in captured.err and "not a folder" in captured.err
+    assert daad(["bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", *QUICK,
+                 "--json", str(tiny_bundle / "bench.json")]) == 2
+    assert "lies inside --bundle" in capsys.readouterr().err
+
+
+def test_a_full_disk_at_the_end_still_prints_the_measurement(tiny_bundle, small_disk, capsys) -> None:
+    small_disk.fill()
+    target = small_disk / "bench.json"
+    assert daad(["bench", "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--iterations", "3", *QUICK,
+                 "--json", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert "| onnxruntime | fp32 | 1 |" in captured.out  # measured and printed before the write failed
+    printed = json.loads(captured.out[captured.out.index("\n{") + 1:])  # every number the file would have held
     assert printed["cases"][0]["stages"]["compute"]["count"] == 3
-    assert captured.err.strip().splitlines()[-1].startswith(f"daad bench: error: cannot write {bad}")
+    assert f"cannot write {target}" in captured.err and "the disk is full" in captured.err
+    errors = [line for line in captured.err.splitlines() if not line.startswith("daad bench: warning:")]
+    assert len(errors) == 1 and "Traceback" not in captured.err and not target.exists()

@@ -451,3 +451,16 @@ def test_a_corrupt_jpeg_that_still_decodes_is_named_and_left_out(tiny_bundle, tm
 def tiny_scores_of(folder: Path) -> np.ndarray:
     frames = [cv2().imread(str(path)) for path in sorted(folder.iterdir())]
     return np.array([np.abs(frame / 255 - 0.5).mean(axis=2).max() for frame in frames])
+
+
+def test_a_full_disk_prints_the_result_keeps_the_old_threshold_and_says_so(small_disk, good, capsys) -> None:
+    bundle = write_tiny_bundle(small_disk / "bundle")
+    assert calibrate(capsys, "--bundle", bundle, "--good", good)[0] == 0
+    before = (bundle / "threshold.json").read_bytes()
+    small_disk.fill(leave=8192)  # room for the lock file, not for calibration.png
+    code, out, err = calibrate(capsys, "--bundle", bundle, "--good", good, "--target-frr", "0.02")
+    assert code == 2 and out.startswith("threshold ")  # the measurement is printed before the write fails
+    assert f"cannot write {bundle / 'calibration.png'}" in err and "the disk is full" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (bundle / "threshold.json").read_bytes() == before and not list(bundle.glob(".*.tmp"))
+    assert not (bundle / LOCK_FILE).exists()

@@ -18,7 +18,7 @@ from export.trt_support import check_tensorrt_support
 from runtime.backends.base import InferenceResult
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import file_sha256, open_bundle
-from runtime.errors import BundleError, DaadError
+from runtime.errors import BundleError, DaadError, OutputError
 from runtime.preprocess import PreprocessConfig
 from train.config import MemoryConfig, ModelConfig
 from train.model import build_model
@@ -255,6 +255,14 @@ def test_export_cli_rejects_bad_arguments(tmp_path) -> None:
         main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit):
         main(["--checkpoint", "x.pt", "--out", "b", "--batch", "0"])
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"checked after the paths")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OutputError, match="cannot write .*a-file/bundle: .*not a folder"):
+        main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "a-file" / "bundle")])
+    with pytest.raises(DaadError, match="--out .* lies inside --checkpoint|same file as --checkpoint"):
+        main(["--checkpoint", str(checkpoint), "--out", str(checkpoint)])
 
 
 def test_an_exporter_that_writes_another_opset_fails_loudly(monkeypatch) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from runtime.cli import main as daad
 from runtime.errors import DaadError
 from runtime.preprocess import PreprocessConfig
 from train import eval_cli, train_cli
@@ -213,6 +214,16 @@ def test_train_and_eval_command_lines(dataset, tmp_path, capsys):
     assert bundle_metrics["image_auroc"] == pytest.approx(metrics["image_auroc"], abs=1e-6)
     assert bundle_metrics["pixel_auroc"] == pytest.approx(metrics["pixel_auroc"], abs=1e-4)
     assert cv2.imread(str(bundle / "eval_grid.png")) is not None
+
+
+def test_an_unwritable_or_colliding_out_stops_before_training(dataset, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    for out, message in ((tmp_path / "a-file" / "run", "a part of that path is a file, not a folder"),
+                         (dataset / "run", "lies inside --data")):
+        assert daad(["train", "--data", str(dataset), "--out", str(out), "--image-size", "32", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (dataset / "run").exists()
 
 
 def test_a_spot_on_stripes_scores_higher_after_training(dataset, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runtime.atomic import check_output_folder
+from runtime.paths import check_outputs
 from runtime.preprocess import PreprocessConfig
 from train.config import MODEL_KINDS, ModelConfig, TrainConfig, read_config_file, with_overrides
 
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from train.trainer import detect_channels, train
 
     args = build_parser().parse_args(argv)
+    check_outputs(inputs={"--data": args.data, "--config": args.config}, outputs={"--out": args.out})
+    check_output_folder(args.out)  # now, not when the first epoch's checkpoint is written
     sections = read_config_file(args.config) if args.config else {}
     model_config = ModelConfig.from_dict({**sections.get("model", {}), "kind": args.model})
     train_config = with_overrides(

@@ -17,6 +17,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Callable
 
+from runtime.atomic import check_output_file
 from runtime.backends.base import Backend
 from runtime.backends.options import BackendOptions, add_backend_options
 from runtime.bench.runner import BackendOpener, BenchConfig, BenchReport, run_bench
@@ -26,6 +27,7 @@ from runtime.bench.environment import collect_environment
 from runtime.errors import DaadError, OutputError
 from runtime.line.sources import open_source
 from runtime.optional import extras_needed
+from runtime.paths import check_outputs
 from runtime.threshold import read_threshold
 
 REFERENCE_GROUP = "daad.backends"
@@ -102,6 +104,14 @@ def make_opener(bundle: Bundle, options: BackendOptions, checkpoint: Path | None
 
 
 def bench(args: argparse.Namespace) -> BenchReport:
+    source_file = args.source if args.source is not None and Path(args.source).is_file() else None
+    check_outputs(
+        inputs={"--bundle": args.bundle, "--source": source_file, "--checkpoint": args.checkpoint},
+        outputs={"--json": args.json, "--markdown": args.markdown, "--save-ng": args.save_ng, "--output": args.output},
+    )
+    for path in (args.json, args.markdown):
+        if path is not None:
+            check_output_file(path)  # now, not after minutes of measuring
     bundle = open_bundle(args.bundle)
     record = read_threshold(bundle)
     config = BenchConfig(
