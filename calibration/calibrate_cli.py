@@ -197,12 +197,18 @@ def _score_parts(backend: Backend, bundle: Bundle, args: argparse.Namespace) -> 
 
 def _report_left_out(parts: ScoredParts) -> None:
     """Name what was not scored; refuse when nothing was."""
-    for what, names in (("unreadable, skipped", parts.skipped), ("scored NaN, left out", parts.nan)):
+    left_out = (
+        ("skipped", parts.skipped),
+        ("scored NaN, left out", parts.nan),
+        ("are grey, given to a colour model: used with the grey in all three channels", parts.grey),
+    )
+    for what, names in left_out:
         if names:
             _warn(f"{len(names)} image(s) in {parts.source} {what}: {_names(names)}")
     if parts.scores.size == 0:
         raise DataError(
-            f"no usable score from {parts.source}: {len(parts.skipped)} unreadable, {len(parts.nan)} NaN. "
+            f"no usable score from {parts.source}: {len(parts.skipped)} unreadable or too small, "
+            f"{len(parts.nan)} NaN. "
             "A NaN score means the model cannot score these images: check that they show the product the "
             "bundle was trained on, and re-export the bundle if every image gives NaN."
         )

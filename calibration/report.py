@@ -62,14 +62,16 @@ def drift_summary(check: DriftCheck, threshold: float) -> list[str]:
 
 def _counted(kind: str, counts: dict[str, int], outliers_kept: bool = False) -> str:
     text = f"scored {counts[kind]} {kind} parts"
-    left_out = []
+    notes = []
     if counts.get(f"{kind}_skipped"):
-        left_out.append(f"{counts[f'{kind}_skipped']} unreadable images skipped")
+        notes.append(f"{counts[f'{kind}_skipped']} unreadable or too small images skipped")
     if counts.get(f"{kind}_nan"):
-        left_out.append(f"{counts[f'{kind}_nan']} NaN scores left out")
+        notes.append(f"{counts[f'{kind}_nan']} NaN scores left out")
+    if counts.get(f"{kind}_grey"):
+        notes.append(f"{counts[f'{kind}_grey']} grey images in a colour model")
     if counts.get(f"{kind}_outliers"):
-        left_out.append(f"{counts[f'{kind}_outliers']} outlier(s) {'kept' if outliers_kept else 'left out'}")
-    return text + (f" ({', '.join(left_out)})" if left_out else "")
+        notes.append(f"{counts[f'{kind}_outliers']} outlier(s) {'kept' if outliers_kept else 'left out'}")
+    return text + (f" ({', '.join(notes)})" if notes else "")
 
 
 def write_calibration_plot(

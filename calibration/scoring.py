@@ -30,14 +30,16 @@ class ScoredParts:
     source: str
     scores: np.ndarray
     names: list[str]
-    skipped: list[str] = field(default_factory=list)  # unreadable images / empty frames
+    skipped: list[str] = field(default_factory=list)  # unreadable or too small images / empty frames, with why
     nan: list[str] = field(default_factory=list)  # scored NaN or infinite: never thresholded
+    grey: list[str] = field(default_factory=list)  # scored, but grey images given to a colour model
 
     def counts(self, kind: str) -> dict[str, Any]:
         return {
             kind: int(self.scores.size),
             f"{kind}_skipped": len(self.skipped),
             f"{kind}_nan": len(self.nan),
+            f"{kind}_grey": len(self.grey),
             f"{kind}_source": self.source,
         }
 
@@ -57,15 +59,17 @@ def score_folder(
     with warnings.catch_warnings():  # each skipped file is named once, by the caller, from `skipped`
         warnings.simplefilter("ignore", UserWarning)
         loaded = load_images(samples, config, progress=progress)
-    return _score(
+    scored = _score(
         backend,
         loaded.images,
         [sample.path.name for sample in loaded.samples],
-        [path.name for path in loaded.skipped],
+        [f"{path.name} ({reason})" for path, reason in zip(loaded.skipped, loaded.skip_reasons)],
         str(folder),
         batch_size,
         progress,
     )
+    scored.grey = [path.name for path in loaded.grey]
+    return scored
 
 
 def score_source(

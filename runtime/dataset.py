@@ -40,11 +40,18 @@ class Sample:
 
 @dataclass
 class ImageSet:
-    """Images that loaded, aligned with their samples; the ones that did not are in `skipped`."""
+    """Images that loaded, aligned with their samples; the ones that did not are in `skipped`.
+
+    `grey` lists the loaded images stored with one channel that a colour model takes: they are
+    used (the grey channel repeated), but a colour model scores them as no colour camera would
+    show the part, so every verb names and counts them.
+    """
 
     images: np.ndarray  # uint8 N x H x W x C, from prepare_frame
     samples: list[Sample]
     skipped: list[Path] = field(default_factory=list)
+    skip_reasons: list[str] = field(default_factory=list)  # aligned with `skipped`
+    grey: list[Path] = field(default_factory=list)
 
 
 def has_test_split(root: Path) -> bool:
@@ -125,12 +132,14 @@ def _mask_path(root: Path, defect: str, image: Path) -> Path | None:
 
 
 def load_images(samples: list[Sample], config: PreprocessConfig, progress: bool = False) -> ImageSet:
-    """Read and prepare every sample; unreadable ones are skipped with a warning and counted."""
+    """Read and prepare every sample; unreadable and too small ones are skipped with a warning and
+    counted, grey ones for a colour model are used with a warning and counted."""
     iterator: Any = samples
     if progress:
         tqdm = require("tqdm", "cpu", "progress bars").tqdm
         iterator = tqdm(samples, desc="loading images", unit="img", leave=False)
-    images, loaded, skipped = [], [], []
+    images, loaded = [], []
+    result = ImageSet(np.empty(0), [])
     for sample in iterator:
         frame = read_image(sample.path)
         try:
@@ -139,13 +148,20 @@ def load_images(samples: list[Sample], config: PreprocessConfig, progress: bool 
             images.append(prepare_frame(frame, config))
         except DataError as exc:
             warnings.warn(f"skipping {sample.path}: {exc}", stacklevel=2)
-            skipped.append(sample.path)
+            result.skipped.append(sample.path)
+            result.skip_reasons.append(str(exc).split(":")[0])
             continue
         loaded.append(sample)
+        if config.channels == 3 and (frame.ndim == 2 or frame.shape[2] == 1):
+            result.grey.append(sample.path)
+    if result.grey:
+        warnings.warn(f"{len(result.grey)} grey image(s) given to a colour model, used with the grey repeated in "
+                      f"all three channels: {', '.join(str(path) for path in result.grey[:5])}", stacklevel=2)  # fmt: skip
     if not images:
         first = samples[0].path.parent if samples else "the data set"
         raise DataError(f"none of the {len(samples)} images in {first} could be read: check the files")
-    return ImageSet(np.stack(images), loaded, skipped)
+    result.images, result.samples = np.stack(images), loaded
+    return result
 
 
 def load_masks(samples: list[Sample], config: PreprocessConfig) -> np.ndarray:

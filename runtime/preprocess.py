@@ -16,6 +16,10 @@ import numpy as np
 from runtime.errors import DataError
 from runtime.optional import cv2
 
+# An image enlarged more than this in a side shows the model less than 1/16 of the detail it
+# learned from: a 1x1 or 8x8 file (a thumbnail, a broken export) is no picture of a part.
+MAX_ENLARGEMENT = 4
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -115,6 +119,12 @@ def prepare_frame(frame: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     if frame is None or not isinstance(frame, np.ndarray) or frame.size == 0:
         raise DataError("empty frame: the source delivered no pixels")
     image = center_crop(to_uint8(frame), config.center_crop)
+    height, width = image.shape[:2]
+    if config.height > MAX_ENLARGEMENT * height or config.width > MAX_ENLARGEMENT * width:
+        raise DataError(
+            f"{width}x{height} px is too small for the model's {config.width}x{config.height} input "
+            f"(more than {MAX_ENLARGEMENT}x enlarged): use images of the whole part at camera resolution"
+        )
     if config.channels == 1:
         image = to_channels(image, 1)  # one channel to resize instead of three
     image = resize(image, config.height, config.width)

@@ -464,3 +464,18 @@ def test_a_full_disk_prints_the_result_keeps_the_old_threshold_and_says_so(small
     assert err.count("\n") == 1 and "Traceback" not in err
     assert (bundle / "threshold.json").read_bytes() == before and not list(bundle.glob(".*.tmp"))
     assert not (bundle / LOCK_FILE).exists()
+
+
+def test_tiny_images_are_skipped_and_grey_ones_named_and_counted(tmp_path, good, capsys) -> None:
+    bundle = write_tiny_bundle(tmp_path / "bundle64", height=64, width=64)
+    cv2().imwrite(str(good / "one-pixel.png"), np.full((1, 1, 3), 128, np.uint8))
+    cv2().imwrite(str(good / "thumbnail.png"), np.full((8, 8, 3), 128, np.uint8))
+    cv2().imwrite(str(good / "mono.png"), np.full((32, 32), 128, np.uint8))
+    code, out, err = calibrate(capsys, "--bundle", bundle, "--good", good)
+    assert code == 0
+    record = read_threshold(open_bundle(bundle))
+    assert record.counts["good"] == 61 and record.counts["good_skipped"] == 2 and record.counts["good_grey"] == 1
+    assert "2 image(s) in" in err and "one-pixel.png (1x1 px is too small for the model's 64x64 input" in err
+    assert "thumbnail.png (8x8 px is too small" in err
+    assert "1 image(s) in" in err and "are grey, given to a colour model" in err and "mono.png" in err
+    assert "scored 61 good parts (2 unreadable or too small images skipped, 1 grey images in a colour model)" in out

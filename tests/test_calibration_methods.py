@@ -109,7 +109,7 @@ def test_summary_reads_like_the_issue() -> None:
     result = calibrate(np.arange(1000) / 1000, None, CalibrationSettings(target_frr=0.004))
     first = calibration_summary(result, {"good": 1000, "good_skipped": 2, "good_nan": 1})
     assert first[0].startswith("threshold 0.995 - expect about 4 false rejects per 1000 good parts (95% bound 9")
-    assert "2 unreadable images skipped, 1 NaN scores left out" in first[1]
+    assert "2 unreadable or too small images skipped, 1 NaN scores left out" in first[1]
     assert per_thousand(0.0123) == "12" and per_thousand(0.00043) == "0.4" and per_thousand(0.002) == "2"
 
 

@@ -137,7 +137,8 @@ def test_any_format_depth_and_size_comes_out_at_the_model_geometry(tmp_path: Pat
     ]
     assert read_image(files[2]).dtype == np.uint16  # stored depth is kept until preprocessing
     samples = [Sample(path, 0, "good", None) for path in files]
-    colour = load_images(samples, CONFIG).images
+    with pytest.warns(UserWarning, match="2 grey image"):  # grey.bmp and deep.tif, named for a colour model
+        colour = load_images(samples, CONFIG).images
     assert colour.shape == (5, 32, 32, 3)
     assert (colour[0] == 60).all() and (colour[1] == 120).all() and (colour[3] == 200).all()
     assert (colour[2] == 40000 >> 8).all()
@@ -193,3 +194,22 @@ def test_progress_bar_goes_to_stderr(mvtec: Path, capsys: pytest.CaptureFixture[
     load_images(find_samples(mvtec, "train"), CONFIG, progress=True)
     captured = capsys.readouterr()
     assert "loading images" in captured.err and captured.out == ""
+
+
+def test_tiny_images_are_skipped_and_grey_ones_for_a_colour_model_named(tmp_path: Path) -> None:
+    files = [
+        _write(tmp_path / "one-pixel.png", _colour(1, 1, 90)),
+        _write(tmp_path / "thumbnail.png", _colour(8, 8, 90)),
+        _write(tmp_path / "grey.png", np.full((32, 32), 90, np.uint8)),
+        _write(tmp_path / "colour.png", _colour(32, 32, 90)),
+    ]
+    config = PreprocessConfig(height=64, width=64, channels=3)
+    with pytest.warns(UserWarning) as caught:
+        loaded = load_images([Sample(path, 0, "good", None) for path in files], config)
+    assert loaded.skipped == files[:2] and all("too small for the model's 64x64 input" in reason
+                                               for reason in loaded.skip_reasons)
+    assert [s.path for s in loaded.samples] == files[2:] and loaded.grey == [files[2]]
+    messages = [str(warning.message) for warning in caught]
+    assert any("1 grey image(s) given to a colour model" in text and "grey.png" in text for text in messages)
+    grey_model = load_images([Sample(path, 0, "good", None) for path in files[2:]], PreprocessConfig(64, 64, 1))
+    assert grey_model.grey == []  # a colour image for a grey model loses nothing the model uses

@@ -94,3 +94,13 @@ def test_grey_model_gets_one_channel_from_a_colour_frame() -> None:
     prepared = prepare_frame(frame, PreprocessConfig(height=64, width=64, channels=1))
     assert prepared.shape == (64, 64, 1)
     assert abs(int(prepared[32, 32, 0]) - 76) <= 1  # OpenCV's luma weight for red, 0.299 * 255
+
+
+def test_an_image_far_smaller_than_the_model_input_is_refused() -> None:
+    config = PreprocessConfig(64, 64, 3)
+    for side in (1, 8, 15):
+        with pytest.raises(DataError, match=f"{side}x{side} px is too small for the model's 64x64 input"):
+            prepare_frame(np.full((side, side, 3), 128, np.uint8), config)
+    assert prepare_frame(np.full((16, 16, 3), 128, np.uint8), config).shape == (64, 64, 3)  # 4x: still a picture
+    with pytest.raises(DataError, match="60x10 px is too small"):  # one side is enough
+        prepare_frame(np.full((10, 60, 3), 128, np.uint8), config)

@@ -132,7 +132,8 @@ def train(
             f"{checkpoint_path} already finished {run.epoch} epoch(s), its whole budget of "
             f"{run.train_config.budget}: pass a larger --epochs or --steps to continue"
         )
-    meta = {"data": summarize(data_root), "skipped_images": [str(p) for p in data.train.skipped]}
+    meta = {"data": summarize(data_root), "skipped_images": [str(p) for p in data.train.skipped],
+            "grey_images": [str(p) for p in data.train.grey]}
 
     bar = progress_bar(run, run.train_config.steps_per_epoch(len(data.train.images)), progress)
     for epoch in range(run.epoch, run.epochs):
