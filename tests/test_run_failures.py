@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from test_run_cli import calibrate, read_events
-from test_sources import part_frames, write_video
+from test_sources import damaged_copies, part_frames, write_video
 
 from runtime.cli import main as daad
 from runtime.errors import MissingDependency
@@ -113,3 +113,17 @@ def test_a_summary_that_cannot_be_written_is_printed_and_the_run_says_so(tiny_bu
     argv = ["run", "--bundle", str(tiny_bundle), "--source", str(video), "--threshold", "0.3", "--summary", str(summary)]
     assert daad(argv) == 2
     assert "--summary" in capsys.readouterr().err
+
+
+def test_a_truncated_video_run_says_so_on_stderr_and_in_the_summary(tiny_bundle, tmp_path, capsys) -> None:
+    _, half, _ = damaged_copies(tmp_path)
+    summary = tmp_path / "summary.json"
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(half), "--threshold", "0.3", "--summary", str(summary)]
+    assert daad(argv) == 0
+    captured = capsys.readouterr()
+    written = json.loads(summary.read_text())
+    assert written["frames_expected"] == 100 and 0 < written["read"] == written["frames"] < 100
+    assert written["stopped_by"] == "end of source" and written["warnings"] == [
+        f"source {half} ended after {written['read']} of the 100 frames its header declares: "
+        "the file is truncated or damaged"]
+    assert written["warnings"][0] in captured.err

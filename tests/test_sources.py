@@ -245,3 +245,42 @@ def test_source_location_names_the_files_a_source_reads_and_nothing_for_live_sou
     assert source_location(str(tmp_path / "good" / "*" / "*.png")) == tmp_path / "good"
     for live in ("0", "/dev/video9", "csi://0?width=640", "rtsp://cam/stream?x=1", "videotestsrc ! appsink"):
         assert source_location(live) is None
+
+
+def damaged_copies(tmp_path: Path, frames: int = 100) -> tuple[Path, Path, Path]:
+    """A complete MJPG video, a copy cut in half, and a copy with 20 bytes inverted in its middle third."""
+    whole = write_video(tmp_path / "whole.avi", [grey_frame(48, 64, blob=2 * index) for index in range(frames)])
+    data = whole.read_bytes()
+    (tmp_path / "half.avi").write_bytes(data[: len(data) // 2])
+    flipped = bytearray(data)
+    for position in np.random.default_rng(0).integers(len(data) // 3, 2 * len(data) // 3, 20):
+        flipped[position] ^= 0xFF
+    (tmp_path / "flipped.avi").write_bytes(bytes(flipped))
+    return whole, tmp_path / "half.avi", tmp_path / "flipped.avi"
+
+
+def plain_read_count(path: Path) -> int:
+    capture, count = cv2.VideoCapture(str(path)), 0
+    while capture.read()[0]:
+        count += 1
+    return count
+
+
+def test_a_truncated_video_ends_early_with_a_warning_naming_expected_and_read(tmp_path) -> None:
+    whole, half, _ = damaged_copies(tmp_path)
+    complete = open_source(str(whole))
+    assert len(read_all(complete)) == 100 and complete.warning is None and complete.read_errors == 0
+    source = open_source(str(half))
+    frames = read_all(source)
+    assert source.frames_expected == 100 and 0 < len(frames) < 100
+    assert source.warning == (f"source {half} ended after {len(frames)} of the 100 frames its header declares: "
+                              "the file is truncated or damaged")
+
+
+def test_a_bit_flipped_video_is_read_past_its_damaged_frames_and_they_are_counted(tmp_path) -> None:
+    _, _, flipped = damaged_copies(tmp_path)
+    stops_at = plain_read_count(flipped)  # where a plain read loop gives up
+    source = open_source(str(flipped))
+    frames = read_all(source)
+    assert stops_at < 50 and len(frames) > stops_at + 40 and source.read_errors > 0
+    assert len(frames) + source.read_errors >= 95

@@ -134,6 +134,8 @@ def run_counters(reader: FrameReader, source: Source, sinks: list[Sink]) -> dict
         "read_errors": getattr(source, "read_errors", 0),
         "reconnects": getattr(source, "reconnects", 0),
     }
+    if getattr(source, "frames_expected", 0):  # a video file whose container says how long it is
+        counts["frames_expected"] = source.frames_expected
     for sink in sinks:
         counts.update(getattr(sink, "counts", {}))
     return counts
@@ -209,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         finally:
             finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            write_summary({**header, "finished": finished, **ending, **stats.summary()}, summary_path(args))
+            warnings = [warning for warning in (getattr(source, "warning", None),) if warning]
+            for warning in warnings:
+                print(f"daad run: warning: {warning}", file=sys.stderr)
+            write_summary({**header, "finished": finished, **ending, **stats.summary(), "warnings": warnings},
+                          summary_path(args))
     return 0
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 NETWORK_TIMEOUT_MS = 5000
+DAMAGED_READS = 8  # failed reads in a row a video file may have before it counts as ended
 
 
 @dataclass
@@ -78,7 +79,12 @@ class Backoff:
 
 
 class VideoCaptureSource:
-    """Anything cv2.VideoCapture opens: a camera, a device, a file, a URL or a pipeline."""
+    """Anything cv2.VideoCapture opens: a camera, a device, a file, a URL or a pipeline.
+
+    A video file is read past damaged frames (up to DAMAGED_READS failed reads in a row, counted
+    in `read_errors`), and an end before the frame count its header declares is kept in `warning`
+    for the run to report, so a truncated or damaged file never passes for a complete one.
+    """
 
     def __init__(self, target: str | int, name: str, live: bool, api: int | None = None,
                  params: list[int] | None = None, loop: bool = False, hint: str = "") -> None:
@@ -86,7 +92,13 @@ class VideoCaptureSource:
         self._open_args = (target, api, params or [])
         self._hint = hint
         self._capture = self._open()
-        self.fps = float(self._capture.get(cv2().CAP_PROP_FPS) or 0.0)  # 0 when the source does not say
+        cv = cv2()
+        self.fps = float(self._capture.get(cv.CAP_PROP_FPS) or 0.0)  # 0 when the source does not say
+        declared = 0 if live else self._capture.get(cv.CAP_PROP_FRAME_COUNT)
+        self.frames_expected = int(declared) if declared and declared > 0 else 0  # 0: the container does not say
+        self.read_errors = 0
+        self.warning: str | None = None  # the last early end, for the summary
+        self._delivered = 0  # frames of this pass through the file
 
     def _open(self):  # -> cv2.VideoCapture
         cv = cv2()
@@ -99,16 +111,42 @@ class VideoCaptureSource:
 
     def read(self) -> Frame | None:
         ok, image = self._capture.read()
-        if ok:
+        if not ok:
+            if self.live:
+                raise SourceReadError(f"source {self.name}: no frame delivered")
+            image = self._past_damage()
+        if image is not None:
+            self._delivered += 1
             return Frame(image)
-        if self.live:
-            raise SourceReadError(f"source {self.name}: no frame delivered")
+        self._check_complete()
         if not self.loop:
             return None
         self._capture.release()
         self._capture = self._open()
+        self._delivered = 0
         ok, image = self._capture.read()
-        return Frame(image) if ok else None
+        if not ok:
+            return None
+        self._delivered += 1
+        return Frame(image)
+
+    def _past_damage(self) -> np.ndarray | None:
+        """After a failed read of a file: the next frame that decodes, or None at the end."""
+        for failed in range(1, DAMAGED_READS + 1):
+            position = self._capture.get(cv2().CAP_PROP_POS_FRAMES)
+            if self.frames_expected and position >= self.frames_expected:
+                return None  # the declared end: nothing is missing
+            ok, image = self._capture.read()
+            if ok:
+                self.read_errors += failed
+                log.warning("source %s: skipped %d damaged frame(s) at frame %d", self.name, failed, self._delivered)
+                return image
+        return None
+
+    def _check_complete(self) -> None:
+        if self.frames_expected and self._delivered < self.frames_expected:
+            self.warning = (f"source {self.name} ended after {self._delivered} of the {self.frames_expected} "
+                            "frames its header declares: the file is truncated or damaged")
 
     def close(self) -> None:
         self._capture.release()
