@@ -119,9 +119,49 @@ def read_metadata(root: str | Path) -> BundleMetadata:
             "Re-export the bundle with this version of daad-edge, or install the version that wrote it."
         )
     try:
-        return BundleMetadata.from_dict(data)
+        metadata = BundleMetadata.from_dict(data)
     except TypeError as exc:
         raise BundleError(f"{path} lacks required fields ({exc}): re-export the bundle with `daad export`.") from exc
+    problem = inconsistency(metadata)
+    if problem:
+        raise BundleError(f"{path} {problem}: the file was edited or damaged; re-export the bundle with `daad export`.")
+    return metadata
+
+
+def inconsistency(metadata: BundleMetadata) -> str:
+    """What in model.json contradicts itself or the frame contract ("" when nothing does)."""
+    try:
+        config = metadata.preprocess_config
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # size, channels, crop, mean/std out of range
+        return f"has an impossible preprocess ({exc})"
+    if metadata.input_shape and list(metadata.input_shape[1:]) != list(config.shape):
+        return f"gives input_shape {metadata.input_shape} but preprocess {list(config.shape)} (H, W, C)"
+    if metadata.channel_order != config.channel_order:
+        return f"gives channel_order {metadata.channel_order} for {config.channels} channel(s)"
+    if metadata.input_dtype != "uint8":
+        return f"gives input_dtype {metadata.input_dtype!r}; the frame contract is uint8"
+    if not set(OUTPUT_NAMES) <= set(metadata.output_names):
+        return f"gives output_names {metadata.output_names}; a daad model has {list(OUTPUT_NAMES)}"
+    return ""
+
+
+def check_model_io(bundle: Bundle, model_file: Path, input_name: str, input_shape: tuple, output_names: list[str]) -> None:
+    """Refuse a model file whose tensors are not the ones model.json describes, before any frame is scored.
+
+    `input_shape` is the model's N x H x W x C, with None or a name where a dimension is dynamic.
+    """
+    metadata, where = bundle.metadata, bundle.root / METADATA_FILE
+    fixed = [(index, size) for index, size in enumerate(input_shape[1:]) if isinstance(size, int) and size > 0]
+    problems = []
+    if input_name != metadata.input_name:
+        problems.append(f"input {metadata.input_name!r} where {model_file} has {input_name!r}")
+    if any(size != bundle.preprocess.shape[index] for index, size in fixed):
+        problems.append(f"frames of {list(bundle.preprocess.shape)} where {model_file} takes {list(input_shape[1:])}")
+    if sorted(output_names) != sorted(metadata.output_names):
+        problems.append(f"outputs {metadata.output_names} where {model_file} has {output_names}")
+    if problems:
+        raise BundleError(f"{where} describes {'; '.join(problems)}: model.json was edited or belongs to another "
+                          "model; re-export the bundle with `daad export`.")
 
 
 def open_bundle(root: str | Path, verify: bool = True) -> Bundle:

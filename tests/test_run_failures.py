@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from test_run_cli import calibrate, read_events
 from test_sources import damaged_copies, part_frames, write_video
@@ -127,3 +129,50 @@ def test_a_truncated_video_run_says_so_on_stderr_and_in_the_summary(tiny_bundle,
         f"source {half} ended after {written['read']} of the 100 frames its header declares: "
         "the file is truncated or damaged"]
     assert written["warnings"][0] in captured.err
+
+
+EDITS = {  # model.json edits a technician might make, and what the refusal names
+    "height 0": (lambda meta: meta["preprocess"].update(height=0), "image size must be at least 8x8"),
+    "2 channels": (lambda meta: meta["preprocess"].update(channels=2), "channels must be 1 or 3"),
+    "crop 0": (lambda meta: meta["preprocess"].update(center_crop=0), "center_crop must be in (0, 1]"),
+    "std 0": (lambda meta: meta["preprocess"].update(std=[0, 0, 0]), "std must be positive"),
+    "size vs model": (lambda meta: (meta["preprocess"].update(height=64, width=64),
+                                    meta.update(input_shape=["batch", 64, 64, 3])), "takes [32, 32, 3]"),
+    "input_shape": (lambda meta: meta.update(input_shape=["batch", 64, 64, 3]), "input_shape"),
+    "grey order": (lambda meta: meta.update(channel_order="GRAY"), "channel_order"),
+    "input_name": (lambda meta: meta.update(input_name="x"), "input 'x' where"),
+    "output_names": (lambda meta: meta.update(output_names=["score", "anomaly_map", "extra"]), "outputs"),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_an_edited_model_json_is_refused_at_start_in_one_line(edit, tiny_bundle, video, tmp_path, capsys) -> None:
+    change, named = EDITS[edit]
+    metadata = json.loads((tiny_bundle / "model.json").read_text())
+    change(metadata)
+    (tiny_bundle / "model.json").write_text(json.dumps(metadata))
+    events = tmp_path / "events.jsonl"
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(video), "--threshold", "0.3", "--events", str(events)]
+    assert daad(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith(f"daad run: error: {tiny_bundle / 'model.json'}") and named in error[-1]
+    assert error[-1].endswith("re-export the bundle with `daad export`.") and not events.exists()
+
+
+def test_grey_and_tiny_images_are_scored_but_counted_and_said(tiny_bundle, tmp_path, capsys, caplog) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_1x1.png"), np.full((1, 1, 3), 128, np.uint8))
+    cv2.imwrite(str(folder / "b_8x8.png"), np.full((8, 8, 3), 128, np.uint8))
+    cv2.imwrite(str(folder / "c_grey.png"), np.full((64, 64), 128, np.uint8))
+    cv2.imwrite(str(folder / "d_colour.png"), np.full((64, 64, 3), 128, np.uint8))
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(folder), "--threshold", "0.3"]
+    with caplog.at_level("WARNING"):
+        assert daad(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == 4 and summary["verdicts"]["FAULT"] == 0
+    assert summary["small_frames"] == 2 and summary["grey_frames"] == 1
+    said = [record.getMessage() for record in caplog.records]
+    assert any(message.startswith("a_1x1.png (1x1) is smaller than the model input (32x32)") for message in said)
+    assert any(message.startswith("c_grey.png (64x64) is grey but the model takes colour") for message in said)
+    assert len(said) == 2  # once per kind, not once per frame

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from runtime.backends.base import InferenceResult
-from runtime.bundle import Bundle
+from runtime.bundle import Bundle, check_model_io
 from runtime.errors import DaadError
 from runtime.optional import require
 
@@ -69,8 +69,10 @@ class OnnxRuntimeBackend:
             raise DaadError(
                 f"ONNX Runtime cannot load {bundle.onnx_path} ({exc}): re-export the bundle with `daad export`."
             ) from exc
-        self.input_name = self._session.get_inputs()[0].name
+        model_input = self._session.get_inputs()[0]
+        self.input_name = model_input.name
         self.output_names = [output.name for output in self._session.get_outputs()]
+        check_model_io(bundle, bundle.onnx_path, self.input_name, tuple(model_input.shape), self.output_names)
         self.input_shape = tuple(bundle.preprocess.shape)
 
     def infer(self, frames: np.ndarray) -> InferenceResult:

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from runtime.backends.base import InferenceResult
-from runtime.bundle import Bundle
+from runtime.bundle import Bundle, check_model_io
 from runtime.errors import BundleError, DaadError
 from runtime.optional import require
 
@@ -83,12 +83,12 @@ class TensorRTBackend:
         self._cuda_context.push()
         self._buffers: dict[str, TensorBuffer] = {}
         try:
-            self._load()
+            self._load(bundle)
         except BaseException:
             self.close()
             raise
 
-    def _load(self) -> None:
+    def _load(self, bundle: Bundle) -> None:
         trt, cuda = self._trt, self._cuda
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -106,6 +106,7 @@ class TensorRTBackend:
         self.input_name, self.output_names = inputs[0], [n for n in names if n not in inputs]
         largest = tuple(self._engine.get_tensor_profile_shape(self.input_name, 0)[2])  # (min, opt, max)[max]
         self.max_batch, self.input_shape = int(largest[0]), largest[1:]  # H, W, C
+        check_model_io(bundle, Path(self.engine_path), self.input_name, largest, self.output_names)
         self._set_batch(self.max_batch)  # the outputs take their largest shapes, to size their buffers
         for name in names:
             shape = tuple(self._context.get_tensor_shape(name))

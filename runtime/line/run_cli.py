@@ -26,6 +26,7 @@ from runtime.bundle import Bundle, open_bundle
 from runtime.errors import ThresholdError
 from runtime.line.artefacts import QUEUE_DEPTH, ArtefactSettings, open_artefacts
 from runtime.line.events import EventLog, new_run_id
+from runtime.line.input_check import InputCheck
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
 from runtime.paths import OutputPathError, check_outputs
@@ -144,7 +145,7 @@ def run_counters(reader: FrameReader, source: Source, sinks: list[Sink]) -> dict
 def build_sinks(args: argparse.Namespace, bundle: Bundle, source: Source, threshold: float,
                 stop: threading.Event, run_id: str) -> list[Sink]:
     """The loop's outputs, verdict first: the pictures' writer comes last and only enqueues."""
-    sinks: list[Sink] = []
+    sinks: list[Sink] = [InputCheck(bundle.preprocess)]
     pictures = ArtefactSettings(args.save_ng, args.save_ng_max_mb, args.output, args.display, args.artefact_queue,
                                 run_id)
     artefacts = open_artefacts(pictures, bundle.preprocess, threshold, getattr(source, "fps", 0.0) or 15.0, stop)
