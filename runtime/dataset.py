@@ -22,7 +22,7 @@ import numpy as np
 from runtime.errors import DataError
 from runtime.images import IMAGE_SUFFIXES, is_within, list_images, read_image
 from runtime.optional import cv2, require
-from runtime.preprocess import PreprocessConfig, center_crop, prepare_frame
+from runtime.preprocess import PreprocessConfig, center_crop, grey_for_colour, prepare_frame
 
 SPLITS = ("train", "test")
 GOOD = "good"
@@ -152,7 +152,7 @@ def load_images(samples: list[Sample], config: PreprocessConfig, progress: bool 
             result.skip_reasons.append(str(exc).split(":")[0])
             continue
         loaded.append(sample)
-        if config.channels == 3 and (frame.ndim == 2 or frame.shape[2] == 1):
+        if grey_for_colour(frame, config):
             result.grey.append(sample.path)
     if result.grey:
         warnings.warn(f"{len(result.grey)} grey image(s) given to a colour model, used with the grey repeated in "

@@ -151,18 +151,10 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv.resize(image, (width, height), interpolation=cv.INTER_AREA)
 
 
-def input_mismatch(frame: np.ndarray, config: PreprocessConfig) -> list[str]:
-    """What makes a decodable frame a poor input for this model: "grey" (one channel for a colour
-    model, so colour defects cannot show) and "small" (fewer pixels than the model input after the
-    crop, so it is upscaled and fine defects blur). Empty when neither; both are still scored.
-    """
-    kinds = []
-    if config.channels == 3 and (frame.ndim == 2 or frame.shape[2] == 1):
-        kinds.append("grey")
-    height, width = frame.shape[0] * config.center_crop, frame.shape[1] * config.center_crop
-    if height < config.height or width < config.width:
-        kinds.append("small")
-    return kinds
+def grey_for_colour(frame: np.ndarray, config: PreprocessConfig) -> bool:
+    """A one-channel image for a colour model: it is used (the grey repeated), but colour defects
+    cannot show in it, so every verb names or counts it."""
+    return config.channels == 3 and (frame.ndim == 2 or frame.shape[2] == 1)
 
 
 def prepare_batch(frames: Iterable[np.ndarray], config: PreprocessConfig) -> np.ndarray:

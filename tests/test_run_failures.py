@@ -159,20 +159,21 @@ def test_an_edited_model_json_is_refused_at_start_in_one_line(edit, tiny_bundle,
     assert error[-1].endswith("re-export the bundle with `daad export`.") and not events.exists()
 
 
-def test_grey_and_tiny_images_are_scored_but_counted_and_said(tiny_bundle, tmp_path, capsys, caplog) -> None:
+def test_grey_and_tiny_images_are_counted_and_said_never_silent(tiny_bundle, tmp_path, capsys, caplog) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
     cv2.imwrite(str(folder / "a_1x1.png"), np.full((1, 1, 3), 128, np.uint8))
-    cv2.imwrite(str(folder / "b_8x8.png"), np.full((8, 8, 3), 128, np.uint8))
+    cv2.imwrite(str(folder / "b_4x4.png"), np.full((4, 4, 3), 128, np.uint8))
     cv2.imwrite(str(folder / "c_grey.png"), np.full((64, 64), 128, np.uint8))
-    cv2.imwrite(str(folder / "d_colour.png"), np.full((64, 64, 3), 128, np.uint8))
-    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(folder), "--threshold", "0.3"]
+    cv2.imwrite(str(folder / "d_grey.png"), np.full((64, 64), 128, np.uint8))
+    cv2.imwrite(str(folder / "e_colour.png"), np.full((64, 64, 3), 128, np.uint8))
+    events = tmp_path / "events.jsonl"
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(folder), "--threshold", "0.3", "--events", str(events)]
     with caplog.at_level("WARNING"):
         assert daad(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["frames"] == 4 and summary["verdicts"]["FAULT"] == 0
-    assert summary["small_frames"] == 2 and summary["grey_frames"] == 1
+    assert summary["frames"] == 5 and summary["verdicts"]["FAULT"] == 2 and summary["grey_frames"] == 2
+    faults = [line for line in read_events(events) if line["verdict"] == "FAULT"]
+    assert [line["file"] for line in faults] == ["a_1x1.png", "b_4x4.png"] and "too small" in faults[0]["fault"]
     said = [record.getMessage() for record in caplog.records]
-    assert any(message.startswith("a_1x1.png (1x1) is smaller than the model input (32x32)") for message in said)
-    assert any(message.startswith("c_grey.png (64x64) is grey but the model takes colour") for message in said)
-    assert len(said) == 2  # once per kind, not once per frame
+    assert len(said) == 1 and said[0].startswith("c_grey.png is grey but the model takes colour")
