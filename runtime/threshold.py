@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from runtime.atomic import atomic_write_json
+from runtime.atomic import atomic_write_bytes, atomic_write_json
 from runtime.bundle import Bundle
 from runtime.errors import ThresholdError
 from runtime.lock import LockHolder, exclusive
@@ -146,7 +146,7 @@ def write_threshold(bundle: Bundle, record: ThresholdRecord) -> Path:
     """
     _file_active_threshold(bundle)
     written = atomic_write_json(bundle.threshold_path, record.to_dict())
-    _add_history(bundle, record.to_dict())
+    _add_history(bundle, written.read_bytes())
     return written
 
 
@@ -163,7 +163,8 @@ def _history_key(name: str) -> tuple[datetime, int] | None:
     match = _HISTORY_NAME.match(name)
     if match is None:
         return None
-    stamp = re.sub(r"T(\d\d)(\d\d)(\d\d)", r"T\1:\2:\3", match["stamp"]).replace("Z", "+00:00")
+    stamp = re.sub(r"T(\d\d)(\d\d)(\d\d)", r"T\1:\2:\3", match["stamp"])
+    stamp = stamp.replace("Z", "+00:00").replace("+0000", "+00:00")
     try:
         when = datetime.fromisoformat(stamp)
     except ValueError:
@@ -174,32 +175,31 @@ def _history_key(name: str) -> tuple[datetime, int] | None:
 
 
 def _file_active_threshold(bundle: Bundle) -> None:
-    """Add the current threshold.json to history when it is not already the newest entry there."""
+    """Add the current threshold.json, as it is, to history when it is not the newest entry there.
+
+    Only a threshold the line could use counts (read_threshold accepts it): a missing, corrupt or
+    non-finite one was never in use, so there is nothing to keep.
+    """
     try:
-        active = json.loads(bundle.threshold_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # none yet, or corrupt: nothing that was in use to keep
+        if read_threshold(bundle) is None:
+            return
+    except ThresholdError:
+        return
+    active = bundle.threshold_path.read_bytes()
     entries = history_entries(bundle)
-    if entries and _load(entries[-1]) == active:
+    if entries and entries[-1].read_bytes() == active:
         return
     _add_history(bundle, active)
 
 
-def _load(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _add_history(bundle: Bundle, data: dict[str, Any]) -> Path:
+def _add_history(bundle: Bundle, data: bytes) -> Path:
     """File `data` as the newest entry, named by the time it is filed: the time it became active."""
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    stamp = now.replace(":", "").replace("+00:00", "Z")
+    stamp = now.replace("+00:00", "Z").replace(":", "")
     history = bundle.root / HISTORY_DIR
     copy = history / f"threshold-{stamp}.json"
     serial = 1
     while copy.exists():  # two calibrations within one timestamp keep both copies
         serial += 1
         copy = history / f"threshold-{stamp}-{serial}.json"
-    return atomic_write_json(copy, data)
+    return atomic_write_bytes(copy, data)

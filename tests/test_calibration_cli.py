@@ -308,6 +308,11 @@ def test_the_active_threshold_is_always_the_newest_history_entry(tiny_bundle, go
     write_threshold(bundle, _record(bundle, 0.5))
     assert [_history(path) for path in history_entries(bundle)] == [0.25, 0.75, active["threshold"], 0.25, 0.5]
 
+    bundle.threshold_path.write_text(bundle.threshold_path.read_text().replace('"threshold": 0.5', '"threshold": NaN'))
+    assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0  # never in use: not filed
+    assert [_history(path) for path in history_entries(bundle)][-2:] == [0.5, active["threshold"]]
+    assert history_entries(bundle)[-1].name.endswith("Z.json")
+
 
 WRITER = """
 import sys
