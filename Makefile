@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow venv clean browser console-screenshots
 
 venv: $(STAMP)
 
@@ -15,17 +15,31 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 	$(PIP) -q torch==2.13.0
-	$(PIP) -q -e '.[train,cpu,video,dev]'
+	$(PIP) -q -e '.[train,cpu,video,console,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/daad demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
+# Headless Chromium and its driver for the console's browser tests, from Debian (never a
+# downloaded browser build). A no-op when both are present; without apt-get as root it says so
+# and the browser tests skip with that reason.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  { apt-get update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver; } || \
+	    echo "make: could not install chromium: the console's browser tests will skip"; \
+	else echo "make: chromium/chromedriver missing and no apt-get as root: the console's browser tests will skip"; fi
+
+# docs/CONSOLE.md's pictures: the browser test, keeping a screenshot of each page.
+console-screenshots: $(STAMP) browser
+	DAAD_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_console_browser.py
+
 # Every test, with the slow ones (training to convergence, long soaks) `make test` leaves out.
-test-slow: $(STAMP)
+test-slow: $(STAMP) browser
 	$(BIN)/python -m pytest -m 'slow or not slow'
 
 clean:

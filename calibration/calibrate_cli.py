@@ -8,8 +8,8 @@ folder leaves the threshold the line runs on untouched.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +18,16 @@ from calibration.calibrate import CalibrationSettings, calibrate
 from calibration.drift import check_drift
 from calibration.methods import METHODS
 from calibration.outliers import upper_outliers
-from calibration.report import calibration_summary, drift_summary, write_calibration_plot
+from calibration.report import calibration_summary, drift_summary
+from calibration.save import part_counts, save_calibration, threshold_record
 from calibration.scoring import ScoredParts, score_folder, score_source
 from runtime.atomic import remove_orphan_temp_files
 from runtime.backends import Backend
 from runtime.backends.options import BackendOptions, add_backend_options
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import DaadError, DataError, ThresholdError
-from runtime.threshold import (
-    HISTORY_DIR,
-    LOCK_FILE,
-    ThresholdRecord,
-    check_binding,
-    read_threshold,
-    threshold_lock,
-    write_threshold,
-)
+from runtime.threshold import HISTORY_DIR, LOCK_FILE, check_binding, read_threshold, threshold_lock
 
-PLOT_FILE = "calibration.png"
 SHOWN_NAMES = 5  # unreadable / NaN / outlier parts named on stderr before "and N more"
 
 EPILOG = """\
@@ -127,29 +119,11 @@ def _calibrate_locked(args: argparse.Namespace, bundle: Bundle, settings: Calibr
         verdict = "kept (--keep-outliers)" if settings.keep_outliers else "left out of the threshold"
         _warn(f"{len(result.good_outliers)} image(s) in {good.source} score far above the other good parts, "
               f"{verdict}: {_names([name for name, _ in result.good_outliers])}")  # fmt: skip
-    counts = good.counts("good") | ({} if defect is None else defect.counts("defect"))
-    counts["good_outliers"] = len(result.good_outliers)
-    record = ThresholdRecord(
-        threshold=result.threshold,
-        model_sha256=bundle.sha256,
-        backend=backend.name,
-        precision=backend.precision,
-        method=settings.method,
-        note=args.note,
-        targets=settings.targets(),
-        counts=counts,
-        rates=result.rates(),
-        score_stats=result.score_stats,
-        created=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-    )
-    title = (
-        f"{bundle.root.name}: {settings.method} threshold {record.threshold:.4g} "
-        f"({record.backend} {record.precision}, {record.created})"
-    )
+    counts = part_counts(result, good, defect)
+    record = threshold_record(bundle, result, counts, backend.name, backend.precision, args.note, getpass.getuser())
     print("\n".join(calibration_summary(result, counts)), flush=True)  # before the writes: a failed one loses nothing
-    plot = write_calibration_plot(bundle.root / PLOT_FILE, good.scores, _scores(defect), record.threshold, title)
-    written = write_threshold(bundle, record)
-    print(f"wrote {written} and {plot} (earlier thresholds are kept in {bundle.root / HISTORY_DIR})")
+    saved = save_calibration(bundle, record, good.scores, _scores(defect))
+    print(f"wrote {saved.threshold_path} and {saved.plot_path} (earlier thresholds are kept in {bundle.root / HISTORY_DIR})")
     return 0
 
 

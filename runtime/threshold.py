@@ -43,6 +43,7 @@ class ThresholdRecord:
     method: str = "quantile"
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     note: str = ""
+    saved_by: str = ""  # the user (command line) or the name typed in the web console
     targets: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     rates: dict[str, Any] = field(default_factory=dict)

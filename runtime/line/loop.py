@@ -23,6 +23,7 @@ import numpy as np
 from runtime.backends.base import Backend
 from runtime.line.events import FAULT, NG, OK, EventLog, FrameEvent, judge
 from runtime.line.latency import StageTimes
+from runtime.line.live_threshold import LiveThreshold, ThresholdSwitch
 from runtime.preprocess import PreprocessConfig, prepare_frame
 from runtime.line.sources import Frame, FrameReader, Source
 
@@ -170,12 +171,22 @@ def threshold_fault(outcome: Outcome) -> str | None:
     return f"threshold is {outcome.threshold}" if outcome.verdict == FAULT else None
 
 
-def run_loop(frames: Iterable[Frame], backend: Backend, config: PreprocessConfig, threshold: float,
+def run_loop(frames: Iterable[Frame], backend: Backend, config: PreprocessConfig, threshold: float | LiveThreshold,
              source_name: str, events: EventLog, sinks: Sequence[Sink] = (), stats: RunStats | None = None,
              max_frames: int | None = None) -> RunStats:
-    """Score every frame `frames` yields, until it ends or `max_frames` events were written."""
+    """Score every frame `frames` yields, until it ends or `max_frames` events were written.
+
+    A LiveThreshold is read once per frame; a change is logged before the first frame it judges.
+    """
     stats = stats or RunStats()
+    live = threshold if isinstance(threshold, LiveThreshold) else LiveThreshold(threshold, "fixed")
+    in_use = live.get()
     for frame in frames:
+        setting = live.get()
+        if setting.version != in_use.version:
+            events.write(ThresholdSwitch(setting.value, in_use.value, setting.origin, frame.index))
+            in_use = setting
+        threshold = setting.value
         taken = time.perf_counter()
         scored = score_frame(frame, backend, config)
         outcome = Outcome(frame, scored, judge(scored.score, threshold), threshold)

@@ -27,13 +27,15 @@ from runtime.errors import ThresholdError
 from runtime.line.artefacts import QUEUE_DEPTH, ArtefactSettings, open_artefacts
 from runtime.line.events import EventLog, new_run_id
 from runtime.line.input_check import InputCheck
+from runtime.line.extensions import RunContext, RunExtension, load_extensions
+from runtime.line.live_threshold import LiveThreshold
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
 from runtime.paths import OutputPathError, check_outputs
 from runtime.threshold import check_binding, read_threshold
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions: list[RunExtension] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daad run",
         description="Score every frame of a camera, stream, video or image folder; one JSON line per frame.",
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--stats-every", type=float, default=5.0, metavar="S", help="seconds between stats lines on stderr (0: none)")
     add("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="Python logging level for stderr (default WARNING)")
+    for extension in extensions:
+        extension.add_arguments(parser)
     return parser
 
 
@@ -164,6 +168,18 @@ def closing_all(sinks: list[Sink]) -> Iterator[None]:
             sink.close()
 
 
+def start_extensions(extensions: list[RunExtension], args: argparse.Namespace, context: RunContext,
+                     stack: ExitStack) -> list[Sink]:
+    """The sinks of the extensions asked for (e.g. --console), each closed when the run ends."""
+    attached = []
+    for extension in extensions:
+        sink = extension.start(args, context)
+        if sink is not None:
+            stack.callback(sink.close)
+            attached.append(sink)
+    return attached
+
+
 def write_summary(summary: dict[str, Any], path: Path | None) -> None:
     """Printed first, so the numbers survive a summary file that cannot be written."""
     print(json.dumps(summary, indent=2), flush=True)
@@ -172,7 +188,8 @@ def write_summary(summary: dict[str, Any], path: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    extensions = load_extensions()
+    args = build_parser(extensions).parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="daad run: %(levelname)s %(message)s")
     stop, ending = threading.Event(), {"stopped_by": "end of source"}
     # From the first line on, a signal only asks to stop: one during start-up (imports, opening the
@@ -199,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         events = stack.enter_context(EventLog(args.events, header["run_id"]))
         reader = open_reader(source, mode, bundle.preprocess, stop)
-        sinks = build_sinks(args, bundle, source, threshold, stop, header["run_id"])
         stats = RunStats(args.stats_every, counters=lambda: run_counters(reader, source, sinks))
+        live = LiveThreshold(threshold, threshold_from)
+        attached = start_extensions(extensions, args, RunContext(bundle, choice.name, args.precision, live,
+                                                                 stats.counters, stop, args.events), stack)
+        sinks = build_sinks(args, bundle, source, threshold, stop, header["run_id"])
         try:
             with closing_all(sinks), reader:
-                run_loop(reader, backend, bundle.preprocess, threshold, source.name, events, sinks, stats,
+                run_loop(reader, backend, bundle.preprocess, live, source.name, events, sinks + attached, stats,
                          args.max_frames)
             if args.max_frames is not None and stats.frames >= args.max_frames:
                 ending["stopped_by"] = "max-frames"

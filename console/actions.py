@@ -1,0 +1,339 @@
+"""What the console can change, as plain methods over the same functions `daad calibrate` calls.
+
+The routes are thin: they parse a request, call one method here and turn the result or the
+DaadError into a response. Every change (collect, propose, save, roll back, mark) first checks
+the token and that model.onnx is still the one the console started with.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import secrets
+import threading
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.calibrate import Calibration, CalibrationSettings, calibrate
+from calibration.drift import check_drift
+from calibration.report import calibration_summary, drift_summary, write_calibration_plot
+from calibration.save import part_counts, save_calibration, threshold_record
+from calibration.scoring import ScoredParts, score_folder
+from console.line_view import LineView
+from runtime.atomic import atomic_write_bytes
+from runtime.backends.options import BackendOptions
+from runtime.bundle import Bundle, file_sha256
+from runtime.errors import DaadError, ThresholdError
+from runtime.images import list_images
+from runtime.line.live_threshold import LiveThreshold
+from runtime.optional import cv2
+from runtime.threshold import (
+    HISTORY_DIR,
+    ThresholdRecord,
+    check_binding,
+    history_entries,
+    read_threshold,
+    threshold_lock,
+    write_threshold,
+)
+
+REVIEW_DIR = "review"  # BUNDLE/review/good and BUNDLE/review/defect: parts marked in the console
+LABELS = ("good", "defect")
+MIN_DRIFT_PARTS = 20
+KEEP_PROPOSALS = 5
+
+
+class Refused(DaadError):
+    """A request the console turns down; `status` is the HTTP status the route answers with."""
+
+    status = 400
+
+
+class Unauthorised(Refused):
+    status = 401
+
+
+class NotFound(Refused):
+    status = 404
+
+
+class StaleModel(Refused):
+    status = 409
+
+
+@dataclass
+class Proposal:
+    """A computed, not yet saved, calibration: saving it writes exactly what the technician saw."""
+
+    id: int
+    result: Calibration
+    counts: dict[str, Any]
+    good: np.ndarray
+    defect: np.ndarray | None
+    plot_png: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        result = self.result
+        return {
+            "id": self.id,
+            "threshold": result.threshold,
+            "method": result.settings.method,
+            "rates": result.rates(),
+            "warnings": result.warnings,
+            "lines": calibration_summary(result, self.counts),
+            "counts": self.counts,
+            "good": self.good.tolist(),
+            "defect": None if self.defect is None else self.defect.tolist(),
+        }
+
+
+@dataclass
+class ProposalRequest:
+    """What the calibrate page sends: where the parts are and what the threshold should aim at."""
+
+    good: str = "live"  # "live" (the collected parts) or a folder on the device
+    defect: str = ""  # a folder of known defects, or "" for none
+    add_review_good: bool = False  # also use the false rejects marked in Review as good parts
+    method: str = "quantile"
+    target_frr: float = 0.005
+    target_recall: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ProposalRequest":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise Refused(f"unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+        try:
+            request = cls(**data)
+            request.target_frr = float(request.target_frr)
+            if request.target_recall not in (None, ""):
+                request.target_recall = float(request.target_recall)
+            else:
+                request.target_recall = None
+        except (TypeError, ValueError) as exc:
+            raise Refused(f"bad calibration request: {exc}") from exc
+        return request
+
+
+class Console:
+    """One bundle's console; `line` and `threshold` are the running loop's, or None without a camera."""
+
+    def __init__(self, bundle: Bundle, backend: BackendOptions, token: str,
+                 line: LineView | None = None, threshold: LiveThreshold | None = None) -> None:
+        """`backend`: what the line scores with (a resolved name, not "auto"); folders are scored the same way."""
+        self.bundle, self.backend, self.token = bundle, backend, token
+        self.line, self.threshold = line, threshold
+        self._proposals: dict[int, Proposal] = {}
+        self._proposal_ids = itertools.count(1)
+        self._copies: dict[int, Path] = {}  # NG picture id -> the review copy the console wrote
+        self._lock = threading.Lock()  # one change at a time: history and review copies stay consistent
+
+    # -- guards ---------------------------------------------------------------------------------------
+
+    def authorise(self, given: str | None) -> None:
+        if not given or not secrets.compare_digest(given.encode(), self.token.encode()):
+            raise Unauthorised("this change needs the console token (shown when the console started) "
+                               "in the X-Console-Token header: enter it in the page's token field")
+
+    def check_model(self) -> None:
+        """Refuse changes when model.onnx was replaced since the console opened the bundle."""
+        current = file_sha256(self.bundle.onnx_path)
+        if current != self.bundle.sha256:
+            raise StaleModel(f"{self.bundle.onnx_path} changed since the console started (sha256 {current[:12]}…, "
+                             f"was {self.bundle.sha256[:12]}…): restart the line and the console with the new model")
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def active(self) -> ThresholdRecord | None:
+        return read_threshold(self.bundle)
+
+    def live_threshold(self) -> float | None:
+        if self.threshold is not None:
+            return self.threshold.value
+        record = self.active()
+        return None if record is None else record.threshold
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every threshold this bundle has had, newest first; the newest entry is the active one."""
+        active = self.active()
+        rows = []
+        for path in reversed(history_entries(self.bundle)):
+            try:
+                record = ThresholdRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue  # a damaged copy is not offered for roll back
+            rows.append({
+                "file": path.name, "created": record.created, "threshold": record.threshold,
+                "method": record.method, "note": record.note, "saved_by": record.saved_by,
+                "backend": record.backend, "precision": record.precision, "rates": record.rates,
+                "counts": {k: v for k, v in record.counts.items() if isinstance(v, int)},
+                "same_model": record.model_sha256 == self.bundle.sha256 and record.precision == self.backend.precision,
+                "active": not rows and active is not None and active.to_dict() == record.to_dict(),
+            })
+        return rows
+
+    def review_folders(self) -> dict[str, dict[str, Any]]:
+        """The review folders and how many images each holds, for the calibrate page to offer."""
+        folders = {}
+        for label in LABELS:
+            folder = self.bundle.root / REVIEW_DIR / label
+            folders[label] = {"path": str(folder), "images": len(list_images(folder)) if folder.is_dir() else 0}
+        return folders
+
+    def drift(self, parts: int) -> dict[str, Any]:
+        """The drift check of calibration/drift.py on the last `parts` scores of the line."""
+        if self.line is None:
+            raise Refused("no live line here: run the drift check with "
+                          f"`daad calibrate --check --bundle {self.bundle.root} --good DIR`")
+        record = self.active()
+        if record is None:
+            raise ThresholdError(f"{self.bundle.threshold_path} is missing: calibrate before checking for drift")
+        scores = self.line.recent_scores(parts)
+        if scores.size < MIN_DRIFT_PARTS:
+            raise Refused(f"only {scores.size} scored parts so far; the drift check needs at least {MIN_DRIFT_PARTS}")
+        check = check_drift(record, scores)
+        return {"drifted": check.drifted, "parts": int(scores.size), "findings": check.findings,
+                "lines": drift_summary(check, record.threshold)}
+
+    # -- changes --------------------------------------------------------------------------------------
+
+    def collect(self, parts: int) -> None:
+        if self.line is None:
+            raise Refused("no live line here: choose a folder of good parts instead")
+        self.line.collect(parts)
+
+    def propose(self, request: ProposalRequest) -> Proposal:
+        """Score the chosen parts and calibrate them; nothing is written until `save`."""
+        try:
+            settings = CalibrationSettings(request.method, request.target_frr, request.target_recall)
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
+        if request.method != "quantile" and not request.defect:
+            raise Refused(f"the {request.method} method needs known defective parts: choose a defect folder")
+        good, defect = self._parts(request)
+        try:
+            result = calibrate(good.scores, None if defect is None else defect.scores, settings, good.names)
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
+        counts = part_counts(result, good, defect)
+        defect_scores = None if defect is None else defect.scores
+        proposal = Proposal(next(self._proposal_ids), result, counts, good.scores, defect_scores,
+                            render_plot(good.scores, defect_scores, result.threshold))
+        with self._lock:
+            self._proposals[proposal.id] = proposal
+            for old in sorted(self._proposals)[:-KEEP_PROPOSALS]:
+                del self._proposals[old]
+        return proposal
+
+    def proposal(self, proposal_id: int) -> Proposal:
+        with self._lock:
+            proposal = self._proposals.get(proposal_id)
+        if proposal is None:
+            raise NotFound(f"no calibration {proposal_id} to save: calibrate again")
+        return proposal
+
+    def save(self, proposal_id: int, note: str, saved_by: str) -> ThresholdRecord:
+        """Write the proposal as threshold.json (same code as `daad calibrate`); the line switches at its next frame."""
+        proposal = self.proposal(proposal_id)
+        with self._lock, threshold_lock(self.bundle):
+            self.check_model()
+            record = threshold_record(self.bundle, proposal.result, proposal.counts, self.backend.backend,
+                                      self.backend.precision, note, saved_by)
+            save_calibration(self.bundle, record, proposal.good, proposal.defect)
+            self._switch(record.threshold, f"console save by {saved_by or 'unnamed'}")
+        return record
+
+    def roll_back(self, file: str, saved_by: str) -> ThresholdRecord:
+        """Make an earlier threshold the active one again, as a new history entry that says so."""
+        path = self.bundle.root / HISTORY_DIR / file
+        if not re.fullmatch(r"threshold-[\w.+-]+\.json", file) or not path.is_file():
+            raise NotFound(f"{file} is not a threshold in {path.parent}")
+        with self._lock, threshold_lock(self.bundle):
+            self.check_model()
+            try:
+                earlier = ThresholdRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                raise Refused(f"{path} is damaged ({exc}): choose another threshold") from exc
+            check_binding(earlier, self.bundle, self.backend.precision, path)
+            now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            record = replace(earlier, created=now, saved_by=saved_by,
+                             note=f"roll back to the threshold of {earlier.created}" + (f": {earlier.note}" if earlier.note else ""))
+            write_threshold(self.bundle, record)
+            self._switch(record.threshold, f"console roll back by {saved_by or 'unnamed'} to {earlier.created}")
+        return record
+
+    def mark(self, picture_id: int, label: str) -> Path:
+        """Copy an NG frame, as the camera took it, into BUNDLE/review/good (a false reject) or review/defect."""
+        if label not in LABELS:
+            raise Refused(f"label must be one of {', '.join(LABELS)}, got {label!r}")
+        picture = None if self.line is None else self.line.ng_picture(picture_id)
+        if picture is None:
+            raise NotFound(f"NG picture {picture_id} is no longer kept: reload the review page")
+        with self._lock:
+            self.check_model()
+            earlier = self._copies.get(picture_id)
+            if earlier is not None and picture.label == label:
+                return earlier
+            ok, encoded = cv2().imencode(".png", picture.outcome.frame.image)
+            if not ok:
+                raise Refused(f"OpenCV could not encode NG picture {picture_id} as PNG")
+            origin = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(picture.name).stem if picture.name else "frame")
+            stamp = picture.time.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
+            copy = self.bundle.root / REVIEW_DIR / label / f"{stamp}_{picture.frame:08d}_{origin}.png"
+            atomic_write_bytes(copy, encoded.tobytes())
+            if earlier is not None:  # re-marked: the copy under the other label was the console's own
+                earlier.unlink(missing_ok=True)
+            self._copies[picture_id], picture.label = copy, label
+        return copy
+
+    def _parts(self, request: ProposalRequest) -> tuple[ScoredParts, ScoredParts | None]:
+        folders = [Path(request.good)] if request.good != "live" else []
+        if request.add_review_good:
+            folders.append(self.bundle.root / REVIEW_DIR / "good")
+        scored = self._score_folders(folders + ([Path(request.defect)] if request.defect else []))
+        defect = scored.pop() if request.defect else None
+        if request.good == "live":
+            scored.insert(0, self._collected())
+        return merge(scored), defect
+
+    def _collected(self) -> ScoredParts:
+        collection = None if self.line is None else self.line.collection()
+        if collection is None or not collection.scores:
+            raise Refused("no parts collected from the line yet: collect good parts first, or choose a folder")
+        if not collection.done:
+            raise Refused(f"still collecting: {len(collection.scores)} of {collection.wanted} parts so far")
+        return ScoredParts(f"the line ({collection.wanted} parts)", np.asarray(collection.scores), collection.names)
+
+    def _score_folders(self, folders: list[Path]) -> list[ScoredParts]:
+        if not folders:
+            return []
+        with self.backend.open(self.bundle) as backend:
+            return [score_folder(backend, folder, self.bundle.preprocess) for folder in folders]
+
+    def _switch(self, value: float, origin: str) -> None:
+        if self.threshold is not None:
+            self.threshold.set(value, origin)
+
+
+def merge(parts: list[ScoredParts]) -> ScoredParts:
+    """Several sets of good parts as one."""
+    if len(parts) == 1:
+        return parts[0]
+    return ScoredParts(" + ".join(part.source for part in parts), np.concatenate([part.scores for part in parts]),
+                       [name for part in parts for name in part.names], [s for part in parts for s in part.skipped],
+                       [n for part in parts for n in part.nan])
+
+
+def render_plot(good: np.ndarray, defect: np.ndarray | None, threshold: float) -> bytes:
+    """calibration.png of a proposal, drawn by the same function `daad calibrate` uses, as bytes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="daad-console-") as folder:
+        path = write_calibration_plot(Path(folder) / "proposal.png", good, defect, threshold)
+        return path.read_bytes()

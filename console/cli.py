@@ -1,0 +1,51 @@
+"""daad console: the technician's web console for a bundle without a camera (calibrate from folders, history, roll back)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+from console.server import DEFAULT_HOST, Address, announce, console_token
+from runtime.backends import choose_backend
+from runtime.backends.options import BackendOptions, add_backend_options
+from runtime.bundle import open_bundle
+from runtime.optional import require
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daad console",
+        description="Serve the technician's web console for a bundle, without a camera: calibrate from folders "
+        "of good and defective parts, look at and roll back thresholds. To watch a running line, use "
+        "`daad run ... --console [HOST:]PORT` instead.")
+    add = parser.add_argument
+    add("--bundle", required=True, metavar="DIR", help="bundle folder written by `daad export`")
+    add("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
+    add("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    add("--console-token", default=None, metavar="SECRET",
+        help="token that changes must send; required off loopback; default: made up and printed")
+    add_backend_options(parser, batch=False)  # score folders as the line will: same backend and precision
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    uvicorn = require("uvicorn", "console", "the web console")
+    from console.actions import Console
+    from console.routes import build_app
+
+    address = Address(args.host, args.port)
+    token = console_token(address, args.console_token)
+    bundle = open_bundle(args.bundle)
+    options = BackendOptions.from_args(args)
+    if options.backend == "auto":  # threshold.json records the backend that scored, not "auto"
+        options = replace(options, backend=choose_backend(bundle, options.precision).name)
+    console = Console(bundle, options, token)
+    announce(address, token, generated=args.console_token is None)
+    uvicorn.run(build_app(console), host=address.host, port=address.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

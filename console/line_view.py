@@ -1,0 +1,183 @@
+"""What the console sees of the running line: a sink that only keeps references and counts.
+
+`emit` runs in the loop's thread, so it does no image work: it keeps the latest outcome, a
+bounded trend of scores and latencies, the latest NG frames, and the parts being collected for
+calibration. Drawing and encoding the picture happens in the web server's thread, on a frame
+shrunk to PICTURE_WIDTH, at most `max_fps` times a second however often browsers ask: that is
+what keeps the console's cost to the loop small (docs/CONSOLE.md has the measurement).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+
+from runtime.errors import DaadError
+from runtime.line.events import FAULT, NG, OK
+from runtime.line.loop import Outcome
+from runtime.line.overlay import render
+from runtime.optional import cv2
+from runtime.preprocess import PreprocessConfig
+
+TREND = 300  # scores kept for the trend plot and the drift check
+JPEG_QUALITY = 80
+PICTURE_WIDTH = 640  # pixels; the heat map is drawn on a frame shrunk to this, not on a 1080p original
+
+
+@dataclass
+class NgPicture:
+    """One NG frame kept for review: the camera image as captured, and its anomaly map."""
+
+    id: int
+    frame: int
+    name: str | None
+    score: float
+    threshold: float
+    time: str
+    outcome: Outcome
+    label: str | None = None  # "good" (a false reject) or "defect", once a technician marked it
+
+
+@dataclass
+class Collection:
+    """The next `wanted` scored parts of the line, taken as good parts for calibration."""
+
+    wanted: int
+    scores: list[float] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return len(self.scores) >= self.wanted
+
+
+class LineView:
+    """Sink: the live state of the line, read by the console's routes from other threads."""
+
+    def __init__(self, config: PreprocessConfig, scale: float, counters: Callable[[], dict[str, int]] = dict,
+                 keep_ng: int = 20, max_fps: float = 2.0) -> None:
+        self.config, self.scale, self.counters = config, scale, counters
+        self.min_interval = 1.0 / max_fps
+        self._lock = threading.Lock()
+        self._latest: Outcome | None = None
+        self._verdicts = {OK: 0, NG: 0, FAULT: 0}
+        self._trend: deque[tuple[int, float, float]] = deque(maxlen=TREND)  # frame, score, threshold
+        self._latency: deque[float] = deque(maxlen=TREND)  # seconds from capture to verdict
+        self._done_at: deque[float] = deque(maxlen=TREND)
+        self._ng: deque[NgPicture] = deque(maxlen=keep_ng)
+        self._ng_ids = itertools.count(1)
+        self._collection: Collection | None = None
+        self._jpeg: tuple[int, float, bytes] | None = None  # frame index, when encoded, JPEG
+        self._encode_lock = threading.Lock()
+
+    def emit(self, outcome: Outcome) -> None:
+        now = time.perf_counter()
+        frame, score = outcome.frame, outcome.scored.score
+        with self._lock:
+            self._latest = outcome
+            self._verdicts[outcome.verdict] += 1
+            self._latency.append(now - frame.started_at)
+            self._done_at.append(now)
+            if math.isfinite(score):
+                self._trend.append((frame.index, score, outcome.threshold))
+                if self._collection is not None and not self._collection.done:
+                    self._collection.scores.append(score)
+                    self._collection.names.append(frame.name or f"frame {frame.index}")
+            if outcome.verdict == NG and frame.image is not None:
+                stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                self._ng.append(NgPicture(next(self._ng_ids), frame.index, frame.name, score, outcome.threshold,
+                                          stamp, outcome))
+
+    def close(self) -> None:
+        """Nothing to release: the view holds references only."""
+
+    def snapshot(self) -> dict:
+        """Counters, rates and the trend, JSON-ready."""
+        with self._lock:
+            latest, verdicts = self._latest, dict(self._verdicts)
+            trend, latency, done_at = list(self._trend), np.array(self._latency), np.array(self._done_at)
+        fps = (len(done_at) - 1) / (done_at[-1] - done_at[0]) if len(done_at) > 1 and done_at[-1] > done_at[0] else None
+        p50, p90, p99 = (np.percentile(latency, [50, 90, 99]) * 1e3).tolist() if latency.size else (None,) * 3
+        current = None
+        if latest is not None:
+            score = latest.scored.score
+            current = {"frame": latest.frame.index, "name": latest.frame.name, "verdict": latest.verdict,
+                       "score": score if math.isfinite(score) else None, "threshold": latest.threshold,
+                       "fault": latest.scored.fault}
+        return {
+            "current": current,
+            "verdicts": verdicts,
+            "counters": self.counters(),
+            "fps": fps,
+            "latency_ms": {"p50": p50, "p90": p90, "p99": p99},
+            "trend": {"frame": [t[0] for t in trend], "score": [t[1] for t in trend],
+                      "threshold": [t[2] for t in trend]},
+        }
+
+    def recent_scores(self, count: int) -> np.ndarray:
+        with self._lock:
+            return np.array([score for _, score, _ in self._trend][-count:], dtype=np.float64)
+
+    def frame_jpeg(self) -> bytes | None:
+        """The latest frame with its heat map as JPEG; re-encoded at most every `min_interval` seconds."""
+        with self._encode_lock:
+            with self._lock:
+                latest = self._latest
+            if latest is None:
+                return None
+            now = time.monotonic()
+            if self._jpeg is not None and (self._jpeg[0] == latest.frame.index or now - self._jpeg[1] < self.min_interval):
+                return self._jpeg[2]
+            image = self.picture(latest)
+            if image is None:
+                return self._jpeg[2] if self._jpeg else None
+            self._jpeg = (latest.frame.index, now, image)
+            return image
+
+    def picture(self, outcome: Outcome) -> bytes | None:
+        """JPEG of the frame, shrunk to PICTURE_WIDTH, with its heat map and verdict; None without pixels."""
+        image = outcome.frame.image
+        if image is None or image.size == 0:
+            return None
+        if image.shape[1] > PICTURE_WIDTH:
+            height = max(1, round(image.shape[0] * PICTURE_WIDTH / image.shape[1]))
+            image = cv2().resize(image, (PICTURE_WIDTH, height), interpolation=cv2().INTER_AREA)
+            outcome = replace(outcome, frame=replace(outcome.frame, image=image))
+        return encode_jpeg(render(outcome, self.config, self.scale))
+
+    def collect(self, wanted: int) -> None:
+        """Start taking the next `wanted` parts as good ones (replacing a collection under way)."""
+        if wanted < 1:
+            raise DaadError(f"the number of parts to collect must be at least 1, got {wanted}")
+        with self._lock:
+            self._collection = Collection(wanted)
+
+    def collection(self) -> Collection | None:
+        with self._lock:
+            if self._collection is None:
+                return None
+            return Collection(self._collection.wanted, list(self._collection.scores), list(self._collection.names))
+
+    def ng_pictures(self) -> list[NgPicture]:
+        """The latest NG frames, newest first."""
+        with self._lock:
+            return list(reversed(self._ng))
+
+    def ng_picture(self, picture_id: int) -> NgPicture | None:
+        with self._lock:
+            return next((picture for picture in self._ng if picture.id == picture_id), None)
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    ok, encoded = cv2().imencode(".jpg", image, [cv2().IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise DaadError(f"OpenCV could not encode an image of shape {image.shape} as JPEG")
+    return encoded.tobytes()

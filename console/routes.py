@@ -1,0 +1,185 @@
+"""The console's HTTP routes: each parses the request, calls one Console method, answers JSON or HTML.
+
+Viewing is open; every POST is a change and carries the token in the X-Console-Token header.
+A refused change answers {"error": "..."} with the status the Console's exception names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from console.actions import Console, NotFound, ProposalRequest, Refused
+from runtime.errors import DaadError
+
+HERE = Path(__file__).parent
+TOKEN_HEADER = "X-Console-Token"
+PAGES = ("live", "calibrate", "review", "history")
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def build_app(console: Console) -> Starlette:
+    """The console for one bundle; all state lives in `console`, reached through app.state."""
+    templates = Jinja2Templates(directory=HERE / "templates")
+
+    def page(name: str):
+        async def show(request: Request) -> Response:
+            context = {"page": name, "pages": PAGES, "bundle": console.bundle.root, "has_line": console.line is not None,
+                       "review_folders": console.review_folders(), "token_header": TOKEN_HEADER}
+            return templates.TemplateResponse(request, f"{name}.html", context)
+        return show
+
+    routes = [Route("/", page("live"))] + [Route(f"/{name}", page(name)) for name in PAGES[1:]] + [
+        Route("/live.jpg", live_jpeg),
+        Route("/api/live", live_state),
+        Route("/api/collect", collection),
+        Route("/api/collect", collect, methods=["POST"]),
+        Route("/api/propose", propose, methods=["POST"]),
+        Route("/api/proposals/{id:int}/plot.png", proposal_plot),
+        Route("/api/save", save, methods=["POST"]),
+        Route("/api/history", history),
+        Route("/api/rollback", roll_back, methods=["POST"]),
+        Route("/api/review", review),
+        Route("/api/review/{id:int}.jpg", review_jpeg),
+        Route("/api/review/{id:int}", mark, methods=["POST"]),
+        Route("/api/drift", drift),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={DaadError: refused})
+    app.state.console = console
+    return app
+
+
+async def refused(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=getattr(exc, "status", 400))
+
+
+def _console(request: Request) -> Console:
+    return request.app.state.console
+
+
+async def _change(request: Request) -> tuple[Console, dict[str, Any]]:
+    """The console and the JSON body of a change, once the token is checked."""
+    console = _console(request)
+    console.authorise(request.headers.get(TOKEN_HEADER))
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError as exc:
+        raise Refused(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise Refused("the request body must be a JSON object")
+    return console, body
+
+
+def _field(body: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
+    value = body.get(name, default)
+    if value is None:
+        raise Refused(f"missing field {name!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise Refused(f"field {name!r} must be {kind.__name__}, got {value!r}") from exc
+
+
+# -- live ---------------------------------------------------------------------------------------------
+
+async def live_state(request: Request) -> JSONResponse:
+    console = _console(request)
+    state = console.line.snapshot() if console.line is not None else {}
+    active = console.active()
+    state.update(threshold=console.live_threshold(), has_line=console.line is not None,
+                 calibrated=None if active is None else {"created": active.created, "method": active.method,
+                                                         "note": active.note, "saved_by": active.saved_by})
+    return JSONResponse(state, headers=NO_STORE)
+
+
+async def live_jpeg(request: Request) -> Response:
+    line = _console(request).line
+    image = None if line is None else await run_in_threadpool(line.frame_jpeg)
+    if image is None:
+        raise NotFound("no frame yet")
+    return Response(image, media_type="image/jpeg", headers=NO_STORE)
+
+
+# -- calibrate ----------------------------------------------------------------------------------------
+
+async def collection(request: Request) -> JSONResponse:
+    line = _console(request).line
+    current = None if line is None else line.collection()
+    if current is None:
+        return JSONResponse({"wanted": 0, "collected": 0, "done": False}, headers=NO_STORE)
+    return JSONResponse({"wanted": current.wanted, "collected": len(current.scores), "done": current.done},
+                        headers=NO_STORE)
+
+
+async def collect(request: Request) -> JSONResponse:
+    console, body = await _change(request)
+    console.collect(_field(body, "parts", int))
+    return JSONResponse({"collecting": body["parts"]})
+
+
+async def propose(request: Request) -> JSONResponse:
+    console, body = await _change(request)
+    proposal = await run_in_threadpool(console.propose, ProposalRequest.from_dict(body))
+    return JSONResponse(proposal.to_dict())
+
+
+async def proposal_plot(request: Request) -> Response:
+    proposal = _console(request).proposal(request.path_params["id"])
+    return Response(proposal.plot_png, media_type="image/png")
+
+
+async def save(request: Request) -> JSONResponse:
+    console, body = await _change(request)
+    record = await run_in_threadpool(console.save, _field(body, "proposal", int), str(body.get("note", "")),
+                                     str(body.get("saved_by", "")))
+    return JSONResponse(record.to_dict())
+
+
+# -- history and drift --------------------------------------------------------------------------------
+
+async def history(request: Request) -> JSONResponse:
+    return JSONResponse(_console(request).history(), headers=NO_STORE)
+
+
+async def roll_back(request: Request) -> JSONResponse:
+    console, body = await _change(request)
+    record = await run_in_threadpool(console.roll_back, _field(body, "file", str), str(body.get("saved_by", "")))
+    return JSONResponse(record.to_dict())
+
+
+async def drift(request: Request) -> JSONResponse:
+    parts = _field(dict(request.query_params), "parts", int, 200)
+    return JSONResponse(await run_in_threadpool(_console(request).drift, parts))
+
+
+# -- review -------------------------------------------------------------------------------------------
+
+async def review(request: Request) -> JSONResponse:
+    line = _console(request).line
+    pictures = [] if line is None else line.ng_pictures()
+    return JSONResponse([{"id": p.id, "frame": p.frame, "name": p.name, "score": p.score, "threshold": p.threshold,
+                          "time": p.time, "label": p.label} for p in pictures], headers=NO_STORE)
+
+
+async def review_jpeg(request: Request) -> Response:
+    console = _console(request)
+    picture = None if console.line is None else console.line.ng_picture(request.path_params["id"])
+    if picture is None:
+        raise NotFound(f"NG picture {request.path_params['id']} is no longer kept")
+    return Response(await run_in_threadpool(console.line.picture, picture.outcome), media_type="image/jpeg")
+
+
+async def mark(request: Request) -> JSONResponse:
+    console, body = await _change(request)
+    copy = await run_in_threadpool(console.mark, request.path_params["id"], _field(body, "label", str))
+    return JSONResponse({"copied_to": str(copy)})

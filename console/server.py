@@ -1,0 +1,80 @@
+"""Where the console listens, who may change things, and the uvicorn server in its own thread."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import sys
+import threading
+from dataclasses import dataclass
+
+from runtime.errors import DaadError
+from runtime.optional import require
+
+DEFAULT_HOST = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return False
+
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """'8080', '0.0.0.0:8080' or '[::1]:8080' -> Address; DaadError saying the form otherwise."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or DEFAULT_HOST
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise DaadError(f"--console {text!r}: expected [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080")
+    return Address(host, int(port))
+
+
+def console_token(address: Address, given: str | None) -> str:
+    """The token changes need: the one given, or a fresh one; none given on a non-loopback address is refused."""
+    if given:
+        return given
+    if not address.loopback:
+        raise DaadError(f"the console would listen on {address.host}, reachable from other machines, without a "
+                        "token: pass --console-token SECRET (or bind to 127.0.0.1)")
+    return secrets.token_urlsafe(16)
+
+
+def announce(address: Address, token: str, generated: bool) -> None:
+    """Tell the technician where the console is and, when it was made up here, the token."""
+    tail = f"#token={token}" if generated else ""
+    print(f"daad console: {address.url()}/{tail}  (changes need the token"
+          f"{': ' + token if generated else ' given with --console-token'})", file=sys.stderr, flush=True)
+
+
+class ConsoleServer:
+    """uvicorn serving `app` from a daemon thread; `close` stops it and waits."""
+
+    def __init__(self, app, address: Address) -> None:
+        uvicorn = require("uvicorn", "console", "the web console")
+        config = uvicorn.Config(app, host=address.host, port=address.port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="daad-console", daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise DaadError(f"the console could not listen on {address.url()} (port in use?): "
+                                "choose another port with --console HOST:PORT")
+            self.thread.join(0.05)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=START_TIMEOUT_S)

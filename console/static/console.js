@@ -1,0 +1,207 @@
+// The console's pages: poll the JSON routes, draw the trend as SVG, send changes with the token.
+"use strict";
+
+const TOKEN_HEADER = document.body.dataset.tokenHeader;
+const tokenField = document.getElementById("token");
+const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
+if (fromLink) { sessionStorage.setItem("daad-token", fromLink); history.replaceState(null, "", location.pathname); }
+tokenField.value = sessionStorage.getItem("daad-token") || "";
+tokenField.addEventListener("change", () => sessionStorage.setItem("daad-token", tokenField.value));
+
+const $ = (id) => document.getElementById(id);
+const fmt = (value, digits = 4) => (value === null || value === undefined) ? "-" : Number(value).toPrecision(digits);
+
+function say(text, error = false) {
+  const message = $("message");
+  message.textContent = text;
+  message.className = error ? "message error" : "message";
+  message.hidden = !text;
+}
+
+async function getJson(path) {
+  const response = await fetch(path, { cache: "no-store" });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+async function change(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", [TOKEN_HEADER]: tokenField.value },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.error || response.statusText);
+  return answer;
+}
+
+function svg(tag, attributes) {
+  const element = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
+  return element;
+}
+
+function drawTrend(target, trend) {
+  // A log axis when every score is positive: good parts sit close together far below the
+  // threshold and defects far above it; on a linear axis the good ones would be one flat line.
+  target.replaceChildren();
+  const n = trend.score.length;
+  if (!n) return;
+  const [width, height, pad] = [900, 220, 8];
+  const values = [...trend.score, ...trend.threshold];
+  const log = values.every((value) => value > 0);
+  const scale = log ? Math.log10 : (value) => value;
+  const low = log ? scale(Math.min(...values)) - 0.1 : 0, high = scale(Math.max(...values)) + 0.1;
+  const x = (i) => pad + (width - 2 * pad) * (n === 1 ? 0.5 : i / (n - 1));
+  const y = (value) => height - pad - (height - 2 * pad) * (scale(value) - low) / ((high - low) || 1);
+  const line = trend.threshold.map((value, i) => `${x(i)},${y(value)}`).join(" ");
+  target.append(svg("polyline", { points: line, class: "threshold-line" }));
+  trend.score.forEach((value, i) => target.append(svg("circle", {
+    cx: x(i), cy: y(value), r: 2.5, class: value > trend.threshold[i] ? "dot-ng" : "dot-ok" })));
+  const label = svg("text", { x: pad + 4, y: pad + 12, class: "axis" });
+  label.textContent = `last ${n} parts, score on a ${log ? "log" : "linear"} axis`;
+  const threshold = svg("text", { x: width - pad - 4, y: y(trend.threshold[n - 1]) - 4, class: "axis", "text-anchor": "end" });
+  threshold.textContent = `threshold ${fmt(trend.threshold[n - 1])}`;
+  target.append(label, threshold);
+}
+
+async function refreshLive() {
+  try {
+    const state = await getJson("/api/live");
+    $("threshold").textContent = fmt(state.threshold);
+    if (state.current) {
+      $("verdict").textContent = state.current.verdict;
+      $("verdict").className = `verdict ${state.current.verdict}`;
+      $("score").textContent = fmt(state.current.score);
+      for (const [key, value] of Object.entries(state.verdicts)) $(`count-${key}`).textContent = value;
+      $("count-dropped").textContent = state.counters.dropped ?? 0;
+      $("fps").textContent = state.fps === null ? "-" : state.fps.toFixed(1);
+      const l = state.latency_ms;
+      $("latency").textContent = l.p50 === null ? "-" : `${l.p50.toFixed(1)} / ${l.p90.toFixed(1)} / ${l.p99.toFixed(1)} ms`;
+      drawTrend($("trend"), state.trend);
+      $("frame").src = `/live.jpg?frame=${state.current.frame}`;
+    }
+    const calibrated = state.calibrated;
+    $("calibrated").textContent = calibrated ? `calibrated ${calibrated.created} (${calibrated.method})`
+      + (calibrated.saved_by ? ` by ${calibrated.saved_by}` : "") + (calibrated.note ? `: ${calibrated.note}` : "") : "not calibrated";
+  } catch (error) { say(`line: ${error.message}`, true); }
+}
+
+function startLive() {
+  refreshLive();
+  setInterval(refreshLive, 500);
+}
+
+let proposalId = null;
+
+async function watchCollection() {
+  const state = await getJson("/api/collect");
+  $("collect-progress").textContent = state.wanted ? `${state.collected} of ${state.wanted} parts collected` + (state.done ? " - done" : "") : "";
+  if (state.wanted && !state.done) setTimeout(watchCollection, 500);
+}
+
+function startCalibrate() {
+  if ($("collect-button")) {
+    $("collect-button").onclick = async () => {
+      try { await change("/api/collect", { parts: Number($("collect-parts").value) }); say(""); watchCollection(); }
+      catch (error) { say(error.message, true); }
+    };
+    watchCollection();
+  }
+  $("propose-button").onclick = async () => {
+    const fromLine = document.querySelector("input[name=good-from]:checked").value === "live";
+    const request = {
+      good: fromLine ? "live" : $("good-folder").value,
+      defect: $("defect-folder").value,
+      add_review_good: $("add-review-good").checked,
+      method: $("method").value,
+      target_frr: Number($("target-frr").value),
+      target_recall: $("target-recall").value || null,
+    };
+    say("scoring and calculating...");
+    try {
+      const proposal = await change("/api/propose", request);
+      proposalId = proposal.id;
+      $("proposal").hidden = false;
+      $("proposal-threshold").textContent = fmt(proposal.threshold);
+      $("proposal-lines").textContent = proposal.lines.join("\n");
+      $("proposal-plot").src = `/api/proposals/${proposal.id}/plot.png`;
+      say("");
+    } catch (error) { say(error.message, true); }
+  };
+  $("save-button").onclick = async () => {
+    try {
+      const record = await change("/api/save", { proposal: proposalId, note: $("note").value, saved_by: $("saved-by").value });
+      say(`saved: the line now uses threshold ${fmt(record.threshold)} (${record.created})`);
+    } catch (error) { say(error.message, true); }
+  };
+}
+
+async function refreshReview() {
+  const pictures = await getJson("/api/review");
+  $("no-pictures").hidden = pictures.length > 0;
+  $("pictures").replaceChildren(...pictures.map((picture) => {
+    const card = document.createElement("figure");
+    card.className = `picture ${picture.label || ""}`;
+    card.innerHTML = `<img src="/api/review/${picture.id}.jpg" alt="NG part">
+      <figcaption>#${picture.frame} score ${fmt(picture.score)} (threshold ${fmt(picture.threshold)})<br>${picture.time}
+      <b class="label">${picture.label ? (picture.label === "good" ? "marked: false reject" : "marked: real defect") : ""}</b><br>
+      <button data-label="good">False reject</button> <button data-label="defect">Real defect</button></figcaption>`;
+    card.querySelectorAll("button").forEach((button) => button.onclick = async () => {
+      try { await change(`/api/review/${picture.id}`, { label: button.dataset.label }); say(""); refreshReview(); }
+      catch (error) { say(error.message, true); }
+    });
+    return card;
+  }));
+}
+
+function percent(rate, key) { return rate && rate[key] !== undefined ? `${(100 * rate[key]).toFixed(2)}%` : "-"; }
+
+async function refreshHistory() {
+  const rows = await getJson("/api/history");
+  $("history-rows").replaceChildren(...rows.map((row) => {
+    const tr = document.createElement("tr");
+    if (row.active) tr.className = "active";
+    const fr = row.rates.false_reject, recall = row.rates.recall;
+    const cells = [row.created, fmt(row.threshold), row.method, `${percent(fr, "estimate")} (${percent(fr, "upper")})`,
+      recall ? `${percent(recall, "estimate")} (>= ${percent(recall, "lower")})` : "-",
+      Object.entries(row.counts).filter(([k]) => k === "good" || k === "defect").map(([k, v]) => `${v} ${k}`).join(", "),
+      row.saved_by, row.note];
+    cells.forEach((text) => { const td = document.createElement("td"); td.textContent = text; tr.append(td); });
+    const action = document.createElement("td");
+    if (row.active) action.textContent = "active";
+    else if (!row.same_model) action.textContent = "other model or precision";
+    else {
+      const button = document.createElement("button");
+      button.textContent = "Roll back";
+      button.onclick = async () => {
+        try {
+          const record = await change("/api/rollback", { file: row.file, saved_by: prompt("your name") || "" });
+          say(`rolled back: the line now uses threshold ${fmt(record.threshold)}`); refreshHistory();
+        } catch (error) { say(error.message, true); }
+      };
+      action.append(button);
+    }
+    tr.append(action);
+    return tr;
+  }));
+}
+
+function startHistory() {
+  refreshHistory().catch((error) => say(error.message, true));
+  $("drift-button").onclick = async () => {
+    try {
+      const check = await getJson(`/api/drift?parts=${Number($("drift-parts").value)}`);
+      $("drift-lines").textContent = check.lines.join("\n");
+      $("drift-lines").className = check.drifted ? "drifted" : "steady";
+    } catch (error) { say(error.message, true); }
+  };
+}
+
+({
+  live: startLive,
+  calibrate: startCalibrate,
+  review: () => { refreshReview().catch((error) => say(error.message, true)); setInterval(refreshReview, 3000); },
+  history: startHistory,
+})[document.body.dataset.page]();

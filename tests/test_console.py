@@ -1,0 +1,296 @@
+"""The console's routes over HTTP (Starlette's TestClient), on a real tiny bundle scored by ONNX Runtime.
+
+The line is real too: run_loop scores frames through the backend and feeds the console's LineView.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+from starlette.testclient import TestClient  # noqa: E402
+
+from console.actions import Console  # noqa: E402
+from console.line_view import LineView  # noqa: E402
+from console.routes import TOKEN_HEADER, build_app  # noqa: E402
+from console.server import Address, console_token, parse_address  # noqa: E402
+from runtime.cli import main as cli_main  # noqa: E402
+from runtime.errors import DaadError  # noqa: E402
+from runtime.backends.options import BackendOptions  # noqa: E402
+from runtime.bundle import open_bundle  # noqa: E402
+from runtime.line.events import EventLog  # noqa: E402
+from runtime.line.live_threshold import LiveThreshold  # noqa: E402
+from runtime.line.loop import run_loop  # noqa: E402
+from runtime.line.sources import Frame  # noqa: E402
+from runtime.optional import cv2  # noqa: E402
+from tiny_bundle import grey_frame  # noqa: E402
+
+TOKEN = "s3cret"
+ONE_THREAD = BackendOptions("onnxruntime", "fp32", threads=1)
+AUTH = {TOKEN_HEADER: TOKEN}
+SIZE = 32
+
+
+def part(index: int, rng: np.random.Generator, defect: bool = False) -> np.ndarray:
+    """A good part is mid-grey with a little noise (scores ~0.02-0.08); a defect has a white blob (0.5)."""
+    image = grey_frame(SIZE, SIZE, blob=255 if defect else None).astype(np.int16)
+    image += rng.integers(-6 - index % 15, 7 + index % 15, image.shape, dtype=np.int16)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+class Line:
+    """A real line running in its own thread: frames scored by ONNX Runtime in run_loop, judged by a
+    LiveThreshold, seen by a LineView and logged; `run` feeds it frames and waits until they are judged."""
+
+    def __init__(self, bundle_root, events_path) -> None:
+        self.bundle = open_bundle(bundle_root)
+        self.threshold = LiveThreshold(0.3, "test")
+        self.view = LineView(self.bundle.preprocess, 0.6)
+        self.events_path = events_path
+        self.rng = np.random.default_rng(0)
+        self.frames: queue.Queue = queue.Queue()
+        self.judged = threading.Semaphore(0)
+        self.next_index = 0
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        class Signal:
+            def emit(_, outcome) -> None:
+                self.judged.release()
+
+            def close(_) -> None:
+                pass
+
+        with ONE_THREAD.open(self.bundle) as backend, EventLog(self.events_path) as events:
+            run_loop(iter(self.frames.get, None), backend, self.bundle.preprocess, self.threshold, "test", events,
+                     [self.view, Signal()])
+
+    def run(self, count: int, defect_every: int = 0) -> None:
+        for _ in range(count):
+            index = self.next_index
+            defect = defect_every > 0 and index % defect_every == defect_every - 1
+            self.frames.put(Frame(part(index, self.rng, defect), name=f"part{index:04d}.png", index=index))
+            self.next_index += 1
+        for _ in range(count):
+            assert self.judged.acquire(timeout=60), "the line stopped"
+
+    def stop(self) -> None:
+        self.frames.put(None)
+        self.thread.join(timeout=60)
+
+
+def write_parts(folder, count: int, defect: bool = False, seed: int = 1):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        cv2().imwrite(str(folder / f"p{index:03d}.png"), part(index, rng, defect))
+    return folder
+
+
+@pytest.fixture
+def line(tiny_bundle, tmp_path) -> Iterator[Line]:
+    line = Line(tiny_bundle, tmp_path / "events.jsonl")
+    line.run(40, defect_every=10)
+    yield line
+    line.stop()
+
+
+@pytest.fixture
+def console(line) -> Console:
+    return Console(line.bundle, ONE_THREAD, TOKEN, line.view, line.threshold)
+
+
+@pytest.fixture
+def client(console) -> TestClient:
+    return TestClient(build_app(console))
+
+
+def calibrated_from_line(client: TestClient, line: Line, parts: int = 60) -> dict:
+    assert client.post("/api/collect", json={"parts": parts}, headers=AUTH).status_code == 200
+    line.run(parts)
+    proposal = client.post("/api/propose", json={"good": "live"}, headers=AUTH)
+    assert proposal.status_code == 200, proposal.text
+    return proposal.json()
+
+
+def test_pages_render_and_link_only_local_assets(client) -> None:
+    for path in ("/", "/calibrate", "/review", "/history"):
+        page = client.get(path)
+        assert page.status_code == 200 and "daad console" in page.text
+        assert "http://" not in page.text.replace("http://testserver", "") and "https://" not in page.text
+    assert client.get("/static/console.js").status_code == 200
+    assert client.get("/nowhere").status_code == 404
+
+
+def test_live_state_counts_the_line_and_the_frame_is_a_jpeg(client, line) -> None:
+    state = client.get("/api/live").json()
+    assert state["verdicts"] == {"OK": 36, "NG": 4, "FAULT": 0}
+    assert state["current"]["frame"] == 39 and state["threshold"] == 0.3 and state["calibrated"] is None
+    assert len(state["trend"]["score"]) == 40 and state["fps"] > 0 and state["latency_ms"]["p99"] > 0
+    image = client.get("/live.jpg")
+    assert image.headers["content-type"] == "image/jpeg"
+    decoded = cv2().imdecode(np.frombuffer(image.content, np.uint8), cv2().IMREAD_COLOR)
+    assert decoded.shape == (SIZE, SIZE, 3)
+
+
+def test_changes_need_the_token(client) -> None:
+    for path, body in (("/api/collect", {"parts": 5}), ("/api/propose", {}), ("/api/save", {"proposal": 1}),
+                       ("/api/rollback", {"file": "x"}), ("/api/review/1", {"label": "good"})):
+        for headers in ({}, {TOKEN_HEADER: "wrong"}):
+            answer = client.post(path, json=body, headers=headers)
+            assert answer.status_code == 401 and "token" in answer.json()["error"], path
+
+
+def test_bad_requests_say_what_is_wrong(client) -> None:
+    assert client.post("/api/collect", json={"parts": 0}, headers=AUTH).status_code == 400
+    assert "parts" in client.post("/api/collect", json={}, headers=AUTH).json()["error"]
+    assert client.post("/api/collect", content=b"{not json", headers=AUTH).status_code == 400
+    assert "unknown field" in client.post("/api/propose", json={"colour": 1}, headers=AUTH).json()["error"]
+    assert "collect" in client.post("/api/propose", json={"good": "live"}, headers=AUTH).json()["error"]
+    assert "defect" in client.post("/api/propose", json={"method": "f1"}, headers=AUTH).json()["error"]
+    frr = client.post("/api/propose", json={"target_frr": 2}, headers=AUTH)
+    assert frr.status_code == 400 and "false-reject" in frr.json()["error"]
+    missing = client.post("/api/propose", json={"good": "/no/such/folder"}, headers=AUTH)
+    assert missing.status_code == 400 and "/no/such/folder" in missing.json()["error"]
+    assert client.post("/api/save", json={"proposal": 99}, headers=AUTH).status_code == 404
+    assert client.get("/api/proposals/99/plot.png").status_code == 404
+
+
+def test_calibrate_from_the_line_then_save_switches_the_running_loop(client, line, tiny_bundle) -> None:
+    collecting = client.get("/api/collect").json()
+    assert collecting == {"wanted": 0, "collected": 0, "done": False}
+    proposal = calibrated_from_line(client, line)
+    assert client.get("/api/collect").json() == {"wanted": 60, "collected": 60, "done": True}
+    assert proposal["counts"]["good"] == 60 and proposal["rates"]["false_reject"]["upper"] > 0
+    assert proposal["threshold"] == pytest.approx(max(proposal["good"]))  # 60 parts: the quantile is the top score
+    assert any("cannot show" in text for text in proposal["warnings"])
+    assert client.get(f"/api/proposals/{proposal['id']}/plot.png").content.startswith(b"\x89PNG")
+    assert not (tiny_bundle / "threshold.json").exists()  # nothing written before save
+
+    saved = client.post("/api/save", json={"proposal": proposal["id"], "note": "lens cleaned", "saved_by": "anna"},
+                        headers=AUTH).json()
+    record = json.loads((tiny_bundle / "threshold.json").read_text())
+    assert record["threshold"] == saved["threshold"] == proposal["threshold"]
+    assert record["note"] == "lens cleaned" and record["saved_by"] == "anna" and record["precision"] == "fp32"
+    assert (tiny_bundle / "calibration.png").exists() and len(list((tiny_bundle / "thresholds").iterdir())) == 1
+    assert (line.threshold.value, line.threshold.get().origin) == (proposal["threshold"], "console save by anna")
+
+    line.run(3)
+    line.stop()  # the event log is complete
+    lines = [json.loads(text) for text in line.events_path.read_text().splitlines()]
+    switch = next(entry for entry in lines if entry.get("event") == "threshold_switch")
+    assert switch["threshold"] == proposal["threshold"] and switch["previous"] == 0.3 and switch["frame"] == 100
+    assert lines[-1]["threshold"] == proposal["threshold"] and client.get("/api/live").json()["calibrated"]["saved_by"] == "anna"
+
+
+def test_calibrate_from_folders_with_defects(client, tmp_path) -> None:
+    good, defect = write_parts(tmp_path / "good", 40), write_parts(tmp_path / "bad", 10, defect=True)
+    answer = client.post("/api/propose", json={"good": str(good), "defect": str(defect), "method": "recall",
+                                               "target_recall": "0.9"}, headers=AUTH)
+    proposal = answer.json()
+    assert answer.status_code == 200, proposal
+    assert proposal["rates"]["recall"]["estimate"] == 1.0 and proposal["rates"]["auroc"] == 1.0
+    assert proposal["counts"]["defect"] == 10 and any("catches 10 of 10" in text for text in proposal["lines"])
+
+
+def test_a_changed_model_refuses_changes(client, line, tiny_bundle) -> None:
+    proposal = calibrated_from_line(client, line)
+    with open(tiny_bundle / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    answer = client.post("/api/save", json={"proposal": proposal["id"]}, headers=AUTH)
+    assert answer.status_code == 409 and "model.onnx changed" in answer.json()["error"]
+    assert not (tiny_bundle / "threshold.json").exists() and line.threshold.value == 0.3
+
+
+def test_history_and_roll_back(client, line, tiny_bundle) -> None:
+    first = calibrated_from_line(client, line)
+    client.post("/api/save", json={"proposal": first["id"], "saved_by": "anna"}, headers=AUTH)
+    second = client.post("/api/propose", json={"good": "live", "target_frr": 0.2}, headers=AUTH).json()
+    client.post("/api/save", json={"proposal": second["id"], "saved_by": "ben"}, headers=AUTH)
+    rows = client.get("/api/history").json()
+    assert [row["saved_by"] for row in rows] == ["ben", "anna"] and [row["active"] for row in rows] == [True, False]
+    assert all(row["same_model"] for row in rows)
+
+    rolled = client.post("/api/rollback", json={"file": rows[1]["file"], "saved_by": "carl"}, headers=AUTH)
+    assert rolled.status_code == 200
+    assert line.threshold.value == first["threshold"] != second["threshold"]
+    assert json.loads((tiny_bundle / "threshold.json").read_text())["threshold"] == first["threshold"]
+    rows = client.get("/api/history").json()
+    assert len(rows) == 3 and rows[0]["saved_by"] == "carl" and rows[0]["active"] and "roll back" in rows[0]["note"]
+
+    assert client.post("/api/rollback", json={"file": "../threshold.json"}, headers=AUTH).status_code == 404
+    foreign = json.loads((tiny_bundle / "thresholds" / rows[1]["file"]).read_text()) | {"precision": "fp16"}
+    (tiny_bundle / "thresholds" / "threshold-2000-01-01T000000Z.json").write_text(json.dumps(foreign))
+    other = client.post("/api/rollback", json={"file": "threshold-2000-01-01T000000Z.json"}, headers=AUTH)
+    assert other.status_code == 400 and "precision fp16" in other.json()["error"]
+    assert not next(row for row in client.get("/api/history").json() if row["created"] == foreign["created"]
+                    and row["precision"] == "fp16")["same_model"]
+
+
+def test_review_marks_copy_the_camera_frame(client, line, tiny_bundle) -> None:
+    pictures = client.get("/api/review").json()
+    assert [picture["frame"] for picture in pictures] == [39, 29, 19, 9]
+    assert client.get(f"/api/review/{pictures[0]['id']}.jpg").headers["content-type"] == "image/jpeg"
+    assert client.get("/api/review/999.jpg").status_code == 404
+
+    copied = client.post(f"/api/review/{pictures[0]['id']}", json={"label": "good"}, headers=AUTH).json()["copied_to"]
+    written = cv2().imread(copied)
+    assert written.shape == (SIZE, SIZE, 3) and written[SIZE // 2, SIZE // 2].tolist() == [255, 255, 255]  # no heat map
+    client.post(f"/api/review/{pictures[0]['id']}", json={"label": "defect"}, headers=AUTH)
+    assert list((tiny_bundle / "review" / "good").iterdir()) == []
+    assert len(list((tiny_bundle / "review" / "defect").iterdir())) == 1
+    assert client.get("/api/review").json()[0]["label"] == "defect"
+    assert client.post(f"/api/review/{pictures[1]['id']}", json={"label": "maybe"}, headers=AUTH).status_code == 400
+    assert client.post("/api/review/999", json={"label": "good"}, headers=AUTH).status_code == 404
+    assert "1 real defects marked" in client.get("/calibrate").text
+
+
+def test_drift_check_on_the_last_parts(client, line) -> None:
+    assert "calibrate before" in client.get("/api/drift?parts=50").json()["error"]
+    proposal = calibrated_from_line(client, line, parts=100)
+    client.post("/api/save", json={"proposal": proposal["id"]}, headers=AUTH)
+    line.run(60)
+    steady = client.get("/api/drift?parts=60").json()
+    assert steady["parts"] == 60 and steady["lines"][0].startswith("threshold")
+    line.run(60, defect_every=2)
+    drifted = client.get("/api/drift?parts=60").json()
+    assert drifted["drifted"] and drifted["findings"]
+    assert client.get("/api/drift?parts=abc").status_code == 400
+
+
+def test_without_a_camera_the_console_calibrates_from_folders(tiny_bundle, tmp_path) -> None:
+    bundle = open_bundle(tiny_bundle)
+    client = TestClient(build_app(Console(bundle, ONE_THREAD, TOKEN)))
+    assert "No camera" in client.get("/").text
+    assert client.get("/live.jpg").status_code == 404 and client.get("/api/review").json() == []
+    assert client.post("/api/collect", json={"parts": 5}, headers=AUTH).status_code == 400
+    assert client.get("/api/drift").status_code == 400
+    proposal = client.post("/api/propose", json={"good": str(write_parts(tmp_path / "good", 30))}, headers=AUTH).json()
+    client.post("/api/save", json={"proposal": proposal["id"], "saved_by": "dana"}, headers=AUTH)
+    assert client.get("/api/live").json()["threshold"] == proposal["threshold"]
+
+
+def test_addresses_and_tokens() -> None:
+    assert parse_address("8080") == Address("127.0.0.1", 8080)
+    assert parse_address("0.0.0.0:9000") == Address("0.0.0.0", 9000) and not Address("0.0.0.0", 9000).loopback
+    assert parse_address("[::1]:80").loopback and Address("localhost", 1).loopback
+    with pytest.raises(DaadError, match=r"\[HOST:\]PORT"):
+        parse_address("host:port")
+    assert console_token(Address("0.0.0.0", 1), "given") == "given"
+    assert len(console_token(Address("127.0.0.1", 1), None)) >= 16
+
+
+def test_daad_run_refuses_an_open_console_without_a_token(tiny_bundle, tmp_path, capsys) -> None:
+    folder = write_parts(tmp_path / "parts", 3)
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(folder), "--threshold", "0.3",
+            "--console", "0.0.0.0:0", "--stats-every", "0"]
+    assert cli_main(argv) == 2
+    assert "--console-token" in capsys.readouterr().err

@@ -1,0 +1,159 @@
+"""End to end in a real headless Chromium: `daad run --console` on a synthetic video, driven like a technician.
+
+Debian's chromium and chromium-driver (the Makefile installs them where apt is available) and
+Selenium from PyPI; no downloaded browser. Set DAAD_SCREENSHOTS=DIR to keep a screenshot of each
+page (docs/CONSOLE.md's pictures are made that way: `make console-screenshots`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: make venv installs it")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from runtime.optional import cv2  # noqa: E402
+from tiny_bundle import write_tiny_bundle  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (make venv does)",
+)
+TOKEN = "line3-secret"
+WAIT_S = 60
+
+
+def write_line_video(path: Path, frames: int = 120, defect_every: int = 30) -> Path:
+    """A belt of mid-grey parts with sensor noise; every `defect_every`-th part has a bright spot."""
+    rng = np.random.default_rng(3)
+    writer = cv2().VideoWriter(str(path), cv2().VideoWriter_fourcc(*"MJPG"), 15.0, (320, 240))
+    for index in range(frames):
+        image = np.clip(128 + rng.normal(0, 4 + index % 5, (240, 320, 3)), 0, 255).astype(np.uint8)
+        if index % defect_every == defect_every - 1:
+            cv2().circle(image, (120 + index % 80, 100), 14, (250, 250, 250), -1)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def running_line(tmp_path):
+    """`daad run --console` on the video, looping, niced; yields (url, bundle, events, process)."""
+    bundle = write_tiny_bundle(tmp_path / "bundle", 48, 64)
+    video = write_line_video(tmp_path / "line.avi")
+    events = tmp_path / "events.jsonl"
+    port = free_port()
+    command = [sys.executable, "-m", "runtime", "run", "--bundle", str(bundle), "--source", str(video), "--loop",
+               "--threshold", "0.3", "--threads", "1", "--events", str(events), "--stats-every", "0",
+               "--console", f"127.0.0.1:{port}", "--console-token", TOKEN]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               preexec_fn=lambda: os.nice(10))
+    try:
+        announced = process.stderr.readline() + process.stderr.readline()
+        assert f"http://127.0.0.1:{port}/" in announced, announced
+        yield f"http://127.0.0.1:{port}", bundle, events, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=WAIT_S)
+
+
+@pytest.fixture
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def text_of(driver, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).text
+
+
+def screenshot(driver, name: str) -> None:
+    folder = os.environ.get("DAAD_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        time.sleep(1.0)  # one more poll, so the page shows current numbers
+        driver.save_screenshot(str(Path(folder) / f"console-{name}.png"))
+
+
+def test_watch_calibrate_from_the_line_save_and_the_loop_switches(running_line, browser) -> None:
+    url, bundle, events, process = running_line
+    wait = WebDriverWait(browser, WAIT_S)
+
+    browser.get(f"{url}/#token={TOKEN}")
+    wait.until(lambda d: d.execute_script("const i = document.getElementById('frame'); return i.complete && i.naturalWidth > 0"))
+    wait.until(lambda d: int(text_of(d, "count-OK")) > 0)
+    first = int(text_of(browser, "count-OK"))
+    wait.until(lambda d: int(text_of(d, "count-OK")) > first)  # the counters move
+    assert text_of(browser, "threshold") == "0.3000" and text_of(browser, "verdict") in ("OK", "NG")
+    assert browser.find_elements(By.CSS_SELECTOR, "#trend circle")
+    screenshot(browser, "live")
+
+    browser.find_element(By.LINK_TEXT, "Calibrate").click()
+    parts = browser.find_element(By.ID, "collect-parts")
+    parts.clear()
+    parts.send_keys("240")
+    browser.find_element(By.ID, "collect-button").click()
+    wait.until(lambda d: "240 of 240 parts collected - done" in text_of(d, "collect-progress"))
+    frr = browser.find_element(By.ID, "target-frr")
+    frr.clear()
+    frr.send_keys("0.05")
+    browser.find_element(By.ID, "propose-button").click()
+    wait.until(lambda d: d.find_element(By.ID, "proposal").is_displayed() and text_of(d, "proposal-threshold"))
+    proposed = float(text_of(browser, "proposal-threshold"))
+    assert 0 < proposed < 0.3 and "false rejects per 1000" in text_of(browser, "proposal-lines")
+    browser.find_element(By.ID, "saved-by").send_keys("anna")
+    browser.find_element(By.ID, "note").send_keys("first calibration from the line")
+    screenshot(browser, "calibrate")
+    browser.find_element(By.ID, "save-button").click()
+    wait.until(lambda d: "saved: the line now uses threshold" in text_of(d, "message"))
+
+    record = json.loads((bundle / "threshold.json").read_text())
+    assert record["saved_by"] == "anna" and record["note"] == "first calibration from the line"
+    assert record["counts"]["good"] == 240 and f"{record['threshold']:.4g}" == f"{proposed:.4g}"
+    browser.find_element(By.LINK_TEXT, "Live").click()
+    wait.until(lambda d: text_of(d, "threshold") == f"{record['threshold']:.4g}" or
+               float(text_of(d, "threshold")) == pytest.approx(record["threshold"], rel=1e-3))
+
+    def judged_with_new_threshold() -> list[dict]:
+        lines = [json.loads(line) for line in events.read_text().splitlines()[:-1]]  # the last may be in flight
+        return [line for line in lines if line.get("threshold") == record["threshold"] and "verdict" in line]
+
+    wait.until(lambda d: judged_with_new_threshold())
+    switches = [json.loads(line) for line in events.read_text().splitlines() if '"threshold_switch"' in line]
+    assert len(switches) == 1 and switches[0]["threshold"] == record["threshold"] and switches[0]["previous"] == 0.3
+    assert switches[0]["origin"] == "console save by anna"
+    assert process.poll() is None  # the line never stopped
+
+    if os.environ.get("DAAD_SCREENSHOTS"):
+        for page in ("review", "history"):
+            browser.find_element(By.LINK_TEXT, page.capitalize()).click()
+            time.sleep(1.0)
+            if page == "history":
+                browser.find_element(By.ID, "drift-button").click()
+                wait.until(lambda d: text_of(d, "drift-lines"))
+            screenshot(browser, page)
