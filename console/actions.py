@@ -173,7 +173,8 @@ class Console:
                 "method": record.method, "note": record.note, "saved_by": record.saved_by,
                 "backend": record.backend, "precision": record.precision, "rates": record.rates,
                 "counts": {k: v for k, v in record.counts.items() if isinstance(v, int)},
-                "same_model": record.model_sha256 == self.bundle.sha256 and record.precision == self.backend.precision,
+                "same_model": (record.model_sha256, record.backend, record.precision)
+                == (self.bundle.sha256, self.backend.backend, self.backend.precision),
                 "active": not rows and active is not None and active.to_dict() == record.to_dict(),
             })
         return rows
@@ -260,7 +261,7 @@ class Console:
                 earlier = ThresholdRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
             except (OSError, ValueError, TypeError, AttributeError) as exc:
                 raise Refused(f"{path} is damaged ({exc}): choose another threshold") from exc
-            check_binding(earlier, self.bundle, self.backend.precision, path)
+            check_binding(earlier, self.bundle, self.backend.backend, self.backend.precision, path)
             now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             record = replace(earlier, created=now, saved_by=saved_by,
                              note=f"roll back to the threshold of {earlier.created}" + (f": {earlier.note}" if earlier.note else ""))

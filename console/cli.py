@@ -7,7 +7,6 @@ import sys
 from dataclasses import replace
 
 from console.server import DEFAULT_HOST, Address, announce, console_token
-from runtime.backends import choose_backend
 from runtime.backends.options import BackendOptions, add_backend_options
 from runtime.bundle import open_bundle
 from runtime.optional import require
@@ -39,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     token = console_token(address, args.console_token)
     bundle = open_bundle(args.bundle)
     options = BackendOptions.from_args(args)
-    if options.backend == "auto":  # threshold.json records the backend that scored, not "auto"
-        options = replace(options, backend=choose_backend(bundle, options.precision).name)
+    options = replace(options, backend=options.backend_name(bundle))  # threshold.json records a backend, not "auto"
     console = Console(bundle, options, token)
     announce(address, token, generated=args.console_token is None)
     uvicorn.run(build_app(console), host=address.host, port=address.port, log_level="warning", access_log=False)

@@ -136,8 +136,11 @@ def test_watch_calibrate_from_the_line_save_and_the_loop_switches(running_line, 
     assert record["saved_by"] == "anna" and record["note"] == "first calibration from the line"
     assert record["counts"]["good"] == 240 and f"{record['threshold']:.4g}" == f"{proposed:.4g}"
     browser.find_element(By.LINK_TEXT, "Live").click()
-    wait.until(lambda d: text_of(d, "threshold") == f"{record['threshold']:.4g}" or
-               float(text_of(d, "threshold")) == pytest.approx(record["threshold"], rel=1e-3))
+    def shows_new_threshold(driver) -> bool:
+        shown = text_of(driver, "threshold")  # "-" until the page's first poll
+        return shown != "-" and float(shown) == pytest.approx(record["threshold"], rel=1e-3)
+
+    wait.until(shows_new_threshold)
 
     def judged_with_new_threshold() -> list[dict]:
         lines = [json.loads(line) for line in events.read_text().splitlines()[:-1]]  # the last may be in flight

@@ -171,7 +171,7 @@ async function refreshHistory() {
     cells.forEach((text) => { const td = document.createElement("td"); td.textContent = text; tr.append(td); });
     const action = document.createElement("td");
     if (row.active) action.textContent = "active";
-    else if (!row.same_model) action.textContent = "other model or precision";
+    else if (!row.same_model) action.textContent = "other model, backend or precision";
     else {
       const button = document.createElement("button");
       button.textContent = "Roll back";
