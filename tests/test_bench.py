@@ -138,6 +138,8 @@ def register_reference(monkeypatch, value: str) -> None:
 def test_reference_backend_is_resolved_by_name_and_compared(tiny_bundle, tmp_path, monkeypatch) -> None:
     """A stand-in for the registered PyTorch reference: loaded by its entry point only when asked for."""
     (tmp_path / "standin_reference.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+
         from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
         from runtime.bundle import open_bundle
 
@@ -146,7 +148,7 @@ def test_reference_backend_is_resolved_by_name_and_compared(tiny_bundle, tmp_pat
 
             @classmethod
             def from_checkpoint(cls, path):
-                return cls(open_bundle(open(path).read().strip()))
+                return cls(open_bundle(Path(path).read_text().strip()))
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     register_reference(monkeypatch, "standin_reference:Reference.from_checkpoint [train]")
