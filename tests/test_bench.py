@@ -20,7 +20,6 @@ from runtime.backends.base import InferenceResult
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bench.runner import STAGES, BenchConfig, CaseResult, StageStats, measure_fixed, repeatability, run_bench, speedups
 from runtime.bundle import open_bundle
-from runtime.cli import main as daad
 from runtime.bench.environment import Environment
 from runtime.errors import DaadError, MissingDependency
 from runtime.line.latency import RELATIVE_ERROR
