@@ -11,7 +11,7 @@ import numpy as np
 
 from export.bundle_export import ExportResult, ParityImages, export_bundle
 from export.onnx_export import DEFAULT_OPSET
-from runtime.atomic import check_output_folder
+from runtime.atomic import check_output_folder, remove_orphan_temp_files
 from runtime.dataset import find_samples, has_test_split, load_images
 from runtime.errors import DaadError
 from runtime.paths import check_outputs
@@ -88,6 +88,10 @@ def export_checkpoint(
         raise DaadError(f"checkpoint {checkpoint} does not exist: train one with `daad train`, or fix the path")
     check_outputs(inputs={"--checkpoint": checkpoint, "--eval-data": eval_data}, outputs={"--out": out})
     check_output_folder(out)  # now, not after the parity check
+    removed = remove_orphan_temp_files(out)
+    if removed:
+        print(f"removed {len(removed)} temp file(s) that killed writes left in {out}: "
+              f"{', '.join(path.name for path in removed)}", file=sys.stderr)  # fmt: skip
     loaded = load_checkpoint(checkpoint, device="cpu")
     root = eval_data or _data_root(loaded.meta)
     images = _parity_images(root, loaded.preprocess, parity_limit) if root is not None else None

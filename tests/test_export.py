@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import onnx
@@ -236,8 +238,14 @@ def test_export_cli_end_to_end_with_eval_set(tmp_path, capsys) -> None:
         tmp_path / "run" / "checkpoint.pt", model, tiny_config("daad+"), preprocess, TrainConfig(epochs=1),
         extra={"meta": {"data": summarize(data)}},
     )  # fmt: skip
+    orphan = tmp_path / "bundle" / ".model.onnx.k1ll3d_x.tmp"  # a killed export's half-written model
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"half")
+    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
     assert main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "bundle")]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert not orphan.exists() and ".model.onnx.k1ll3d_x.tmp" in captured.err
+    printed = captured.out
     assert "PASS" in printed and "image AUROC" in printed and "identical" in printed
     bundle = open_bundle(tmp_path / "bundle")
     assert bundle.metadata.channel_order == "GRAY" and bundle.metadata.input_shape == ["batch", 32, 32, 1]
