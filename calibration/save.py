@@ -50,7 +50,6 @@ def threshold_record(bundle: Bundle, result: Calibration, counts: dict, backend:
         counts=counts,
         rates=result.rates(),
         score_stats=result.score_stats,
-        # milliseconds: the history file is named after this, and two runs may share a second
         created=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     )
 
