@@ -83,13 +83,13 @@ def model_table(data: Path, work: Path, plan: Plan) -> tuple[list[dict[str, Any]
 
 def parity_section(results: list[tuple[str, str, dict[str, Any]]]) -> str:
     """(product, model kind, ParityReport.to_dict()) rows as a table."""
-    lines = ["| product | model | images | max rel. score error | max map error "
+    lines = ["| product | model | images | max score error / spread | max map error "
              "| image AUROC torch / onnxruntime | parity |",
              "|---|---|---|---|---|---|---|"]
     for product, kind, parity in results:
         auroc = " / ".join(f"{value:.4f}" for value in parity["auroc"].values()) or "n/a"
         lines.append(
-            f"| {product} | {kind} | {parity['images']} ({parity['source']}) | {parity['max_rel_score_error']:.2e} | "
+            f"| {product} | {kind} | {parity['images']} ({parity['source']}) | {parity['max_spread_score_error']:.2e} | "
             f"{parity['max_abs_map_error']:.2e} | {auroc} | {'pass' if parity['passed'] else 'FAIL'} |"
         )
     return "\n".join(lines)

@@ -27,7 +27,7 @@ def test_a_new_file_gets_the_title_and_every_section(tmp_path) -> None:
 
 
 def test_parity_rows() -> None:
-    parity = {"images": 21, "source": "fabric test split", "max_rel_score_error": 9.5e-05, "max_abs_map_error": 6e-08,
+    parity = {"images": 21, "source": "fabric test split", "max_spread_score_error": 9.5e-05, "max_abs_map_error": 6e-08,
               "auroc": {"torch": 0.75, "onnxruntime": 0.75}, "passed": True}
     text = parity_section([("fabric", "daad+", parity)])
     assert "| fabric | daad+ | 21 (fabric test split) | 9.50e-05 | 6.00e-08 | 0.7500 / 0.7500 | pass |" in text
