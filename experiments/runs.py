@@ -22,7 +22,7 @@ from runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_t
 from runtime.dataset import has_test_split
 from runtime.errors import DataError
 from runtime.optional import require
-from runtime.preprocess import PreprocessConfig
+from runtime.preprocess import PreprocessConfig, parse_image_size
 from train.config import MODEL_KINDS, ModelConfig, TrainConfig, read_config_file
 
 GRANULARITY_BLOCKS = (1, 2, 4, 8, 16, 32)  # block side in input pixels
@@ -174,7 +174,8 @@ def granularity(args: argparse.Namespace, base: ModelConfig, train_config: Train
     rows = []
     for product in products(args.data, args.products):
         for side in args.blocks:
-            config = granularity_config(replace(base, kind=args.kind), side, args.budget, preprocess.height)
+            config = granularity_config(replace(base, kind=args.kind), side, args.budget,
+                                        min(preprocess.height, preprocess.width))
             run = args.out / "runs" / product.name / f"block{side}"
             row = train_and_evaluate(product, run, config, train_config, preprocess, args.reuse_runs)
             row.update(block=side, memories=[[m.block_h, m.block_w, m.slots] for m in config.memories])
@@ -370,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--products", nargs="*", help="only these products")
         sub.add_argument("--steps", type=int, default=TrainConfig.steps, help="training budget in optimiser steps (default %(default)s)")
         sub.add_argument("--epochs", type=int, help="a fixed number of epochs instead of --steps")
-        sub.add_argument("--image-size", type=int, default=128)
+        sub.add_argument("--image-size", type=parse_image_size, default=(128, 128), metavar="HxW",
+                         help="input size HEIGHTxWIDTH, or one number for a square (default 128)")
         sub.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--config", type=Path, help="JSON/YAML with 'model'/'train' sections, as for daad train")
@@ -407,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     train_config = TrainConfig.from_dict(
         {**sections.get("train", {}), "steps": args.steps, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "validate_every": args.every}
     )
-    size = args.image_size
-    preprocess = PreprocessConfig(height=size, width=size, channels=3)
+    height, width = args.image_size
+    preprocess = PreprocessConfig(height=height, width=width, channels=3)
     args.out.mkdir(parents=True, exist_ok=True)
     experiments = {"table": table, "granularity": granularity, "curve": curve}
     experiments[args.experiment](args, base, train_config, preprocess)

@@ -190,6 +190,22 @@ def _prepare_mask(raw: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return resized.astype(bool)
 
 
+def median_aspect(samples: list[Sample], config: PreprocessConfig, count: int = 16) -> float:
+    """Median height / width of (the centre crop of) up to `count` images spread over
+    `samples`, unreadable ones skipped: the aspect a default input size follows."""
+    picks = [samples[i] for i in np.linspace(0, len(samples) - 1, min(count, len(samples))).astype(int)] if samples else []
+    aspects = []
+    for sample in picks:
+        image = read_image(sample.path)
+        if image is not None and image.size:
+            height, width = center_crop(image, config.center_crop).shape[:2]
+            aspects.append(height / width)
+    if not aspects:
+        first = samples[0].path.parent if samples else "the data set"
+        raise DataError(f"no readable image in {first} to take the input size from: pass --image-size HxW")
+    return float(np.median(aspects))
+
+
 def summarize(root: Path) -> dict[str, Any]:
     """Counts per split and defect type (from file names, nothing decoded), for printing."""
     root = Path(root)

@@ -8,6 +8,8 @@ statement of what the graph does, for tests and reference.
 
 from __future__ import annotations
 
+import argparse
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -67,6 +69,32 @@ class PreprocessConfig:
             if key in known:
                 known[key] = tuple(float(v) for v in known[key])
         return cls(**known)
+
+
+SIZE_MULTIPLE = 16  # the model's total stride: four 2x downsamplings (train/model.py checks it)
+DEFAULT_SHORT_SIDE = 128
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """`--image-size`: "128x320" -> (height 128, width 320); "128" -> (128, 128), square."""
+    parts = text.lower().replace("\u00d7", "x").split("x")
+    try:
+        height, width = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    except (ValueError, IndexError):
+        height = width = 0
+    if len(parts) > 2 or height < 1 or width < 1:  # an argparse type: the message reaches the user as is
+        raise argparse.ArgumentTypeError(f"image size must be HEIGHTxWIDTH (e.g. 128x320) or one number for a square, got {text!r}")
+    return height, width
+
+
+def size_for_aspect(aspect: float, short_side: int = DEFAULT_SHORT_SIDE) -> tuple[int, int]:
+    """(height, width) with the shorter side `short_side` and the longer one following `aspect`
+    (height / width), rounded to a multiple of SIZE_MULTIPLE: a 1260 x 500 part becomes 320 x 128,
+    so a thin crack along the long side is not squeezed by a square input."""
+    if not math.isfinite(aspect) or aspect <= 0:
+        raise ValueError(f"aspect must be a positive number, got {aspect}")
+    longer = max(short_side, round(short_side * max(aspect, 1 / aspect) / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    return (longer, short_side) if aspect >= 1 else (short_side, longer)
 
 
 def _per_channel(values: Iterable[float], channels: int, name: str) -> tuple[float, ...]:

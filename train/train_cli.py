@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from runtime.atomic import check_output_folder
+from runtime.dataset import find_samples, median_aspect
 from runtime.paths import check_outputs
-from runtime.preprocess import PreprocessConfig
+from runtime.preprocess import DEFAULT_SHORT_SIDE, PreprocessConfig, parse_image_size, size_for_aspect
 from train.config import MODEL_KINDS, ModelConfig, TrainConfig, read_config_file, with_overrides
 
 
@@ -25,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="a fixed number of epochs instead of --steps")
     parser.add_argument("--validate-every", type=int, help="epochs between validation AUROCs on the test split, 0: never "
                         f"(default {TrainConfig.validate_every}; it chooses nothing, and refitting the score costs time)")
-    parser.add_argument("--image-size", type=int, default=None, help="square input size, a multiple of 16 (default 128)")
+    parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="HxW",
+                        help="input size HEIGHTxWIDTH (e.g. 320x128) or one number for a square, multiples of 16 "
+                        f"(default: shorter side {DEFAULT_SHORT_SIDE}, the longer one following the training images' aspect)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="3: BGR, 1: grey (default: as the training images are stored)")
     parser.add_argument("--batch-size", type=int, help=f"images per step (default {TrainConfig.batch_size})")
     parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {TrainConfig.lr})")
@@ -35,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue RUN/checkpoint.pt (its configs; --steps or --epochs may grow, --validate-every may change)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def default_size(data: Path, resume: bool) -> tuple[int, int]:
+    """The input size when --image-size is not given: from the training images' aspect (a
+    resumed run keeps its checkpoint's size, so nothing is read then)."""
+    if resume:
+        return DEFAULT_SHORT_SIDE, DEFAULT_SHORT_SIDE
+    aspect = median_aspect(find_samples(Path(data), "train"), PreprocessConfig())
+    height, width = size_for_aspect(aspect)
+    print(f"input size {height}x{width} (training images' aspect {aspect:.2f}; --image-size HxW to choose)", file=sys.stderr)
+    return height, width
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         device=args.device,
     )
-    size = args.image_size or 128
-    preprocess = PreprocessConfig(height=size, width=size, channels=args.channels or detect_channels(args.data))
+    height, width = args.image_size or default_size(args.data, args.resume)
+    preprocess = PreprocessConfig(height=height, width=width, channels=args.channels or detect_channels(args.data))
     result = train(args.data, args.out, model_config, train_config, preprocess, resume=args.resume, progress=not args.quiet)
     last = result.history[-1] if result.history else {}
     auroc = f", validation image AUROC {last['val_image_auroc']:.3f}" if "val_image_auroc" in last else ""
