@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from calibration.drift import DriftCheck
 from calibration.intervals import RateEstimate
 from runtime.atomic import atomic_write_bytes
 from runtime.optional import require
+from runtime.score_scale import ScoreScale
 
 
 def per_thousand(rate: float) -> str:
@@ -81,24 +83,32 @@ def write_calibration_plot(
     threshold: float,
     title: str = "",
 ) -> Path:
-    """Score histograms with the threshold line, and the ROC curve when defects were given."""
+    """Score histograms with the threshold line, and the ROC curve when defects were given.
+
+    The score axis is asinh((score - typical good) / (threshold - typical good)): linear from
+    the typical good part to the threshold, logarithmic beyond, so defects that score decades
+    above the threshold do not squeeze every good part into one bar. Bottom ticks are raw
+    scores; the top axis reads the product's readable score (runtime.score_scale).
+    """
     require("matplotlib", "cpu", "calibration.png")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11 if defect is not None else 7, 4.5), dpi=100)
+    scale = ScoreScale(threshold, float(np.median(good)))
+    figure = Figure(figsize=(11 if defect is not None else 7, 4.8), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2 if defect is not None else 1, squeeze=False)[0]
     everything = good if defect is None else np.concatenate([good, defect])
-    bins = np.histogram_bin_edges(np.append(everything, threshold), bins=min(60, max(10, everything.size // 5)))
+    bins = np.histogram_bin_edges(score_position(np.append(everything, threshold), scale),
+                                  bins=min(60, max(10, everything.size // 5)))  # fmt: skip
     histogram = axes[0]
-    histogram.hist(good, bins=bins, color="tab:green", alpha=0.6, label=f"good ({good.size})")
+    histogram.hist(score_position(good, scale), bins=bins, color="tab:green", alpha=0.6, label=f"good ({good.size})")
     if defect is not None:
-        histogram.hist(defect, bins=bins, color="tab:red", alpha=0.6, label=f"defect ({defect.size})")
-    histogram.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
-    histogram.set_xlabel("anomaly score (parts to the right of the line are rejected)")
+        histogram.hist(score_position(defect, scale), bins=bins, color="tab:red", alpha=0.6, label=f"defect ({defect.size})")
+    histogram.axvline(score_position(threshold, scale), color="black", linestyle="--", label=f"threshold {threshold:.4g}")
     histogram.set_ylabel("parts")
     histogram.legend()
+    _score_ticks(histogram, scale)
     if defect is not None:
         _plot_roc(axes[1], good, defect, threshold)
     if title:
@@ -107,6 +117,30 @@ def write_calibration_plot(
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def score_position(scores: Any, scale: ScoreScale) -> np.ndarray:
+    """Where scores sit on calibration.png's axis: asinh of their distance from typical good in
+    typical-good-to-threshold units (the threshold at asinh(1), defects decades away still near)."""
+    return np.arcsinh((np.asarray(scores, dtype=np.float64) - scale.typical_good) / scale.span)
+
+
+def _score_ticks(axis, scale: ScoreScale) -> None:
+    """Bottom: raw scores at 0, 1, +-10, +-100... threshold distances from typical good (the
+    axis is asinh of that distance); top: the readable score 0, 50, 75, 90, 99 at theirs."""
+    low, high = axis.get_xlim()
+    decades = np.concatenate([-(10.0 ** np.arange(1, 8)), [0.0], 10.0 ** np.arange(8)])
+    at = np.arcsinh(decades)
+    inside = (at >= low) & (at <= high)
+    axis.set_xticks(at[inside], [f"{scale.typical_good + d * scale.span:.3g}" for d in decades[inside]])
+    axis.set_xlabel("anomaly score (asinh axis; parts right of the dashed line are rejected)")
+    marks = np.array([0.0, 50.0, 75.0, 90.0, 99.0])
+    at = np.arcsinh(marks / (100.0 - marks))  # level = index / (100 - index)
+    inside = (at >= low) & (at <= high)
+    top = axis.twiny()
+    top.set_xlim(low, high)
+    top.set_xticks(at[inside], [f"{mark:g}" for mark in marks[inside]])
+    top.set_xlabel("readable score (typical good part 0, threshold 50)", fontsize=9)
 
 
 def _plot_roc(axis, good: np.ndarray, defect: np.ndarray, threshold: float) -> None:

@@ -23,6 +23,7 @@ from runtime.line.latency import RELATIVE_ERROR, LatencyHistogram, StageTimes, s
 from runtime.line.loop import RunStats, open_reader, run_loop
 from runtime.line.ng_store import NgStore, SaveNg
 from runtime.line.overlay import heatmap_overlay
+from runtime.score_scale import ScoreScale
 from runtime.preprocess import prepare_batch
 from runtime.line.sources import Backoff, Frame, Reconnecting, SourceReadError, open_source
 
@@ -284,7 +285,7 @@ def test_ng_store_saves_overlays_and_removes_its_oldest_over_the_cap(tmp_path, b
     store = NgStore(tmp_path / "ng", max_bytes=10**9)
     images = part_frames(8, height=64, width=64)
     run(open_source(str(write_video(tmp_path / "v.avi", images))), backend, bundle, None,
-        sinks=[SaveNg(store, bundle.preprocess, 2 * THRESHOLD, "run1")])
+        sinks=[SaveNg(store, bundle.preprocess, ScoreScale(THRESHOLD), "run1")])
     saved = sorted((tmp_path / "ng").glob("*.png"))
     assert [path.name for path in saved] == ["run1_00000001_frame.png", "run1_00000005_frame.png"]
     overlay = cv2.imread(str(saved[0]))
@@ -298,7 +299,7 @@ def test_ng_store_saves_overlays_and_removes_its_oldest_over_the_cap(tmp_path, b
 def test_overlay_leaves_the_frame_untouched_and_covers_the_crop(bundle) -> None:
     frame = grey_frame(40, 40, blob=250)
     before = frame.copy()
-    image = heatmap_overlay(frame, np.ones((32, 32), np.float32), bundle.preprocess, scale=1.0, label="NG")
+    image = heatmap_overlay(frame, np.ones((32, 32), np.float32), bundle.preprocess, ScoreScale(0.5), label="NG")
     assert np.array_equal(frame, before) and image.shape == (40, 40, 3) and not np.array_equal(image, frame)
 
 
@@ -306,7 +307,7 @@ def test_ng_images_that_cannot_be_written_do_not_stop_the_loop(tmp_path, bundle,
     store = NgStore(tmp_path / "ng", max_bytes=10**9)
     shutil.rmtree(tmp_path / "ng")
     (tmp_path / "ng").write_text("a file where the folder was")  # the disk 'fails' under the store
-    sink = SaveNg(store, bundle.preprocess, 2 * THRESHOLD, "run1")
+    sink = SaveNg(store, bundle.preprocess, ScoreScale(THRESHOLD), "run1")
     _, stats = run(open_source(str(write_video(tmp_path / "v.avi", part_frames(8)))), backend, bundle, None,
                    sinks=[sink])
     assert stats.frames == 8 and sink.counts == {"ng_saved": 0, "ng_removed": 0, "ng_save_failed": 2}

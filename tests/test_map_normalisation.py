@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import dataclasses
 import json
 
 import cv2
@@ -161,3 +162,18 @@ def test_checkpoints_from_before_the_field_load_as_none(tmp_path):
     del payload["model_config"]["map_normalisation"]
     torch.save(payload, path)
     assert load_checkpoint(path).model_config.map_normalisation == "none"
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.5])
+def test_the_map_is_in_score_units_so_the_score_is_its_maximum(gamma):
+    """daad+ too: a threshold on the score is a level on the map, so both share one colour scale."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(tiny_config("daad+"), gamma=gamma), PREPROCESS).eval()
+    frames = torch.from_numpy(synthetic_frames(SIZE, SIZE, 3, count=6, seed=3))
+    model.fit_score_stats([frames[:3], frames[3:]])
+    with torch.no_grad():
+        scores, maps = model.score(frames)
+        rec, feature, _ = model.score_terms(frames)
+    stats = model.score_stats
+    expected = gamma * (rec - stats[0]) / stats[1] + (1 - gamma) * (feature - stats[2]) / stats[3]
+    assert torch.allclose(scores, expected, atol=1e-5) and torch.equal(scores, maps.amax(dim=(1, 2, 3)))

@@ -70,6 +70,8 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[Any, str, Path]:
 
 def _evaluate_bundle(args: argparse.Namespace) -> tuple[Any, str, Path]:
     from runtime.bundle import open_bundle
+    from runtime.score_scale import ScoreScale
+    from runtime.threshold import read_threshold
     from train.evaluate import evaluate, save_grid
 
     bundle = open_bundle(args.bundle)
@@ -77,5 +79,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> tuple[Any, str, Path]:
     with options.open(bundle) as backend:
         evaluation = evaluate(backend, args.data, bundle.preprocess, batch_size=options.batch, progress=True)
         kind = f"{bundle.metadata.model_kind} ({backend.name} {backend.precision})"
-    grid = save_grid(args.grid or bundle.root / "eval_grid.png", evaluation)
+    record = read_threshold(bundle)  # colours fixed to the product's calibration, when it has one
+    scale = ScoreScale.from_calibration(record.threshold, record.score_stats) if record is not None else None
+    grid = save_grid(args.grid or bundle.root / "eval_grid.png", evaluation, scale=scale)
     return evaluation, kind, grid

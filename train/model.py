@@ -213,17 +213,18 @@ class AnomalyModel(nn.Module):
     def score(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 frames -> (anomaly score N, anomaly map N x 1 x H x W). Higher = more anomalous.
 
-        ae/memae/daad: score = R, the maximum (or mean) of the smoothed map, standardised per
-        pixel first with map_normalisation "pixel" (the map returned is the standardised one).
-        daad+: score = gamma * R' + (1 - gamma) * L', R' and L' standardised by `score_stats`.
+        The map is in the score's units and the score is its reduction (maximum or mean), so a
+        threshold on the score is also a level on the map (one colour scale for both).
+        ae/memae/daad: the smoothed map, standardised per pixel first with map_normalisation
+        "pixel". daad+: gamma * R' + (1 - gamma) * L' per pixel, R' the map and L' the image's
+        feature distance, each standardised by `score_stats`.
         """
-        rec_term, feature_term, maps = self.score_terms(frames)
-        if feature_term is None:
-            return rec_term, maps
-        stats, gamma = self.score_stats, self.config.gamma
-        standard_r = (rec_term - stats[0]) / stats[1]
-        standard_l = (feature_term - stats[2]) / stats[3]
-        return gamma * standard_r + (1.0 - gamma) * standard_l, maps
+        _, feature_term, maps = self.score_terms(frames)
+        if feature_term is not None:
+            stats, gamma = self.score_stats, self.config.gamma
+            standard_l = (feature_term - stats[2]) / stats[3]
+            maps = gamma * (maps - stats[0]) / stats[1] + (1.0 - gamma) * standard_l[:, None, None, None]
+        return self.reduce_map(maps), maps
 
     @torch.no_grad()
     def fit_score_stats(self, batches) -> None:

@@ -22,6 +22,7 @@ from runtime.line.events import new_run_id
 from runtime.line.ng_store import NgStore, SaveNg
 from runtime.line.overlay import OverlayVideo, OverlayWindow
 from runtime.preprocess import PreprocessConfig
+from runtime.score_scale import ScoreScale
 
 if TYPE_CHECKING:
     from runtime.line.loop import Outcome, Sink
@@ -108,10 +109,10 @@ def lower_priority(step: int = NICENESS) -> None:
         log.debug("picture threads keep their priority: %s", exc)
 
 
-def open_artefacts(settings: ArtefactSettings, config: PreprocessConfig, threshold: float, fps: float,
+def open_artefacts(settings: ArtefactSettings, config: PreprocessConfig, scale: ScoreScale, fps: float,
                    stop: threading.Event) -> ArtefactWriter | None:
-    """The writer for the pictures `settings` asks for; None when it asks for none."""
-    scale = 2.0 * threshold if threshold > 0 else 1.0  # the threshold sits mid-way up the colour map
+    """The writer for the pictures `settings` asks for, painted on the product's `scale`;
+    None when it asks for none."""
     sinks: list[Sink] = []
     if settings.save_ng is not None:
         store = NgStore(settings.save_ng, int(settings.save_ng_max_mb * 1024 * 1024))

@@ -28,6 +28,7 @@ from runtime.line.events import NG
 from runtime.optional import cv2
 from runtime.line.overlay import render
 from runtime.preprocess import PreprocessConfig
+from runtime.score_scale import ScoreScale
 
 if TYPE_CHECKING:
     from runtime.line.loop import Outcome
@@ -130,7 +131,7 @@ class SaveNg:
     A full or read-only disk costs the image, not the inspection: the failure is logged and counted.
     """
 
-    def __init__(self, store: NgStore, config: PreprocessConfig, scale: float, run_id: str) -> None:
+    def __init__(self, store: NgStore, config: PreprocessConfig, scale: ScoreScale, run_id: str) -> None:
         self.store, self.config, self.scale, self.run_id = store, config, scale, run_id
         self.failed = 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from runtime.atomic import writing
 from runtime.errors import DaadError
 from runtime.optional import cv2
 from runtime.preprocess import PreprocessConfig, center_crop, to_channels, to_uint8
+from runtime.score_scale import ScoreScale, colour_map
 
 if TYPE_CHECKING:
     from runtime.line.loop import Outcome
@@ -19,23 +21,23 @@ if TYPE_CHECKING:
 VERDICT_COLOURS = {"OK": (0, 200, 0), "NG": (0, 0, 255), "FAULT": (0, 200, 255)}  # BGR
 
 
-def heatmap_overlay(frame: np.ndarray, anomaly_map: np.ndarray, config: PreprocessConfig,
-                    scale: float, label: str = "", verdict: str = "", alpha: float = 0.45) -> np.ndarray:
-    """BGR uint8 frame with the map (H x W, model resolution) blended over the region the model saw.
-
-    `scale` maps anomaly values to colours (value/scale -> 0..1, clipped) so one colour means the
-    same anomaly level on every saved image; the caller passes e.g. twice the threshold.
-    """
+def blend_heatmap(image: np.ndarray, anomaly_map: np.ndarray, scale: ScoreScale, alpha: float = 0.45) -> np.ndarray:
+    """BGR uint8 image with the map (H x W, any resolution) blended over all of it, in the
+    product's colours (runtime.score_scale.colour_map: the threshold is mid-map on every product)."""
     cv = cv2()
+    values = np.asarray(anomaly_map, dtype=np.float32).squeeze()
+    values = cv.resize(values, (image.shape[1], image.shape[0]), interpolation=cv.INTER_LINEAR)
+    return cv.addWeighted(image, 1.0 - alpha, colour_map(values, scale), alpha, 0.0)
+
+
+def heatmap_overlay(frame: np.ndarray, anomaly_map: np.ndarray, config: PreprocessConfig,
+                    scale: ScoreScale, label: str = "", verdict: str = "", alpha: float = 0.45) -> np.ndarray:
+    """BGR uint8 frame with the map (H x W, model resolution) blended over the region the model saw."""
     image = np.array(to_channels(to_uint8(frame), 3))  # a copy: the caller's frame stays untouched
     region = center_crop(image, config.center_crop)  # a view: blending into it paints the image
-    crop_h, crop_w = region.shape[:2]
-    level = np.nan_to_num(np.asarray(anomaly_map, dtype=np.float32).squeeze(), nan=0.0, posinf=scale, neginf=0.0)
-    level = np.clip(level / max(scale, 1e-12), 0.0, 1.0)
-    level = cv.resize((level * 255).astype(np.uint8), (crop_w, crop_h), interpolation=cv.INTER_LINEAR)
-    colours = cv.applyColorMap(level, cv.COLORMAP_JET)
-    region[:] = cv.addWeighted(region, 1.0 - alpha, colours, alpha, 0.0)
+    region[:] = blend_heatmap(region, anomaly_map, scale, alpha)
     if label:
+        cv = cv2()
         colour = VERDICT_COLOURS.get(verdict, (255, 255, 255))
         size = max(0.4, min(image.shape[:2]) / 600.0)
         cv.putText(image, label, (8, max(16, int(24 * size))), cv.FONT_HERSHEY_SIMPLEX, size, colour,
@@ -43,23 +45,24 @@ def heatmap_overlay(frame: np.ndarray, anomaly_map: np.ndarray, config: Preproce
     return image
 
 
-def render(outcome: "Outcome", config: PreprocessConfig, scale: float) -> np.ndarray | None:
+def render(outcome: "Outcome", config: PreprocessConfig, scale: ScoreScale) -> np.ndarray | None:
     """The frame with its heat map and verdict label; None when the frame has no pixels."""
     image = outcome.frame.image
     if image is None or image.size == 0:
         return None
     score = outcome.scored.score
-    label = f"#{outcome.frame.index} {outcome.verdict} {score:.4g} (thr {outcome.threshold:.4g})"
+    readable = f"{scale.readable(score):g}/100" if math.isfinite(score) else "no score"
+    label = f"#{outcome.frame.index} {outcome.verdict} {readable} (score {score:.4g}, thr {outcome.threshold:.4g})"
     anomaly_map = outcome.scored.anomaly_map
     if anomaly_map is None:
-        anomaly_map = np.zeros((config.height, config.width), dtype=np.float32)
+        anomaly_map = np.full((config.height, config.width), scale.typical_good, dtype=np.float32)
     return heatmap_overlay(image, anomaly_map, config, scale, label, outcome.verdict)
 
 
 class OverlayVideo:
     """Writes every judged frame, with its overlay, to a video file (MJPG for .avi, mp4v otherwise)."""
 
-    def __init__(self, path: str | Path, config: PreprocessConfig, scale: float, fps: float = 15.0) -> None:
+    def __init__(self, path: str | Path, config: PreprocessConfig, scale: ScoreScale, fps: float = 15.0) -> None:
         self.path, self.config, self.scale, self.fps = Path(path), config, scale, fps
         self._writer = None
         self._size: tuple[int, int] | None = None
@@ -93,7 +96,7 @@ class OverlayWindow:
 
     TITLE = "daad run"
 
-    def __init__(self, config: PreprocessConfig, scale: float, stop: threading.Event) -> None:
+    def __init__(self, config: PreprocessConfig, scale: ScoreScale, stop: threading.Event) -> None:
         cv = cv2()
         self.config, self.scale, self.stop = config, scale, stop
         try:

@@ -32,6 +32,7 @@ from runtime.line.live_threshold import LiveThreshold
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
 from runtime.paths import OutputPathError, check_outputs
+from runtime.score_scale import ScoreScale
 from runtime.threshold import check_binding, read_threshold
 
 
@@ -152,7 +153,9 @@ def build_sinks(args: argparse.Namespace, bundle: Bundle, source: Source, thresh
     sinks: list[Sink] = [InputCheck(bundle.preprocess)]
     pictures = ArtefactSettings(args.save_ng, args.save_ng_max_mb, args.output, args.display, args.artefact_queue,
                                 run_id)
-    artefacts = open_artefacts(pictures, bundle.preprocess, threshold, getattr(source, "fps", 0.0) or 15.0, stop)
+    record = read_threshold(bundle) if args.threshold is None else None  # its good median anchors the colours
+    scale = ScoreScale.from_calibration(threshold, record.score_stats if record is not None else None)
+    artefacts = open_artefacts(pictures, bundle.preprocess, scale, getattr(source, "fps", 0.0) or 15.0, stop)
     if artefacts is not None:
         sinks.append(artefacts)
     return sinks
