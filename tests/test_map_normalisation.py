@@ -177,3 +177,32 @@ def test_the_map_is_in_score_units_so_the_score_is_its_maximum(gamma):
     stats = model.score_stats
     expected = gamma * (rec - stats[0]) / stats[1] + (1 - gamma) * (feature - stats[2]) / stats[3]
     assert torch.allclose(scores, expected, atol=1e-5) and torch.equal(scores, maps.amax(dim=(1, 2, 3)))
+
+
+def part_on_black(rng: np.random.Generator, background_noise: float = 0.0, spot: bool = False) -> np.ndarray:
+    """A textured part on a plain black background (a tyre on a dark table); optionally sensor
+    noise on the background, or a dark spot on the part."""
+    image = rng.normal(0, background_noise, (SIZE, SIZE)) if background_noise else np.zeros((SIZE, SIZE))
+    image[8:24, 8:24] = 128 + rng.normal(0, 8, (16, 16))
+    if spot:
+        image[14:17, 14:17] -= 40
+    return np.repeat(np.clip(image, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def test_noise_on_a_plain_background_does_not_outscore_a_defect():
+    """The background reconstructs perfectly on every training image, so its per-pixel std is
+    zero; with the std floored only at a tenth of its image mean, 3 grey levels of sensor noise
+    there scored 44-84 and a defect 38-73. Floored at half the residual map's std, they cannot."""
+    model = build_model(tiny_config("ae"), PREPROCESS)
+    clean = np.zeros((1, SIZE, SIZE, 3), np.uint8)
+    clean[:, 8:24, 8:24] = 128
+    reference = model.normalise(torch.from_numpy(clean))
+    model.reconstruct = lambda x: (reference.expand_as(x), {})
+    rng = np.random.default_rng(0)
+    model.eval().fit_score_stats([torch.from_numpy(np.stack([part_on_black(rng) for _ in range(20)]))])
+    good = np.stack([part_on_black(rng, background_noise=3) for _ in range(5)])
+    bad = np.stack([part_on_black(rng, spot=True) for _ in range(5)])
+    with torch.no_grad():
+        good_scores, bad_scores = model.score(torch.from_numpy(good))[0], model.score(torch.from_numpy(bad))[0]
+    assert float(good_scores.max()) < float(bad_scores.min())
+    assert float(model.map_std.max() / model.map_std.min()) < 10

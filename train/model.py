@@ -25,7 +25,10 @@ from train.config import SCALES, ModelConfig, check_image_size
 from train.discriminator import Discriminator, feature_distance
 from train.memory import BlockMemory, entropy
 
-MAP_STD_FLOOR = 0.1  # "pixel" normalisation: per-pixel std floor, as a fraction of its image mean
+# "pixel" normalisation: the per-pixel std is floored at this fraction of the residual map's
+# overall std (docs/RESULTS-scoring.md, issue 11: 0.5 keeps synthetic image AUROC and ends the
+# blow-up on plain background, where good parts barely vary).
+MAP_STD_FLOOR = 0.5
 
 
 @dataclass
@@ -250,13 +253,18 @@ class AnomalyModel(nn.Module):
 
     def fit_map_stats(self, maps: torch.Tensor) -> None:
         """Per-pixel mean and std of raw maps N x 1 x H x W of good images, smoothed like the map
-        (fewer images than pixels: a noisy estimate); the std floored at MAP_STD_FLOOR of its
-        mean so flat background, where the error hardly varies, does not turn noise into alarms."""
+        (fewer images than pixels: a noisy estimate). The std is floored at MAP_STD_FLOOR times
+        the std of the whole residual map (every image and pixel around its pixel's mean): on
+        plain background or border the error hardly varies, and dividing by that almost-zero
+        turned sensor noise into the hottest spots of the map (a 700:1 range of stds on real
+        tyres). A global scale, unlike a fraction of the mean std, does not shrink with the
+        share of background in the picture."""
         mean = self.map_blur(maps.mean(dim=0, keepdim=True))
         spread = maps.std(dim=0, keepdim=True) if len(maps) > 1 else torch.zeros_like(mean)
         spread = self.map_blur(spread)
+        overall = float((maps - mean).pow(2).mean().sqrt())
         self.map_mean.copy_(mean)
-        self.map_std.copy_(spread.clamp_min(max(MAP_STD_FLOOR * float(spread.mean()), 1e-8)))
+        self.map_std.copy_(spread.clamp_min(max(MAP_STD_FLOOR * overall, 1e-8)))
 
     def memory_banks(self) -> dict[str, torch.Tensor]:
         """Memory name ("skip1".."skip3", "bottleneck") -> its bank N x D."""
