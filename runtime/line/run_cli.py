@@ -73,12 +73,13 @@ def build_parser(extensions: list[RunExtension] = ()) -> argparse.ArgumentParser
     return parser
 
 
-def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float | None) -> tuple[float, str]:
-    """(threshold, where it came from); refuses a missing threshold.json or one measured elsewhere."""
+def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float | None) -> tuple[ScoreScale, str]:
+    """(the threshold with the product's score scale, where it came from); refuses a missing
+    threshold.json or one measured elsewhere. A trial --threshold has no good median."""
     if override is not None:
         if not math.isfinite(override):
             raise ThresholdError(f"--threshold must be a finite number, got {override}")
-        return override, "--threshold"
+        return ScoreScale(override), "--threshold"
     record = read_threshold(bundle)
     if record is None:
         raise ThresholdError(
@@ -86,7 +87,7 @@ def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float |
             f"`daad calibrate --bundle {bundle.root}` on good (and defective) samples, or pass --threshold T."
         )
     check_binding(record, bundle, options.backend_name(bundle), options.precision)
-    return record.threshold, str(bundle.threshold_path)
+    return ScoreScale.from_calibration(record.threshold, record.score_stats), str(bundle.threshold_path)
 
 
 def check_run_outputs(args: argparse.Namespace) -> None:
@@ -147,14 +148,12 @@ def run_counters(reader: FrameReader, source: Source, sinks: list[Sink]) -> dict
     return counts
 
 
-def build_sinks(args: argparse.Namespace, bundle: Bundle, source: Source, threshold: float,
+def build_sinks(args: argparse.Namespace, bundle: Bundle, source: Source, scale: ScoreScale,
                 stop: threading.Event, run_id: str) -> list[Sink]:
     """The loop's outputs, verdict first: the pictures' writer comes last and only enqueues."""
     sinks: list[Sink] = [InputCheck(bundle.preprocess)]
     pictures = ArtefactSettings(args.save_ng, args.save_ng_max_mb, args.output, args.display, args.artefact_queue,
                                 run_id)
-    record = read_threshold(bundle) if args.threshold is None else None  # its good median anchors the colours
-    scale = ScoreScale.from_calibration(threshold, record.score_stats if record is not None else None)
     artefacts = open_artefacts(pictures, bundle.preprocess, scale, getattr(source, "fps", 0.0) or 15.0, stop)
     if artefacts is not None:
         sinks.append(artefacts)
@@ -201,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         check_run_outputs(args)
         bundle = open_bundle(args.bundle)
         options = BackendOptions.from_args(args)
-        threshold, threshold_from = resolve_threshold(bundle, options, args.threshold)
+        scale, threshold_from = resolve_threshold(bundle, options, args.threshold)
+        threshold = scale.threshold
         source = open_source(args.source, loop=args.loop, sleep=stop.wait)  # a stop cuts reconnect waits short
         stack.callback(source.close)
         backend = stack.enter_context(options.open(bundle))
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         live = LiveThreshold(threshold, threshold_from)
         attached = start_extensions(extensions, args, RunContext(bundle, choice.name, args.precision, live,
                                                                  stats.counters, stop, args.events), stack)
-        sinks = build_sinks(args, bundle, source, threshold, stop, header["run_id"])
+        sinks = build_sinks(args, bundle, source, scale, stop, header["run_id"])
         try:
             with closing_all(sinks), reader:
                 run_loop(reader, backend, bundle.preprocess, live, source.name, events, sinks + attached, stats,
