@@ -13,7 +13,6 @@ from runtime.backends.options import BackendOptions
 from runtime.line.extensions import RunContext
 from runtime.line.loop import Outcome
 
-SCALE_OF_THRESHOLD = 2.0  # heat-map colours: the threshold sits mid-way up the colour map, as in run_cli
 
 
 class AttachedConsole:
@@ -49,8 +48,7 @@ def attach(address: Address, token: str | None, run: RunContext) -> AttachedCons
     from console.routes import build_app
 
     secret = console_token(address, token)
-    threshold = run.threshold.value
-    view = LineView(run.bundle.preprocess, SCALE_OF_THRESHOLD * threshold if threshold > 0 else 1.0, run.counters)
+    view = LineView(run.bundle.preprocess, run.scale, run.counters)
     console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold)
     server = ConsoleServer(build_app(console), address)
     announce(address, secret, generated=token is None)

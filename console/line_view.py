@@ -26,6 +26,7 @@ from runtime.line.loop import Outcome
 from runtime.line.overlay import render
 from runtime.optional import cv2
 from runtime.preprocess import PreprocessConfig
+from runtime.score_scale import ScoreScale
 
 TREND = 300  # scores kept for the trend plot and the drift check
 JPEG_QUALITY = 80
@@ -62,7 +63,7 @@ class Collection:
 class LineView:
     """Sink: the live state of the line, read by the console's routes from other threads."""
 
-    def __init__(self, config: PreprocessConfig, scale: float, counters: Callable[[], dict[str, int]] = dict,
+    def __init__(self, config: PreprocessConfig, scale: ScoreScale, counters: Callable[[], dict[str, int]] = dict,
                  keep_ng: int = 20, max_fps: float = 2.0) -> None:
         self.config, self.scale, self.counters = config, scale, counters
         self.min_interval = 1.0 / max_fps

@@ -28,6 +28,7 @@ from runtime.bundle import open_bundle  # noqa: E402
 from runtime.line.events import EventLog  # noqa: E402
 from runtime.line.live_threshold import LiveThreshold  # noqa: E402
 from runtime.line.loop import run_loop  # noqa: E402
+from runtime.score_scale import ScoreScale  # noqa: E402
 from runtime.line.sources import Frame  # noqa: E402
 from runtime.optional import cv2  # noqa: E402
 from tiny_bundle import grey_frame  # noqa: E402
@@ -52,7 +53,7 @@ class Line:
     def __init__(self, bundle_root, events_path) -> None:
         self.bundle = open_bundle(bundle_root)
         self.threshold = LiveThreshold(0.3, "test")
-        self.view = LineView(self.bundle.preprocess, 0.6)
+        self.view = LineView(self.bundle.preprocess, ScoreScale(0.3))
         self.events_path = events_path
         self.rng = np.random.default_rng(0)
         self.frames: queue.Queue = queue.Queue()

@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 from runtime.bundle import Bundle
 from runtime.line.live_threshold import LiveThreshold
 from runtime.line.loop import Sink
+from runtime.score_scale import ScoreScale
 
 GROUP = "daad.run_extensions"
 
@@ -33,6 +34,7 @@ class RunContext:
     counters: Callable[[], dict[str, int]]  # reads, drops, ... as the stats line shows them
     stop: threading.Event  # set it to end the run after the frame in hand
     events_path: Path | None
+    scale: ScoreScale  # the calibration's score scale: heat-map colours and the readable score
 
 
 class RunExtension(Protocol):

@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = RunStats(args.stats_every, counters=lambda: run_counters(reader, source, sinks))
         live = LiveThreshold(threshold, threshold_from)
         attached = start_extensions(extensions, args, RunContext(bundle, choice.name, args.precision, live,
-                                                                 stats.counters, stop, args.events), stack)
+                                                                 stats.counters, stop, args.events, scale), stack)
         sinks = build_sinks(args, bundle, source, scale, stop, header["run_id"])
         try:
             with closing_all(sinks), reader:
