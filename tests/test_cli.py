@@ -20,10 +20,10 @@ def without_torch(*argv: str) -> subprocess.CompletedProcess:
 
 
 def test_every_verb_is_registered_with_its_one_line_help(capsys) -> None:
-    assert set(verbs()) == VERBS
+    assert VERBS <= set(verbs())
     assert daad(["--help"]) == 0
     out = capsys.readouterr().out
-    for verb in VERBS:
+    for verb in verbs():
         line = next(line for line in out.splitlines() if line.strip().startswith(verb + " "))
         assert len(line.split(maxsplit=1)[1]) > 20, line
 
