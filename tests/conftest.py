@@ -58,3 +58,16 @@ def small_disk(tmp_path):
         yield Disk(mount)
     finally:
         subprocess.run(["umount", str(Path(mount))], check=False)
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path):
+    """A real mosquitto broker on a free port of 127.0.0.1 (tests/mqtt_broker.py); stopped afterwards."""
+    from mqtt_broker import Broker, mosquitto_binary
+
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (extra `plant`)")
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (`make system-deps` installs it with apt)")
+    broker = Broker(tmp_path / "broker").start()
+    yield broker
+    broker.stop()

@@ -18,7 +18,7 @@ import threading
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from runtime.atomic import atomic_write_json, check_output_file
 from runtime.backends.options import BackendOptions, add_backend_options, positive
@@ -32,6 +32,7 @@ from runtime.line.live_threshold import LiveThreshold
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
 from runtime.paths import OutputPathError, check_outputs
+from runtime.plant.options import add_plant_options, add_plant_outputs
 from runtime.score_scale import ScoreScale
 from runtime.threshold import check_binding, read_threshold
 
@@ -70,6 +71,7 @@ def build_parser(extensions: list[RunExtension] = ()) -> argparse.ArgumentParser
         help="Python logging level for stderr (default WARNING)")
     for extension in extensions:
         extension.add_arguments(parser)
+    add_plant_options(parser)
     return parser
 
 
@@ -148,16 +150,20 @@ def run_counters(reader: FrameReader, source: Source, sinks: list[Sink]) -> dict
     return counts
 
 
-def build_sinks(args: argparse.Namespace, bundle: Bundle, source: Source, scale: ScoreScale,
-                stop: threading.Event, run_id: str) -> list[Sink]:
-    """The loop's outputs, verdict first: the pictures' writer comes last and only enqueues."""
-    sinks: list[Sink] = [InputCheck(bundle.preprocess)]
+def open_sinks(sinks: list[Sink], args: argparse.Namespace, bundle: Bundle, source: Source, scale: ScoreScale,
+               live: LiveThreshold, stop: threading.Event, header: dict[str, Any],
+               counters: Callable[[], dict[str, int]]) -> None:
+    """The loop's outputs in the verdict's priority (reject pin, plant message, metrics), the input
+    check, then the pictures' writer, which only enqueues; each is appended as it opens, so what
+    opened is closed."""
+    info = {key: str(header[key]) for key in ("station", "run_id", "model_sha256", "bundle", "backend", "precision")}
+    add_plant_outputs(sinks, args, info, lambda: live.value, counters)
+    sinks.append(InputCheck(bundle.preprocess))
     pictures = ArtefactSettings(args.save_ng, args.save_ng_max_mb, args.output, args.display, args.artefact_queue,
-                                run_id)
+                                header["run_id"])
     artefacts = open_artefacts(pictures, bundle.preprocess, scale, getattr(source, "fps", 0.0) or 15.0, stop)
     if artefacts is not None:
         sinks.append(artefacts)
-    return sinks
 
 
 @contextmanager
@@ -210,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"daad run: {source.name} ({mode}) -> {choice.name} {args.precision} ({choice.reason}); "
               f"threshold {threshold:.6g} from {threshold_from}", file=sys.stderr)
         header = {
-            "run_id": new_run_id(),
+            "run_id": new_run_id(), "station": args.station,
             "bundle": str(bundle.root), "model_sha256": bundle.sha256, "source": source.name, "mode": mode,
             "backend": choice.name, "backend_reason": choice.reason, "precision": args.precision,
             "threshold": threshold, "threshold_from": threshold_from,
@@ -219,13 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         events = stack.enter_context(EventLog(args.events, header["run_id"]))
         reader = open_reader(source, mode, bundle.preprocess, stop)
-        stats = RunStats(args.stats_every, counters=lambda: run_counters(reader, source, sinks))
+        sinks: list[Sink] = []
+        counters = lambda: run_counters(reader, source, sinks)  # noqa: E731
+        stats = RunStats(args.stats_every, counters=counters)
         live = LiveThreshold(threshold, threshold_from)
         attached = start_extensions(extensions, args, RunContext(bundle, choice.name, args.precision, live,
                                                                  stats.counters, stop, args.events, scale), stack)
-        sinks = build_sinks(args, bundle, source, scale, stop, header["run_id"])
         try:
             with closing_all(sinks), reader:
+                open_sinks(sinks, args, bundle, source, scale, live, stop, header, counters)
                 run_loop(reader, backend, bundle.preprocess, live, source.name, events, sinks + attached, stats,
                          args.max_frames)
             if args.max_frames is not None and stats.frames >= args.max_frames:

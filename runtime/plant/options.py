@@ -1,0 +1,71 @@
+"""`daad run`'s plant options (--reject, --publish, --metrics-port) and the sinks they ask for, verdict first."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from runtime.errors import DaadError
+from runtime.plant.metrics import MetricsServer
+from runtime.plant.mqtt import MqttPublisher, parse_publish_url
+from runtime.plant.reject import open_reject, parse_reject
+
+if TYPE_CHECKING:
+    from runtime.line.loop import Sink
+
+
+def add_plant_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("plant outputs", "the verdict to the reject gate, the plant's MQTT broker "
+                                      "and Prometheus (see docs/RUNTIME.md)")
+    add = group.add_argument
+    add("--reject", default=None, metavar="gpio:PIN[:PULSE_MS[:DELAY_MS]]",
+        help="pulse this Jetson GPIO pin (board numbering) for every NG part, DELAY_MS after its frame was "
+        "captured (default pulse 50 ms, delay 0); needs daad-edge[jetson]")
+    add("--publish", default=None, metavar="mqtt://HOST[:PORT]/TOPIC",
+        help="publish every event to TOPIC/STATION/verdict, QoS 1 (mqtts:// for TLS); needs --events, which is "
+        "the spool that survives broker outages; needs daad-edge[plant]")
+    add("--station", default=socket.gethostname(), metavar="NAME",
+        help="this station's name in every message, topic and metric (default: the host name)")
+    add("--mqtt-user", default=None, metavar="USER", help="user name for the broker")
+    add("--mqtt-password-file", type=Path, default=None, metavar="FILE",
+        help="file whose first line is the broker password (kept off the command line)")
+    add("--mqtt-ca", type=Path, default=None, metavar="FILE", help="CA certificates for TLS (turns TLS on)")
+    add("--mqtt-cert", type=Path, default=None, metavar="FILE", help="client certificate for TLS")
+    add("--mqtt-key", type=Path, default=None, metavar="FILE", help="client key for TLS")
+    add("--metrics-port", type=int, default=None, metavar="N",
+        help="serve Prometheus metrics on http://HOST:N/metrics (0: any free port); needs daad-edge[plant]")
+    add("--metrics-host", default="0.0.0.0", metavar="ADDR", help="address the metrics server listens on")
+
+
+def read_password(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return (path.read_text(encoding="utf-8").splitlines() or [""])[0]
+    except OSError as exc:
+        raise DaadError(f"--mqtt-password-file {path}: cannot read it ({exc.strerror})") from exc
+
+
+def add_plant_outputs(sinks: list["Sink"], args: argparse.Namespace, info: dict[str, str],
+                      threshold: Callable[[], float], counters: Callable[[], dict[str, int]]) -> None:
+    """Open the reject pin, the publisher and the metrics server that `args` ask for, in that order (the
+    verdict's priority), appending each to `sinks` as it opens, so the caller closes what did open."""
+    if args.reject is not None:
+        sinks.append(open_reject(parse_reject(args.reject)))
+    if args.publish is not None:
+        if args.events is None:
+            raise DaadError("--publish needs --events FILE.jsonl: the events file is the spool that keeps "
+                            "events through a broker outage")
+        settings = parse_publish_url(args.publish, args.station, username=args.mqtt_user,
+                                     password=read_password(args.mqtt_password_file), ca_file=args.mqtt_ca,
+                                     cert_file=args.mqtt_cert, key_file=args.mqtt_key)
+        sinks.append(MqttPublisher(settings, args.events))
+        print(f"daad run: publishing to {settings.host}:{settings.port} {settings.verdict_topic}, spool "
+              f"{args.events}", file=sys.stderr)
+    if args.metrics_port is not None:
+        server = MetricsServer(args.metrics_port, args.metrics_host, info, threshold, counters)
+        sinks.append(server)
+        print(f"daad run: metrics on http://{args.metrics_host}:{server.port}/metrics", file=sys.stderr)

@@ -1,0 +1,139 @@
+"""`daad run --publish`: every event to a real mosquitto broker, in order, through outages, never blocking the loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mqtt_broker import Subscriber, wait_for
+from test_run_cli import calibrate
+from test_sources import part_frames, write_video
+
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.bundle import open_bundle
+from runtime.cli import main as daad
+from runtime.errors import DaadError
+from runtime.line.events import EventLog
+from runtime.line.loop import RunStats, open_reader, run_loop
+from runtime.line.sources import open_source
+from runtime.plant.mqtt import SCHEMA_VERSION, MqttPublisher, parse_publish_url
+from runtime.plant.spool import cursor_path
+
+TOPIC = "plant/cap-1/verdict"
+
+
+def read_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def event_id(event: dict) -> str:
+    return f"{event['run_id']}:{event['frame']}"
+
+
+def first_seen(messages: list[tuple[str, dict]]) -> list[str]:
+    """Event ids in the order they first arrived (QoS 1 may repeat one)."""
+    order: dict[str, None] = {}
+    for _, message in messages:
+        order.setdefault(message["event_id"], None)
+    return list(order)
+
+
+@pytest.fixture
+def subscriber(mqtt_broker):
+    client = Subscriber(mqtt_broker.port, "plant/#")
+    yield client
+    client.close()
+
+
+def run_argv(bundle: Path, video: Path, events: Path, port: int, *extra: str) -> list[str]:
+    return ["run", "--bundle", str(bundle), "--source", str(video), "--events", str(events), "--threads", "1",
+            "--publish", f"mqtt://127.0.0.1:{port}/plant", "--station", "cap-1", *extra]
+
+
+def test_every_event_reaches_the_broker_with_station_schema_and_id(tiny_bundle, tmp_path, mqtt_broker, subscriber,
+                                                                   capsys) -> None:
+    calibrate(tiny_bundle)
+    video, events = write_video(tmp_path / "line.avi", part_frames(12)), tmp_path / "events.jsonl"
+    assert daad(run_argv(tiny_bundle, video, events, mqtt_broker.port)) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["published"] == 12 and summary["pending"] == 0 and summary["station"] == "cap-1"
+    lines = read_events(events)
+    wait_for(lambda: len(subscriber.received()) >= 12, what="12 messages")
+    received = subscriber.received()
+    assert {topic for topic, _ in received} == {TOPIC} and first_seen(received) == [event_id(e) for e in lines]
+    message = received[0][1]
+    assert message == {"schema_version": SCHEMA_VERSION, "event_id": event_id(lines[0]), "station": "cap-1",
+                       **lines[0]}
+    assert json.loads(cursor_path(events).read_text())["offset"] == events.stat().st_size
+
+
+def test_broker_stopped_and_restarted_mid_run_loses_no_event(tiny_bundle, tmp_path, mqtt_broker, subscriber) -> None:
+    """The broker goes away for frames 10-29 and comes back while the run goes on: every event arrives, in order."""
+    bundle, events = open_bundle(tiny_bundle), tmp_path / "events.jsonl"
+    video = write_video(tmp_path / "line.avi", part_frames(60))
+    settings = parse_publish_url(f"mqtt://127.0.0.1:{mqtt_broker.port}/plant", "cap-1")
+
+    def with_an_outage(frames):
+        for frame in frames:
+            if frame.index == 10:
+                wait_for(lambda: len(subscriber.received()) >= 5, what="messages before the outage")
+                mqtt_broker.stop()
+            if frame.index == 30:
+                assert publisher.counts["pending"] >= 20  # the loop went on without the broker
+                mqtt_broker.start()
+            yield frame
+
+    with OnnxRuntimeBackend(bundle, threads=1) as backend, EventLog(events, "run-a") as log, \
+            open_reader(open_source(str(video)), "lossless", bundle.preprocess) as reader:
+        publisher = MqttPublisher(settings, events)
+        stats = run_loop(with_an_outage(reader), backend, bundle.preprocess, 0.3, "line", log, [publisher],
+                         RunStats(every_s=0))
+        wait_for(lambda: publisher.counts["pending"] == 0, what="the publisher to catch up after the restart")
+        publisher.close()
+    assert stats.frames == 60 and publisher.counts == {"published": 60, "pending": 0}
+    wait_for(lambda: len(subscriber.event_ids()) >= 60, what="every event at the subscriber")
+    received = subscriber.received()
+    assert first_seen(received) == [f"run-a:{index}" for index in range(60)]
+    copies: dict[str, dict] = {}
+    for _, message in received:  # a repeat (at-least-once) is the same message under the same id
+        assert copies.setdefault(message["event_id"], message) == message
+
+
+def test_events_of_a_run_without_broker_are_sent_by_the_next_run(tiny_bundle, tmp_path, mqtt_broker,
+                                                                  subscriber, capsys) -> None:
+    calibrate(tiny_bundle)
+    video, events = write_video(tmp_path / "line.avi", part_frames(8)), tmp_path / "events.jsonl"
+    mqtt_broker.stop()
+    assert daad(run_argv(tiny_bundle, video, events, mqtt_broker.port)) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["published"] == 0 and first["pending"] == 8  # the run did not wait for the broker
+    mqtt_broker.start()
+    assert daad(run_argv(tiny_bundle, video, events, mqtt_broker.port, "--max-frames", "3")) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["published"] == 11 and second["pending"] == 0
+    wait_for(lambda: len(subscriber.event_ids()) >= 11, what="both runs' events")
+    assert first_seen(subscriber.received()) == [event_id(event) for event in read_events(events)]
+    # A crash after sending but before the cursor was saved: the next run sends those lines again,
+    # under the same event ids, so the plant can drop the repeats.
+    cursor_path(events).write_text(json.dumps({**json.loads(cursor_path(events).read_text()), "offset": 0}))
+    assert daad(run_argv(tiny_bundle, video, events, mqtt_broker.port, "--max-frames", "1")) == 0
+    assert json.loads(capsys.readouterr().out)["published"] == 12
+    wait_for(lambda: len(subscriber.received()) >= 23, what="the repeats")
+    ids = [message["event_id"] for _, message in subscriber.received()]
+    assert len(ids) == 23 and len(set(ids)) == 12 and ids[11:22] == ids[:11]
+
+
+def test_publish_needs_an_events_file_and_a_well_formed_url(tiny_bundle, tmp_path, capsys) -> None:
+    calibrate(tiny_bundle)
+    video = write_video(tmp_path / "line.avi", part_frames(2))
+    base = ["run", "--bundle", str(tiny_bundle), "--source", str(video)]
+    assert daad([*base, "--publish", "mqtt://127.0.0.1:1883/plant"]) == 2
+    assert "--publish needs --events" in capsys.readouterr().err
+    for url in ("http://broker/plant", "mqtt://broker", "mqtt://broker/plant/#"):
+        with pytest.raises(DaadError, match="expected mqtt://HOST"):
+            parse_publish_url(url, "cap-1")
+    with pytest.raises(DaadError, match="--station"):
+        parse_publish_url("mqtt://broker/plant", "line/1")
+    settings = parse_publish_url("mqtts://broker.plant/inspection", "cap-1", username="daad", password="secret")
+    assert (settings.port, settings.tls, settings.verdict_topic) == (8883, True, "inspection/cap-1/verdict")
