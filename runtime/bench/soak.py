@@ -44,6 +44,7 @@ class SoakResult:
     growth_stderr_bytes_per_frame: float  # its standard error: growth within ~2 of these is noise
     elapsed_s: float
     exit_code: int
+    rss_mb_by_frames: list[tuple[int, float]]  # every sample after the warm-up, to see the shape of any growth
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -100,7 +101,8 @@ def soak(bundle: Path, frames: int, warmup: float = 0.1) -> SoakResult:
                       rss_start_mb=round(steady[0][1] / 2**20, 2) if steady else float("nan"),
                       rss_end_mb=round(steady[-1][1] / 2**20, 2) if steady else float("nan"),
                       growth_bytes_per_frame=round(slope, 4), growth_stderr_bytes_per_frame=round(stderr, 4),
-                      elapsed_s=round(elapsed, 1), exit_code=exit_code)
+                      elapsed_s=round(elapsed, 1), exit_code=exit_code,
+                      rss_mb_by_frames=[(done, round(rss / 2**20, 3)) for done, rss in steady])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(argv)
     result = asdict(soak(args.bundle, args.frames))
-    print(json.dumps(result, indent=2))
+    print(json.dumps({key: value for key, value in result.items() if key != "rss_mb_by_frames"}, indent=2))
     if args.json is not None:
         atomic_write_json(args.json, result)
     return 0 if result["exit_code"] == 0 else 1
