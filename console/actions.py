@@ -102,6 +102,7 @@ class ProposalRequest:
     method: str = "quantile"
     target_frr: float = 0.005
     target_recall: float | None = None
+    keep_outliers: bool = False  # good parts far above the others count too (as --keep-outliers)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProposalRequest":
@@ -212,7 +213,8 @@ class Console:
     def propose(self, request: ProposalRequest) -> Proposal:
         """Score the chosen parts and calibrate them; nothing is written until `save`."""
         try:
-            settings = CalibrationSettings(request.method, request.target_frr, request.target_recall)
+            settings = CalibrationSettings(request.method, request.target_frr, request.target_recall,
+                                           keep_outliers=bool(request.keep_outliers))
         except ValueError as exc:
             raise Refused(str(exc)) from exc
         if request.method != "quantile" and not request.defect:

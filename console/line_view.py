@@ -2,7 +2,9 @@
 
 `emit` runs in the loop's thread, so it does no image work: it keeps the latest outcome, a
 bounded trend of scores and latencies, the latest NG frames, and the parts being collected for
-calibration. Drawing and encoding the picture happens in the web server's thread, on a frame
+calibration. The NG frames are kept as the camera took them (a marked one is copied for
+calibration): keep_ng recent ones plus at most keep_ng that a page listed and nobody marked yet,
+so memory stays bounded (2 x 20 frames of 1920x1080 = 250 MB). Drawing and encoding the picture happens in the web server's thread, on a frame
 shrunk to PICTURE_WIDTH, at most `max_fps` times a second however often browsers ask: that is
 what keeps the console's cost to the loop small (docs/CONSOLE.md has the measurement).
 """
@@ -13,7 +15,7 @@ import itertools
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
@@ -74,6 +76,10 @@ class LineView:
         self._latency: deque[float] = deque(maxlen=TREND)  # seconds from capture to verdict
         self._done_at: deque[float] = deque(maxlen=TREND)
         self._ng: deque[NgPicture] = deque(maxlen=keep_ng)
+        # Pictures a page has listed stay markable after newer NGs push them out of _ng, until
+        # marked (at most keep_ng of them): a burst of rejects must not pull a card from under a click.
+        self._listed: OrderedDict[int, NgPicture] = OrderedDict()
+        self.keep_listed = keep_ng
         self._ng_ids = itertools.count(1)
         self._collection: Collection | None = None
         self._jpeg: tuple[int, float, bytes] | None = None  # frame index, when encoded, JPEG
@@ -168,13 +174,22 @@ class LineView:
             return Collection(self._collection.wanted, list(self._collection.scores), list(self._collection.names))
 
     def ng_pictures(self) -> list[NgPicture]:
-        """The latest NG frames, newest first."""
+        """The latest NG frames and those listed before and not yet marked, newest first."""
         with self._lock:
-            return list(reversed(self._ng))
+            for picture in self._ng:
+                self._listed[picture.id] = picture
+                self._listed.move_to_end(picture.id)
+            for picture_id in [key for key, picture in self._listed.items() if picture.label is not None]:
+                if all(picture.id != picture_id for picture in self._ng):
+                    del self._listed[picture_id]
+            while len(self._listed) > self.keep_listed + len(self._ng):
+                self._listed.popitem(last=False)
+            return sorted(self._listed.values(), key=lambda picture: picture.id, reverse=True)
 
     def ng_picture(self, picture_id: int) -> NgPicture | None:
         with self._lock:
-            return next((picture for picture in self._ng if picture.id == picture_id), None)
+            kept = next((picture for picture in self._ng if picture.id == picture_id), None)
+            return kept or self._listed.get(picture_id)
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:

@@ -202,6 +202,15 @@ def test_calibrate_from_folders_with_defects(client, tmp_path) -> None:
     assert proposal["counts"]["defect"] == 10 and any("catches 10 of 10" in text for text in proposal["lines"])
 
 
+def test_outliers_among_the_collected_parts_are_left_out_unless_kept(client, line) -> None:
+    client.post("/api/collect", json={"parts": 60}, headers=AUTH)
+    line.run(60, defect_every=20)  # three defects slip into the "good" parts
+    left_out = client.post("/api/propose", json={"good": "live"}, headers=AUTH).json()
+    kept = client.post("/api/propose", json={"good": "live", "keep_outliers": True}, headers=AUTH).json()
+    assert left_out["counts"]["good_outliers"] == kept["counts"]["good_outliers"] == 3
+    assert left_out["threshold"] < 0.1 < kept["threshold"] and any("outlier" in text for text in left_out["lines"])
+
+
 def test_a_changed_model_refuses_changes(client, line, tiny_bundle) -> None:
     proposal = calibrated_from_line(client, line)
     with open(tiny_bundle / "model.onnx", "ab") as handle:
@@ -295,3 +304,13 @@ def test_daad_run_refuses_an_open_console_without_a_token(tiny_bundle, tmp_path,
             "--console", "0.0.0.0:0", "--stats-every", "0"]
     assert cli_main(argv) == 2
     assert "--console-token" in capsys.readouterr().err
+
+
+def test_a_listed_picture_stays_markable_while_newer_rejects_arrive(client, line) -> None:
+    listed = client.get("/api/review").json()
+    line.run(30, defect_every=1)  # 30 new NG frames push all four out of the 20 kept
+    pictures = client.get("/api/review").json()
+    assert len(pictures) == 24 and [p["id"] for p in pictures[-4:]] == [p["id"] for p in listed]
+    oldest = listed[-1]["id"]
+    assert client.post(f"/api/review/{oldest}", json={"label": "defect"}, headers=AUTH).status_code == 200
+    assert oldest not in [p["id"] for p in client.get("/api/review").json()]  # marked and out of the recent ones

@@ -156,6 +156,12 @@ def test_watch_calibrate_from_the_line_save_and_the_loop_switches(running_line, 
         for page in ("review", "history"):
             browser.find_element(By.LINK_TEXT, page.capitalize()).click()
             time.sleep(1.0)
+            if page == "review":  # listed pictures stay put: mark a spot as a defect, a faint one as a false reject
+                cards = browser.find_elements(By.CSS_SELECTOR, ".picture")
+                scores = [float(card.text.split("score ")[1].split()[0]) for card in cards]
+                for index, label in ((scores.index(max(scores)), "defect"), (scores.index(min(scores)), "good")):
+                    cards[index].find_element(By.CSS_SELECTOR, f"button[data-label={label}]").click()
+                    wait.until(lambda d, i=index: d.find_elements(By.CSS_SELECTOR, ".picture .label")[i].text)
             if page == "history":
                 browser.find_element(By.ID, "drift-button").click()
                 wait.until(lambda d: text_of(d, "drift-lines"))

@@ -118,6 +118,7 @@ function startCalibrate() {
       method: $("method").value,
       target_frr: Number($("target-frr").value),
       target_recall: $("target-recall").value || null,
+      keep_outliers: $("keep-outliers").checked,
     };
     say("scoring and calculating...");
     try {
@@ -138,6 +139,8 @@ function startCalibrate() {
   };
 }
 
+const markedText = (label) => ({ good: "marked: false reject", defect: "marked: real defect" })[label] || "";
+
 async function refreshReview() {
   const pictures = await getJson("/api/review");
   $("no-pictures").hidden = pictures.length > 0;
@@ -146,11 +149,15 @@ async function refreshReview() {
     card.className = `picture ${picture.label || ""}`;
     card.innerHTML = `<img src="/api/review/${picture.id}.jpg" alt="NG part">
       <figcaption>#${picture.frame} score ${fmt(picture.score)} (threshold ${fmt(picture.threshold)})<br>${picture.time}
-      <b class="label">${picture.label ? (picture.label === "good" ? "marked: false reject" : "marked: real defect") : ""}</b><br>
+      <b class="label">${markedText(picture.label)}</b><br>
       <button data-label="good">False reject</button> <button data-label="defect">Real defect</button></figcaption>`;
     card.querySelectorAll("button").forEach((button) => button.onclick = async () => {
-      try { await change(`/api/review/${picture.id}`, { label: button.dataset.label }); say(""); refreshReview(); }
-      catch (error) { say(error.message, true); }
+      try {  // update this card only: the others stay where the technician sees them
+        await change(`/api/review/${picture.id}`, { label: button.dataset.label });
+        card.className = `picture ${button.dataset.label}`;
+        card.querySelector(".label").textContent = markedText(button.dataset.label);
+        say("");
+      } catch (error) { say(error.message, true); }
     });
     return card;
   }));
@@ -202,6 +209,10 @@ function startHistory() {
 ({
   live: startLive,
   calibrate: startCalibrate,
-  review: () => { refreshReview().catch((error) => say(error.message, true)); setInterval(refreshReview, 3000); },
+  review: () => {  // no timer: cards must not move under the technician's cursor
+    const show = () => refreshReview().catch((error) => say(error.message, true));
+    $("newest-button").onclick = show;
+    show();
+  },
   history: startHistory,
 })[document.body.dataset.page]();
