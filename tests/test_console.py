@@ -314,3 +314,13 @@ def test_a_listed_picture_stays_markable_while_newer_rejects_arrive(client, line
     oldest = listed[-1]["id"]
     assert client.post(f"/api/review/{oldest}", json={"label": "defect"}, headers=AUTH).status_code == 200
     assert oldest not in [p["id"] for p in client.get("/api/review").json()]  # marked and out of the recent ones
+
+
+def test_a_threshold_switch_is_its_own_event_for_the_plant() -> None:
+    from runtime.line.live_threshold import ThresholdSwitch
+    from runtime.plant.mqtt import plant_message
+
+    switch = ThresholdSwitch(0.2, 0.3, "console save by anna", 100, run_id="run1")
+    frame = {"run_id": "run1", "frame": 100, "verdict": "OK"}
+    ids = {json.loads(plant_message(line, "st1"))["event_id"] for line in (switch.to_json().encode(), json.dumps(frame).encode())}
+    assert ids == {"run1:100", "run1:100:threshold_switch"}

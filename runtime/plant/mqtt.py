@@ -87,6 +87,8 @@ def plant_message(line: bytes, station: str) -> bytes:
     if not isinstance(event, dict):
         raise ValueError("not a JSON object")
     event_id = f"{event.get('run_id')}:{event.get('frame')}"
+    if "event" in event:  # not a verdict: e.g. a threshold switch, logged just before the frame it names
+        event_id += f":{event['event']}"
     return json.dumps({"schema_version": SCHEMA_VERSION, "event_id": event_id, "station": station, **event}).encode()
 
 
