@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from calibration.report import score_position
-from runtime.line.overlay import blend_heatmap
+from runtime.line.loop import Outcome, Scored
+from runtime.line.overlay import blend_heatmap, render
+from runtime.line.sources import Frame
+from runtime.preprocess import PreprocessConfig
 from runtime.score_scale import ScoreScale, colour_map
 
 
@@ -60,3 +63,14 @@ def test_the_calibration_axis_spreads_good_parts_when_defects_span_decades() -> 
     asinh_bins = np.histogram_bin_edges(score_position(everything, scale), bins=60)
     assert np.count_nonzero(np.histogram(good, linear_bins)[0]) == 1  # one bar: unreadable
     assert np.count_nonzero(np.histogram(score_position(good, scale), asinh_bins)[0]) >= 8
+
+
+def test_a_picture_follows_the_threshold_its_frame_was_judged_by() -> None:
+    """A technician may switch the threshold while the line runs: the label and colours follow."""
+    config = PreprocessConfig(height=16, width=16, channels=3)
+    scale = ScoreScale(threshold=2.0, typical_good=1.0)
+    frame = Frame(np.full((64, 64, 3), 128, np.uint8), index=7)
+    scored = Scored(2.0, np.full((16, 16), 2.0, np.float32))
+    at_start, after_switch = (render(Outcome(frame, scored, "NG", threshold), config, scale) for threshold in (2.0, 3.0))
+    assert not np.array_equal(at_start[60, 4], after_switch[60, 4])  # the same score, a cooler colour (below the label)
+    assert np.array_equal(at_start[60, 4], blend_heatmap(frame.image, scored.anomaly_map, scale)[60, 4])

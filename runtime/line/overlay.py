@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,10 +47,12 @@ def heatmap_overlay(frame: np.ndarray, anomaly_map: np.ndarray, config: Preproce
 
 
 def render(outcome: "Outcome", config: PreprocessConfig, scale: ScoreScale) -> np.ndarray | None:
-    """The frame with its heat map and verdict label; None when the frame has no pixels."""
+    """The frame with its heat map and verdict label; None when the frame has no pixels. The
+    scale follows the threshold the frame was judged by (a technician may switch it live)."""
     image = outcome.frame.image
     if image is None or image.size == 0:
         return None
+    scale = replace(scale, threshold=outcome.threshold)
     score = outcome.scored.score
     readable = f"{scale.readable(score):g}/100" if math.isfinite(score) else "no score"
     label = f"#{outcome.frame.index} {outcome.verdict} {readable} (score {score:.4g}, thr {outcome.threshold:.4g})"
