@@ -128,7 +128,7 @@ def test_sigterm_mid_run_leaves_complete_event_log_and_summary(tiny_bundle, vide
 
 
 @pytest.mark.parametrize("collision", ["output-is-source", "events-is-summary", "events-in-bundle",
-                                       "save-ng-is-bundle", "output-in-image-folder"])
+                                       "save-ng-is-bundle", "output-in-image-folder", "summary-is-mqtt-key"])
 def test_outputs_that_collide_with_inputs_or_each_other_are_refused_before_writing(
         collision, tiny_bundle, video, tmp_path, capsys) -> None:
     calibrate(tiny_bundle)
@@ -137,6 +137,8 @@ def test_outputs_that_collide_with_inputs_or_each_other_are_refused_before_writi
     cv2.imwrite(str(images / "a.png"), part_frames(1)[0])
     model_json = (tiny_bundle / "model.json").read_bytes()
     video_bytes = video.read_bytes()
+    key = tmp_path / "client.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----")
     base = ["run", "--bundle", str(tiny_bundle), "--threshold", "0.3"]
     argv = {
         "output-is-source": ["--source", str(video), "--output", str(video)],
@@ -144,12 +146,14 @@ def test_outputs_that_collide_with_inputs_or_each_other_are_refused_before_writi
         "events-in-bundle": ["--source", str(video), "--events", str(tiny_bundle / "model.json")],
         "save-ng-is-bundle": ["--source", str(video), "--save-ng", str(tiny_bundle)],
         "output-in-image-folder": ["--source", str(images / "*.png"), "--output", str(images / "o.avi")],
+        "summary-is-mqtt-key": ["--source", str(video), "--summary", str(key), "--mqtt-key", str(key)],
     }[collision]
     assert daad(base + argv) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "choose" in error or "give them different paths" in error
     assert (tiny_bundle / "model.json").read_bytes() == model_json and video.read_bytes() == video_bytes
     assert not (tmp_path / "x").exists() and not (images / "o.avi").exists()
+    assert key.read_text() == "-----BEGIN PRIVATE KEY-----"
     assert sorted(p.name for p in tiny_bundle.iterdir()) == ["model.json", "model.onnx", "threshold.json", "thresholds"]
 
 

@@ -95,7 +95,9 @@ def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float |
 def check_run_outputs(args: argparse.Namespace) -> None:
     """Refuse, before anything is written, outputs that are the source, a bundle file or each other."""
     check_outputs(
-        inputs={"--source": source_location(args.source), "--bundle": args.bundle},
+        inputs={"--source": source_location(args.source), "--bundle": args.bundle,
+                "--mqtt-password-file": args.mqtt_password_file, "--mqtt-ca": args.mqtt_ca,
+                "--mqtt-cert": args.mqtt_cert, "--mqtt-key": args.mqtt_key},
         outputs={"--events": args.events, "--summary": summary_path(args), "--save-ng": args.save_ng,
                  "--output": args.output},
     )
