@@ -120,7 +120,7 @@ def save_grid(
     height, width = images.shape[1:3]
     cell = 2.2 / max(height, width)
     figure, axes = plt.subplots(len(indices) + 1, len(columns), squeeze=False,
-                                figsize=(cell * width * len(columns) + 0.6, cell * height * len(indices) + 0.9),
+                                figsize=(max(4.0, cell * width * len(columns) + 0.6), cell * height * len(indices) + 0.9),
                                 gridspec_kw={"height_ratios": [1.0] * len(indices) + [0.12]})  # fmt: skip
     for row, index in enumerate(indices):
         sample = evaluation.test_set.samples[index]
@@ -160,7 +160,7 @@ def _legend(figure: Any, row: Any, scale: ScoreScale, calibrated: bool) -> None:
     bar.set_xticks([0, 25, 50, 75, 90])
     bar.tick_params(labelsize=7)
     source = "calibrated threshold" if calibrated else "F1-max threshold of this test split"
-    bar.set_xlabel(f"readable score (0 typical good part, 50 = {source}, score {scale.threshold:.3g})", fontsize=7)
+    bar.set_xlabel(f"readable score: 0 typical good part,\n50 = {source} (score {scale.threshold:.3g})", fontsize=7)
 
 
 def _bgr(image: np.ndarray) -> np.ndarray:
