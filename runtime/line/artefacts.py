@@ -10,9 +10,7 @@ take the NG images' places. When a queue is full that picture is dropped and cou
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 from runtime.line.events import new_run_id
 from runtime.line.ng_store import NgStore, SaveNg
 from runtime.line.overlay import OverlayVideo, OverlayWindow
+from runtime.line.priority import renice_thread
 from runtime.preprocess import PreprocessConfig
 from runtime.score_scale import ScoreScale
 
@@ -67,7 +66,7 @@ class ArtefactWriter:
                 self.dropped += 1
 
     def _feed(self, sink: "Sink", waiting: queue.Queue) -> None:
-        lower_priority()
+        renice_thread(NICENESS)
         broken = False
         while (outcome := waiting.get()) is not None:
             if broken:
@@ -96,17 +95,6 @@ class ArtefactWriter:
                 log.error("%s did not finish its pictures within %.0f s", type(sink).__name__, CLOSE_TIMEOUT_S)
             else:
                 sink.close()
-
-
-def lower_priority(step: int = NICENESS) -> None:
-    """Raise the calling thread's nice value (Linux keeps one per thread; elsewhere this does nothing)."""
-    if not sys.platform.startswith("linux"):
-        return
-    thread = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + step))
-    except OSError as exc:
-        log.debug("picture threads keep their priority: %s", exc)
 
 
 def open_artefacts(settings: ArtefactSettings, config: PreprocessConfig, scale: ScoreScale, fps: float,

@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 from runtime.errors import DaadError
 from runtime.line.events import NG
+from runtime.line.priority import renice_thread
 from runtime.optional import require
 
 if TYPE_CHECKING:
     from runtime.line.loop import Outcome
 
 log = logging.getLogger(__name__)
+
+TIMER_NICENESS = -10  # the pin's timer goes before the loop and the pictures, where the process may (root)
 
 
 class Pin(Protocol):
@@ -108,6 +111,7 @@ class RejectGate:
             self._changed.notify()
 
     def _drive(self) -> None:
+        renice_thread(TIMER_NICENESS)
         with self._changed:
             while True:
                 now = self.clock()
