@@ -100,7 +100,6 @@ class MqttPublisher:
         self.settings, self.window = settings, window
         self.spool = Spool(events)
         self.published = self.skipped = 0
-        self._written = 0
         self._acknowledged: set[int] = set()  # message ids the broker acknowledged, not yet settled
         self._lock = threading.Lock()
         self._connected, self._wake, self._closing = threading.Event(), threading.Event(), threading.Event()
@@ -157,7 +156,6 @@ class MqttPublisher:
 
     def emit(self, outcome: "Outcome") -> None:
         """The loop wrote an event line: wake the publisher (nothing here touches the network)."""
-        self._written += 1
         self._wake.set()
 
     def _publish(self) -> None:
@@ -201,8 +199,7 @@ class MqttPublisher:
 
     @property
     def counts(self) -> dict[str, int]:
-        pending = self.spool.backlog + self._written - self.published - self.skipped
-        return {"published": self.published, "pending": max(0, pending)}
+        return {"published": self.published, "pending": self.spool.lines() - self.published - self.skipped}
 
     def close(self) -> None:
         """Send what the file still holds (up to DRAIN_S, while connected), save the cursor, disconnect."""

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from runtime.atomic import atomic_write_json
 from runtime.errors import DaadError
@@ -57,7 +59,10 @@ class Spool:
         self._handle.seek(cursor.offset)
         self._saved_at = -SAVE_EVERY_S
         self.save()
-        self.backlog = self._count_lines_from(cursor.offset)  # unacknowledged lines of earlier runs
+        self._counter: IO[bytes] | None = open(self.events, "rb")  # counts lines as they arrive, from the start cursor on
+        self._counter.seek(cursor.offset)
+        self._lines = 0
+        self._counting = threading.Lock()
 
     def _read_cursor(self) -> Cursor | None:
         if not self.path.exists():
@@ -68,10 +73,12 @@ class Spool:
             raise DaadError(f"{self.path} is not a publish cursor ({exc}): move it away, or publish events "
                             f"to another --events file.") from exc
 
-    def _count_lines_from(self, offset: int) -> int:
-        with open(self.events, "rb") as handle:
-            handle.seek(offset)
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    def lines(self) -> int:
+        """Complete lines in the file after the cursor it started from (read incrementally, any thread)."""
+        with self._counting:
+            if self._counter is not None:  # after close: the count it closed with
+                self._lines += sum(chunk.count(b"\n") for chunk in iter(lambda: self._counter.read(1 << 20), b""))
+            return self._lines
 
     def next_line(self) -> tuple[bytes, int] | None:
         """The next complete line and the offset just past it; None until one is complete."""
@@ -102,3 +109,7 @@ class Spool:
     def close(self) -> None:
         self.save()
         self._handle.close()
+        self.lines()
+        with self._counting:
+            self._counter.close()
+            self._counter = None
