@@ -107,16 +107,20 @@ def _parity(model: nn.Module, staged: Bundle, images: ParityImages, batch: int |
 def score_definition(kind: str, config: dict[str, Any]) -> str:
     """The score in words, for model.json (PRODUCT.md: A(x) = g*R(x) + (1-g)*L(x))."""
     reduction = config.get("score_reduction", "max")
-    rec = (
-        f"R = {reduction} over pixels of anomaly_map; anomaly_map = per-pixel squared reconstruction error "
-        f"in normalised input space, mean over channels, Gaussian-smoothed (sigma {config.get('map_sigma')} px)"
+    error = (
+        "per-pixel squared reconstruction error in normalised input space, mean over channels, "
+        f"Gaussian-smoothed (sigma {config.get('map_sigma')} px)"
     )
+    if config.get("map_normalisation") == "pixel":
+        error += (", standardised per pixel by the good training images' mean and std "
+                  "(std floored at half the residual map's overall std)")  # fmt: skip
     if kind != "daad+":
-        return f"score = {rec}"
+        return f"score = {reduction} over pixels of anomaly_map; anomaly_map = {error}"
     gamma = config.get("gamma")
     return (
-        f"score = {gamma} * R' + (1 - {gamma}) * L', R' and L' standardised by their mean and std on the "
-        f"training images; {rec}; L = mean squared distance between discriminator features of input and reconstruction"
+        f"score = {reduction} over pixels of anomaly_map; anomaly_map = {gamma} * R' + (1 - {gamma}) * L' per pixel, "
+        f"in the score's units: R' = the {error}, and L' = the mean squared distance between discriminator features "
+        "of input and reconstruction (one per image), each standardised by its mean and std on the training images"
     )
 
 
