@@ -107,10 +107,13 @@ def test_sigterm_mid_run_leaves_complete_event_log_and_summary(tiny_bundle, vide
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        started = time.monotonic()
+        started, first_event = time.monotonic(), None
         while time.monotonic() < started + 60 and process.poll() is None:
-            # Long enough for a few stats lines, and well into the looping video.
-            if time.monotonic() > started + 1 and events.exists() and events.read_text().count("\n") >= 100:
+            # Long enough for a few stats lines (0.1 s apart, counted from the loop's start, not
+            # from exec), and well into the looping video.
+            lines = events.read_text().count("\n") if events.exists() else 0
+            first_event = first_event or (time.monotonic() if lines else None)
+            if first_event and time.monotonic() > first_event + 0.5 and lines >= 100:
                 break
             time.sleep(0.05)
         assert process.poll() is None, process.communicate()
