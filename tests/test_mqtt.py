@@ -15,6 +15,7 @@ from runtime.bundle import open_bundle
 from runtime.cli import main as daad
 from runtime.errors import DaadError
 from runtime.line.events import EventLog
+from runtime.line.live_threshold import LiveThreshold
 from runtime.line.loop import RunStats, open_reader, run_loop
 from runtime.line.sources import open_source
 from runtime.plant.mqtt import SCHEMA_VERSION, MqttPublisher, parse_publish_url
@@ -137,3 +138,29 @@ def test_publish_needs_an_events_file_and_a_well_formed_url(tiny_bundle, tmp_pat
         parse_publish_url("mqtt://broker/plant", "line/1")
     settings = parse_publish_url("mqtts://broker.plant/inspection", "cap-1", username="daad", password="secret")
     assert (settings.port, settings.tls, settings.verdict_topic) == (8883, True, "inspection/cap-1/verdict")
+
+
+def test_a_threshold_switch_is_published_under_its_own_id(tiny_bundle, tmp_path, mqtt_broker, subscriber) -> None:
+    """Through a real broker: the switch line gets its own id beside its frame's verdict, and pending counts it."""
+    bundle, events = open_bundle(tiny_bundle), tmp_path / "events.jsonl"
+    video = write_video(tmp_path / "line.avi", part_frames(8))
+    live = LiveThreshold(0.3, "threshold.json")
+
+    def switching_at_frame_4(frames):
+        for frame in frames:
+            if frame.index == 4:
+                live.set(0.9, "console save by anna")
+            yield frame
+
+    with OnnxRuntimeBackend(bundle, threads=1) as backend, EventLog(events, "run-b") as log, \
+            open_reader(open_source(str(video)), "lossless", bundle.preprocess) as reader:
+        publisher = MqttPublisher(parse_publish_url(f"mqtt://127.0.0.1:{mqtt_broker.port}/plant", "cap-1"), events)
+        run_loop(switching_at_frame_4(reader), backend, bundle.preprocess, live, "line", log, [publisher],
+                 RunStats(every_s=0))
+        wait_for(lambda: publisher.counts["pending"] == 0, what="the publisher")
+        publisher.close()
+    assert publisher.counts == {"published": 9, "pending": 0}  # 8 verdicts and the switch
+    wait_for(lambda: len(subscriber.event_ids()) >= 9, what="9 messages")
+    ids = first_seen(subscriber.received())
+    assert ids[:4] == [f"run-b:{i}" for i in range(4)] and ids[4] == "run-b:4:threshold_switch"
+    assert ids[5:] == [f"run-b:{i}" for i in range(4, 8)]
