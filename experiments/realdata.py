@@ -27,7 +27,7 @@ from typing import Any
 
 from experiments.runs import products, train_and_evaluate
 from runtime.atomic import atomic_write_json, atomic_write_text
-from runtime.preprocess import PreprocessConfig
+from runtime.preprocess import PreprocessConfig, parse_image_size
 from train.config import MODEL_KINDS, ModelConfig, TrainConfig, read_config_file
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
@@ -111,19 +111,22 @@ def table_markdown(summary: list[dict[str, Any]], budget: str) -> str:
 
 
 def budget_text(args: argparse.Namespace, train_config: TrainConfig, rows: list[dict[str, Any]]) -> str:
-    epochs = ", ".join(f"{p} {e}" for p, e in dict.fromkeys((r["product"], r["epochs"]) for r in rows if "epochs" in r))
+    sets = dict.fromkeys((r["product"], r["image_size"], r["epochs"]) for r in rows)
     return (
-        f"Budget: {args.image_size}x{args.image_size} px input, {train_config.budget} of batch "
-        f"{train_config.batch_size} (epochs: {epochs}), seeds {' '.join(map(str, args.seeds))}; mean ± std over "
+        f"Budget: {train_config.budget} of batch {train_config.batch_size} "
+        f"({'; '.join(f'{p} {size} px, {e} epochs' for p, size, e in sets)}), seeds {' '.join(map(str, args.seeds))}; mean ± std over "
         "the seeds; latency: ONNX Runtime CPU, 1 thread, batch 1, the first seed's model."
     )
 
 
 def run_all(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig) -> list[dict[str, Any]]:
     """Train and evaluate every (data set, kind, seed); rows saved to --out as they come."""
-    preprocess = PreprocessConfig(height=args.image_size, width=args.image_size, channels=3)
+    from train.train_cli import default_size
+
     rows: list[dict[str, Any]] = []
     for data in data_sets(args.data, args.products):
+        height, width = args.image_size or default_size(data, resume=False)
+        preprocess = PreprocessConfig(height=height, width=width, channels=3)
         for kind in args.models:
             for seed in args.seeds:
                 run = args.out / "runs" / data.name / kind / f"seed{seed}"
@@ -131,7 +134,7 @@ def run_all(args: argparse.Namespace, base: ModelConfig, train_config: TrainConf
                 grid = args.out / "grids" / f"{data.name}-{kind}.png" if first else None
                 config = replace(train_config, seed=seed)
                 row = train_and_evaluate(data, run, replace(base, kind=kind), config, preprocess, args.reuse_runs, grid)
-                row["seed"] = seed
+                row.update(seed=seed, image_size=f"{height}x{width}")
                 if first:
                     row.update(cost(run / "checkpoint.pt", run / "bundle", data, args.bench_seconds))
                 print(_row_text(row), flush=True)
@@ -171,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=TrainConfig.steps, help="training budget in optimiser steps (default %(default)s)")
     parser.add_argument("--epochs", type=int, help="a fixed number of epochs instead of --steps")
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--image-size", type=parse_image_size, metavar="HxW",
+                        help="input size HEIGHTxWIDTH or one number for a square (default: per data set, as daad train "
+                        "chooses it from the training images' aspect)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--config", type=Path, help="JSON/YAML with 'model'/'train' sections, as for daad train")
     parser.add_argument("--bench-seconds", type=float, default=3.0, help="timed ONNX Runtime run per model (default 3)")

@@ -59,13 +59,14 @@ def train_and_evaluate(
 
     With `reuse`, a finished run in `run` whose training settings match is scored again
     instead of retrained (training is deterministic, so that is what a retrain would give).
-    With `grid`, the examples picture of `daad eval` is written there too.
+    A reused run's score constants are fitted again on the training images, as training ends,
+    so it is scored as this code scores. With `grid`, the picture of `daad eval` is written too.
     """
     from train.checkpoint import load_checkpoint
     from train.evaluate import evaluate, reconstructor, save_grid
     from train.model import build_model
     from train.torch_backend import TorchBackend
-    from train.trainer import detect_channels, train
+    from train.trainer import batches, detect_channels, load_split, train
 
     preprocess = replace(preprocess, channels=detect_channels(product), mean=preprocess.mean[:1], std=preprocess.std[:1])
     checkpoint = run / "checkpoint.pt"
@@ -89,9 +90,12 @@ def train_and_evaluate(
     loaded = load_checkpoint(checkpoint)
     model = build_model(model_config, preprocess)
     model.load_state_dict(loaded.model.state_dict())
+    model.eval()
+    if reuse:
+        model.fit_score_stats(batches(load_split(product, "train", preprocess, False).images, 32, next(model.parameters()).device))
     evaluation = evaluate(TorchBackend(model), product, preprocess)
     if grid is not None:
-        save_grid(grid, evaluation, reconstructor(model.eval()))
+        save_grid(grid, evaluation, reconstructor(model))
     metrics = evaluation.metrics
     return {
         "product": product.name,
