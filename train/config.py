@@ -20,7 +20,7 @@ MODEL_KINDS = ("ae", "memae", "daad", "daad+")
 SCALES = ("skip1", "skip2", "skip3", "bottleneck")  # 1/2, 1/4, 1/8, 1/16 of the input
 MAP_NORMALISATIONS = ("none", "pixel")
 LR_SCHEDULES = ("constant", "cosine")
-DEFAULT_STEPS = 1500  # optimiser steps of 16 images: chosen in docs/RESULTS.md, "Training budget"
+DEFAULT_STEPS = 1000  # optimiser steps: the training loss settles by 375-630 (docs/RESULTS.md, "Training budget")
 
 
 class ConfigError(DaadError):
