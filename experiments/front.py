@@ -21,7 +21,7 @@ from runtime.errors import DataError
 
 
 def read_points(folders: list[Path]) -> list[dict[str, Any]]:
-    """(configuration, data set, kind, GFLOPs, latency, image / pixel AUROC) from each summary.json."""
+    """(configuration, data set, kind, GFLOPs, latency, image / pixel AUROC, AUPRO) from each summary.json."""
     points = []
     for folder in folders:
         path = folder / "summary.json"
@@ -31,7 +31,7 @@ def read_points(folders: list[Path]) -> list[dict[str, Any]]:
             points.append({
                 "config": folder.name, "product": record["product"], "kind": record["kind"],
                 "gflops": record["gflops"][0], "fastest_ms": record["fastest_ms"][0],
-                "image_auroc": record["image_auroc"][0], "pixel_auroc": record["pixel_auroc"][0],
+                "image_auroc": record["image_auroc"][0], "pixel_auroc": record["pixel_auroc"][0], "aupro": record["aupro"][0],
             })  # fmt: skip
     return points
 
@@ -47,13 +47,13 @@ def front(points: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
 
 
 def table_markdown(points: list[dict[str, Any]]) -> str:
-    lines = ["| configuration | data set | model | GFLOPs | ORT 1 thread fastest ms | image AUROC | pixel AUROC | on the image front |",
-             "|" + "---|" * 8]
+    lines = ["| configuration | data set | model | GFLOPs | ORT 1 thread fastest ms | image AUROC | pixel AUROC | AUPRO | on the image front |",
+             "|" + "---|" * 9]
     on_front = {id(p) for name in dict.fromkeys(p["product"] for p in points)
                 for p in front([q for q in points if q["product"] == name], "image_auroc")}  # fmt: skip
     for p in sorted(points, key=lambda p: (p["product"], p["gflops"] or 0, p["config"])):
         cells = [p["config"], p["product"], p["kind"], _number(p["gflops"]), _number(p["fastest_ms"], 2),
-                 _number(p["image_auroc"]), _number(p["pixel_auroc"]), "yes" if id(p) in on_front else ""]  # fmt: skip
+                 _number(p["image_auroc"]), _number(p["pixel_auroc"]), _number(p["aupro"]), "yes" if id(p) in on_front else ""]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
