@@ -61,7 +61,7 @@ def table_markdown(points: list[dict[str, Any]]) -> str:
 def plot_front(points: list[dict[str, Any]], path: Path) -> Path:
     """Image and pixel AUROC against GFLOPs, one colour per data set, its front as a line."""
     plt = load_pyplot("the accuracy/cost plot")
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for axis, metric in zip(axes, ("image_auroc", "pixel_auroc")):
         for name in dict.fromkeys(p["product"] for p in points):
             chosen = [p for p in points if p["product"] == name and p[metric] is not None and p["gflops"]]
@@ -88,12 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.front", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="--out folders of experiments.realdata, one per configuration")
     parser.add_argument("--out", required=True, type=Path, help="the PNG to write (the table goes next to it as .md)")
+    parser.add_argument("--sets", nargs="*", help="only these data sets (e.g. kolektorsdd tire 'synthetic mean')")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    points = read_points(args.folders)
+    points = [p for p in read_points(args.folders) if not args.sets or p["product"] in args.sets]
     plot_front(points, args.out)
     table = table_markdown(points)
     atomic_write_text(args.out.with_suffix(".md"), table)
