@@ -16,28 +16,14 @@ from experiments.front import main as front_main
 from experiments.realdata import main
 from experiments.realdata import main as realdata
 from runtime.errors import DataError
-from train.synth import SynthConfig, write_product
+from tiny_training import tiny_products
 
 torch.set_num_threads(1)
-
-TINY = {
-    "model": {
-        "widths": [4, 8, 8, 8],
-        "memories": [{"block_h": b, "block_w": b, "slots": 8} for b in (4, 2, 2, 1)],
-        "discriminator_widths": [4, 4, 8, 8],
-    },
-    "train": {"lr": 5e-3},
-}
 
 
 @pytest.fixture(scope="module")
 def two_products(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sets")
-    for product in ("cap", "pcb"):
-        write_product(root, product, SynthConfig(image_size=32, train=8, test_good=3, test_defect=1))
-    config = root / "tiny.json"
-    config.write_text(json.dumps(TINY))
-    return root, config
+    return tiny_products(tmp_path_factory.mktemp("sets"), ("cap", "pcb"))
 
 
 def test_every_kind_and_seed_gives_mean_and_spread_cost_and_a_grid(two_products, tmp_path):
