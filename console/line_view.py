@@ -82,7 +82,7 @@ class LineView:
         self.keep_listed = keep_ng
         self._ng_ids = itertools.count(1)
         self._collection: Collection | None = None
-        self._jpeg: tuple[int, float, bytes] | None = None  # frame index, when encoded, JPEG
+        self._jpeg: tuple[Outcome, float, bytes] | None = None  # the frame pictured, when encoded, JPEG
         self._encode_lock = threading.Lock()
 
     def emit(self, outcome: Outcome) -> None:
@@ -133,21 +133,24 @@ class LineView:
         with self._lock:
             return np.array([score for _, score, _ in self._trend][-count:], dtype=np.float64)
 
-    def frame_jpeg(self) -> bytes | None:
-        """The latest frame with its heat map as JPEG; re-encoded at most every `min_interval` seconds."""
+    def frame_jpeg(self) -> tuple[Outcome, bytes] | None:
+        """The latest frame with its heat map as JPEG, with the outcome it shows (so the page's
+        verdict describes the part in the picture, not a newer one); re-encoded at most every
+        `min_interval` seconds."""
         with self._encode_lock:
             with self._lock:
                 latest = self._latest
             if latest is None:
                 return None
             now = time.monotonic()
-            if self._jpeg is not None and (self._jpeg[0] == latest.frame.index or now - self._jpeg[1] < self.min_interval):
-                return self._jpeg[2]
+            cached = self._jpeg
+            if cached is not None and (cached[0] is latest or now - cached[1] < self.min_interval):
+                return cached[0], cached[2]
             image = self.picture(latest)
             if image is None:
-                return self._jpeg[2] if self._jpeg else None
-            self._jpeg = (latest.frame.index, now, image)
-            return image
+                return (cached[0], cached[2]) if cached else None
+            self._jpeg = (latest, now, image)
+            return latest, image
 
     def picture(self, outcome: Outcome) -> bytes | None:
         """JPEG of the frame, shrunk to PICTURE_WIDTH, with its heat map and verdict; None without pixels."""

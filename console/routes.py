@@ -7,6 +7,7 @@ A refused change answers {"error": "..."} with the status the Console's exceptio
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +105,14 @@ async def live_state(request: Request) -> JSONResponse:
 
 async def live_jpeg(request: Request) -> Response:
     line = _console(request).line
-    image = None if line is None else await run_in_threadpool(line.frame_jpeg)
-    if image is None:
+    pictured = None if line is None else await run_in_threadpool(line.frame_jpeg)
+    if pictured is None:
         raise NotFound("no frame yet")
-    return Response(image, media_type="image/jpeg", headers=NO_STORE)
+    outcome, image = pictured
+    score = outcome.scored.score
+    shown = {"X-Frame": str(outcome.frame.index), "X-Verdict": outcome.verdict,
+             "X-Score": repr(score) if math.isfinite(score) else "", "X-Threshold": repr(outcome.threshold)}
+    return Response(image, media_type="image/jpeg", headers={**NO_STORE, **shown})
 
 
 # -- calibrate ----------------------------------------------------------------------------------------

@@ -138,6 +138,9 @@ def test_live_state_counts_the_line_and_the_frame_is_a_jpeg(client, line) -> Non
     assert len(state["trend"]["score"]) == 40 and state["fps"] > 0 and state["latency_ms"]["p99"] > 0
     image = client.get("/live.jpg")
     assert image.headers["content-type"] == "image/jpeg"
+    # the picture names the part it shows, so the page's verdict is that part's
+    assert image.headers["x-frame"] == "39" and image.headers["x-verdict"] == state["current"]["verdict"]
+    assert float(image.headers["x-score"]) == state["current"]["score"]
     decoded = cv2().imdecode(np.frombuffer(image.content, np.uint8), cv2().IMREAD_COLOR)
     assert decoded.shape == (SIZE, SIZE, 3)
 

@@ -66,21 +66,37 @@ function drawTrend(target, trend) {
   target.append(label, threshold);
 }
 
+function showVerdict(verdict, score) {
+  $("verdict").textContent = verdict;
+  $("verdict").className = `verdict ${verdict}`;
+  $("score").textContent = fmt(score);
+}
+
+// The picture is redrawn at most twice a second; the verdict beside it is the pictured part's
+// (from the picture's headers), so a fast line never shows an NG badge over an OK part.
+async function refreshPicture() {
+  const response = await fetch("/live.jpg", { cache: "no-store" });
+  if (!response.ok) return false;
+  const frame = $("frame"), previous = frame.src;
+  frame.src = URL.createObjectURL(await response.blob());
+  if (previous.startsWith("blob:")) URL.revokeObjectURL(previous);
+  const score = response.headers.get("X-Score");
+  showVerdict(response.headers.get("X-Verdict"), score === "" ? null : Number(score));
+  return true;
+}
+
 async function refreshLive() {
   try {
     const state = await getJson("/api/live");
     $("threshold").textContent = fmt(state.threshold);
     if (state.current) {
-      $("verdict").textContent = state.current.verdict;
-      $("verdict").className = `verdict ${state.current.verdict}`;
-      $("score").textContent = fmt(state.current.score);
+      if (!(await refreshPicture())) showVerdict(state.current.verdict, state.current.score);
       for (const [key, value] of Object.entries(state.verdicts)) $(`count-${key}`).textContent = value;
       $("count-dropped").textContent = state.counters.dropped ?? 0;
       $("fps").textContent = state.fps === null ? "-" : state.fps.toFixed(1);
       const l = state.latency_ms;
       $("latency").textContent = l.p50 === null ? "-" : `${l.p50.toFixed(1)} / ${l.p90.toFixed(1)} / ${l.p99.toFixed(1)} ms`;
       drawTrend($("trend"), state.trend);
-      $("frame").src = `/live.jpg?frame=${state.current.frame}`;
     }
     const calibrated = state.calibrated;
     $("calibrated").textContent = calibrated ? `calibrated ${calibrated.created} (${calibrated.method})`
