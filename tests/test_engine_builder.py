@@ -14,6 +14,7 @@ import pytest
 from runtime.bundle import open_bundle
 from runtime.backends.engine_cache import (
     EngineRecord,
+    engine_for_batch,
     engine_path,
     find_engine,
     read_sidecar,
@@ -61,6 +62,22 @@ def test_matching_engine_is_found_and_others_are_not(tiny_bundle) -> None:
     assert find_engine(bundle, "fp16", 4, trt_version=TRT, gpu_name="NVIDIA Jetson Xavier NX") is None
     assert find_engine(bundle, "fp32", 4, trt_version=TRT, gpu_name=GPU) is None
     assert find_engine(bundle, "fp16", 1, trt_version=TRT, gpu_name=GPU) is None
+
+
+def test_backend_takes_an_engine_built_for_a_larger_batch_the_builder_does_not(tiny_bundle) -> None:
+    bundle = open_bundle(tiny_bundle)
+    eight = _fake_engine(bundle, batch=8)
+    assert engine_for_batch(bundle, "fp16", 1, trt_version=TRT, gpu_name=GPU) == eight  # its profile starts at 1
+    assert engine_for_batch(bundle, "fp16", 8, trt_version=TRT, gpu_name=GPU) == eight
+    assert engine_for_batch(bundle, "fp16", 16, trt_version=TRT, gpu_name=GPU) is None
+    assert engine_for_batch(bundle, "fp32", 1, trt_version=TRT, gpu_name=GPU) is None
+    assert find_engine(bundle, "fp16", 1, trt_version=TRT, gpu_name=GPU) is None  # daad build --batch 1 still builds
+    two = _fake_engine(bundle, batch=2)
+    one = _fake_engine(bundle, batch=1)
+    assert engine_for_batch(bundle, "fp16", 1, trt_version=TRT, gpu_name=GPU) == one  # the exact one first
+    assert engine_for_batch(bundle, "fp16", 2, trt_version=TRT, gpu_name=GPU) == two
+    two.write_bytes(b"truncated")  # a damaged engine is skipped for the next larger valid one
+    assert engine_for_batch(bundle, "fp16", 2, trt_version=TRT, gpu_name=GPU) == eight
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,29 @@ def find_engine(
     return path
 
 
+def engine_for_batch(
+    bundle: Bundle, precision: str, batch: int, trt_version: str | None = None, gpu_name: str | None = None
+) -> Path | None:
+    """An engine that takes `batch` frames: the one built for that batch, else the valid one built
+    for the smallest larger batch (every profile `daad build` writes starts at 1 frame), or None.
+
+    For the backend only: `daad build` asks `find_engine`, so it still builds the batch it is asked for.
+    """
+    trt_version = trt_version or tensorrt_version()
+    gpu_name = gpu_name or current_gpu_name()
+    exact = find_engine(bundle, precision, batch, trt_version, gpu_name)
+    if exact is not None or not bundle.engines_dir.is_dir():
+        return exact
+    stem = engine_path(bundle, trt_version, gpu_name, precision, batch).name.rsplit("_b", 1)[0]
+    built = sorted(int(match.group(1)) for path in bundle.engines_dir.glob(f"{stem}_b*{ENGINE_SUFFIX}")
+                   if (match := re.fullmatch(rf"{re.escape(stem)}_b(\d+){re.escape(ENGINE_SUFFIX)}", path.name)))
+    for larger in (size for size in built if size > batch):
+        found = find_engine(bundle, precision, larger, trt_version, gpu_name)
+        if found is not None:
+            return found
+    return None
+
+
 def _identity(record: EngineRecord) -> tuple[str, str, str, str, int]:
     return (record.onnx_sha256, record.tensorrt_version, record.gpu_name, record.precision, record.batch)
 

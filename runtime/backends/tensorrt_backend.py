@@ -41,10 +41,11 @@ def build_command(bundle: Bundle, precision: str, batch: int) -> str:
 
 
 def locate_engine(bundle: Bundle, precision: str, batch: int) -> Path | None:
-    """The engine engine_cache files for this bundle, precision, batch, this GPU and TensorRT."""
-    from runtime.backends.engine_cache import find_engine
+    """The engine engine_cache files for this bundle, precision, this GPU and TensorRT that takes
+    `batch` frames (built for it, or for a larger batch)."""
+    from runtime.backends.engine_cache import engine_for_batch
 
-    return find_engine(bundle, precision, batch)
+    return engine_for_batch(bundle, precision, batch)
 
 
 @dataclass
