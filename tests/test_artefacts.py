@@ -77,3 +77,16 @@ def test_a_picture_sink_that_fails_is_counted_and_inspection_goes_on(tmp_path, b
 
 def test_no_pictures_asked_for_means_no_writer(bundle) -> None:
     assert open_artefacts(ArtefactSettings(), bundle.preprocess, ScoreScale(THRESHOLD), 10.0, threading.Event()) is None
+
+
+def test_with_pictures_opencv_works_in_the_calling_thread(tmp_path, bundle) -> None:
+    """OpenCV's worker pool would run picture work at the loop's priority, outside the writer's nice."""
+    import cv2
+
+    cv2.setNumThreads(2)
+    writer = open_artefacts(ArtefactSettings(save_ng=tmp_path / "ng"), bundle.preprocess, ScoreScale(THRESHOLD), 10.0,
+                            threading.Event())
+    try:
+        assert cv2.getNumThreads() == 1
+    finally:
+        writer.close()

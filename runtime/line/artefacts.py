@@ -20,6 +20,7 @@ from runtime.line.events import new_run_id
 from runtime.line.ng_store import NgStore, SaveNg
 from runtime.line.overlay import OverlayVideo, OverlayWindow
 from runtime.line.priority import renice_thread
+from runtime.optional import cv2
 from runtime.preprocess import PreprocessConfig
 from runtime.score_scale import ScoreScale
 
@@ -109,4 +110,10 @@ def open_artefacts(settings: ArtefactSettings, config: PreprocessConfig, scale: 
         sinks.append(OverlayVideo(settings.output, config, scale, fps=fps))
     if settings.display:
         sinks.append(OverlayWindow(config, scale, stop))
-    return ArtefactWriter(sinks, settings.queue_depth) if sinks else None
+    if not sinks:
+        return None
+    # OpenCV's own worker pool runs at the priority of whoever started it (the loop, at nice 0), so
+    # a picture drawn through it would escape NICENESS and take cores from the verdict: with
+    # pictures on, OpenCV works in the calling thread. Measured in docs/BENCHMARKING.md.
+    cv2().setNumThreads(1)
+    return ArtefactWriter(sinks, settings.queue_depth)
