@@ -76,6 +76,13 @@ def config_file(tmp_path: Path, epochs: int = 2) -> Path:
     return path
 
 
+def assert_same_weights(first: Path, second: Path) -> None:
+    """Two checkpoints hold the same weights (a resumed run against one straight run)."""
+    a, b = load_checkpoint(first).model, load_checkpoint(second).model
+    for name, tensor in a.state_dict().items():
+        assert torch.allclose(tensor, b.state_dict()[name], atol=1e-6), name
+
+
 @pytest.mark.parametrize("kind", ["ae", "memae", "daad", "daad+"])
 def test_a_few_training_steps_lower_the_loss(kind):
     torch.manual_seed(0)
@@ -120,9 +127,7 @@ def test_resume_continues_to_the_same_weights_as_one_run(dataset, tmp_path):
     train(dataset, tmp_path / "resumed", model_config, TrainConfig(epochs=1, batch_size=4), PREPROCESS, progress=False)
     resumed = train(dataset, tmp_path / "resumed", model_config, TrainConfig(epochs=2, batch_size=4), PREPROCESS, resume=True, progress=False)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
-    a, b = load_checkpoint(straight.checkpoint).model, load_checkpoint(resumed.checkpoint).model
-    for name, tensor in a.state_dict().items():
-        assert torch.allclose(tensor, b.state_dict()[name], atol=1e-6), name
+    assert_same_weights(straight.checkpoint, resumed.checkpoint)
     with pytest.raises(DaadError, match="larger --epochs"):
         train(dataset, tmp_path / "resumed", model_config, TrainConfig(epochs=2, batch_size=4), PREPROCESS, resume=True, progress=False)
 
@@ -135,9 +140,7 @@ def test_the_budget_counts_optimiser_steps_and_resume_extends_it(dataset, tmp_pa
     assert [r["epoch"] for r in straight.history] == [1, 2, 3]
     train(dataset, tmp_path / "resumed", model_config, TrainConfig(steps=3, **budget), PREPROCESS, progress=False)
     resumed = train(dataset, tmp_path / "resumed", model_config, TrainConfig(steps=7, **budget), PREPROCESS, resume=True, progress=False)
-    a, b = load_checkpoint(straight.checkpoint).model, load_checkpoint(resumed.checkpoint).model
-    for name, tensor in a.state_dict().items():
-        assert torch.allclose(tensor, b.state_dict()[name], atol=1e-6), name
+    assert_same_weights(straight.checkpoint, resumed.checkpoint)
     with pytest.raises(DaadError, match="whole budget of 7 steps: pass a larger --epochs or --steps"):
         train(dataset, tmp_path / "resumed", model_config, TrainConfig(steps=7, **budget), PREPROCESS, resume=True, progress=False)
     # A small and a large set train about as many steps; a fixed epoch count overrides.
@@ -155,9 +158,7 @@ def test_cosine_schedule_decays_both_rates_and_resumes_like_one_run(dataset, tmp
     assert state["disc_optimiser"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
     train(dataset, tmp_path / "resumed", model_config, TrainConfig(epochs=1, **cosine), PREPROCESS, progress=False)
     resumed = train(dataset, tmp_path / "resumed", model_config, TrainConfig(epochs=2, **cosine), PREPROCESS, resume=True, progress=False)
-    a, b = load_checkpoint(straight.checkpoint).model, load_checkpoint(resumed.checkpoint).model
-    for name, tensor in a.state_dict().items():
-        assert torch.allclose(tensor, b.state_dict()[name], atol=1e-6), name
+    assert_same_weights(straight.checkpoint, resumed.checkpoint)
     with pytest.raises(ConfigError, match="lr_schedule must be one of constant, cosine"):
         TrainConfig(lr_schedule="step")
     with pytest.raises(ConfigError, match="device must be cpu or cuda"):

@@ -48,12 +48,16 @@ def slug(text: str) -> str:
 
 def engine_path(bundle: Bundle, trt_version: str, gpu_name: str, precision: str, batch: int) -> Path:
     """The one file name an engine for this model, TensorRT, GPU, precision and max batch has."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if batch < 1:
         raise ValueError(f"batch must be positive, got {batch}")
-    stem = f"{bundle.sha256[:16]}_trt{slug(trt_version)}_{slug(gpu_name)}_{precision}_b{batch}"
-    return bundle.engines_dir / f"{stem}{ENGINE_SUFFIX}"
+    return bundle.engines_dir / f"{_stem(bundle, trt_version, gpu_name, precision)}_b{batch}{ENGINE_SUFFIX}"
+
+
+def _stem(bundle: Bundle, trt_version: str, gpu_name: str, precision: str) -> str:
+    """An engine's file name up to its max batch."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return f"{bundle.sha256[:16]}_trt{slug(trt_version)}_{slug(gpu_name)}_{precision}"
 
 
 def sidecar_path(engine: Path) -> Path:
@@ -107,7 +111,7 @@ def engine_for_batch(
     exact = find_engine(bundle, precision, batch, trt_version, gpu_name)
     if exact is not None or not bundle.engines_dir.is_dir():
         return exact
-    stem = engine_path(bundle, trt_version, gpu_name, precision, batch).name.rsplit("_b", 1)[0]
+    stem = _stem(bundle, trt_version, gpu_name, precision)
     built = sorted(int(match.group(1)) for path in bundle.engines_dir.glob(f"{stem}_b*{ENGINE_SUFFIX}")
                    if (match := re.fullmatch(rf"{re.escape(stem)}_b(\d+){re.escape(ENGINE_SUFFIX)}", path.name)))
     for larger in (size for size in built if size > batch):
