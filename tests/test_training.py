@@ -24,7 +24,8 @@ from train.config import ConfigError, MemoryConfig, ModelConfig, TrainConfig, re
 from train.evaluate import reconstructor
 from train.losses import generator_loss
 from train.model import build_model
-from train.trainer import score_images, train
+from train.torch_backend import TorchBackend
+from train.trainer import train
 
 torch.set_num_threads(1)
 
@@ -118,7 +119,7 @@ def test_training_is_deterministic_and_the_checkpoint_round_trips(dataset, tmp_p
     images = np.stack([stripes(np.random.default_rng(7)) for _ in range(3)])
     save_checkpoint(tmp_path / "again.pt", a.model, a.model_config, a.preprocess, a.train_config, {})
     again = load_checkpoint(tmp_path / "again.pt")
-    assert np.array_equal(score_images(a.model, images)[0], score_images(again.model, images)[0])
+    assert np.array_equal(TorchBackend(a.model).infer(images).scores, TorchBackend(again.model).infer(images).scores)
 
 
 def test_resume_continues_to_the_same_weights_as_one_run(dataset, tmp_path):

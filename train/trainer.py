@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from runtime.backends.batches import infer_batches
 from runtime.dataset import ImageSet, find_samples, has_test_split, load_images, summarize
 from runtime.errors import DaadError
 from runtime.images import read_image
@@ -28,6 +29,7 @@ from train.config import ModelConfig, TrainConfig
 from train.losses import discriminator_loss, generator_loss
 from train.metrics import image_auroc
 from train.model import AnomalyModel, build_model
+from train.torch_backend import TorchBackend
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -53,18 +55,6 @@ def batches(images: np.ndarray, batch_size: int, device: torch.device, order: np
     order = np.arange(len(images)) if order is None else order
     for start in range(0, len(order), batch_size):
         yield torch.from_numpy(images[order[start : start + batch_size]]).to(device)
-
-
-@torch.no_grad()
-def score_images(model: AnomalyModel, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Scores N and maps N x 1 x H x W of uint8 images, through `model.score`."""
-    device = next(model.parameters()).device
-    scores, maps = [], []
-    for frames in batches(images, batch_size, device):
-        score, anomaly_map = model.score(frames)
-        scores.append(score.cpu().numpy())
-        maps.append(anomaly_map.cpu().numpy())
-    return np.concatenate(scores), np.concatenate(maps)
 
 
 def detect_channels(root: str | Path) -> int:
@@ -254,7 +244,8 @@ def end_of_epoch(run: Run, data: TrainData, bar: Any) -> dict[str, float]:
         run.model.fit_score_stats(batches(data.train.images, 32, next(run.model.parameters()).device))
     if not validate:
         return {}
-    scores, _ = score_images(run.model, data.test.images)
+    backend = TorchBackend(run.model, device=next(run.model.parameters()).device)
+    scores = infer_batches(backend, data.test.images, 32, keep_maps=False).scores
     auroc = image_auroc(data.test_labels, scores)
     bar.write(f"epoch {run.epoch}: validation image AUROC {auroc:.3f}", file=sys.stderr)
     return {"val_image_auroc": auroc}
