@@ -83,7 +83,12 @@ def write_calibration_plot(
     threshold: float,
     title: str = "",
 ) -> Path:
-    """Score histograms with the threshold line, and the ROC curve when defects were given.
+    """calibration.png (calibration_plot), written atomically."""
+    return atomic_write_bytes(path, calibration_plot(good, defect, threshold, title))
+
+
+def calibration_plot(good: np.ndarray, defect: np.ndarray | None, threshold: float, title: str = "") -> bytes:
+    """PNG of the score histograms with the threshold line, and the ROC curve when defects were given.
 
     The score axis is asinh((score - typical good) / (threshold - typical good)): linear from
     the typical good part to the threshold, logarithmic beyond, so defects that score decades
@@ -116,7 +121,7 @@ def write_calibration_plot(
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def score_position(scores: Any, scale: ScoreScale) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from calibration.calibrate import Calibration, CalibrationSettings, calibrate
 from calibration.drift import check_drift
-from calibration.report import calibration_summary, drift_summary, write_calibration_plot
+from calibration.report import calibration_plot, calibration_summary, drift_summary
 from calibration.save import part_counts, save_calibration, threshold_record
 from calibration.scoring import ScoredParts, score_folder
 from console.line_view import LineView
@@ -227,7 +227,7 @@ class Console:
         counts = part_counts(result, good, defect)
         defect_scores = None if defect is None else defect.scores
         proposal = Proposal(next(self._proposal_ids), result, counts, good.scores, defect_scores,
-                            render_plot(good.scores, defect_scores, result.threshold))
+                            calibration_plot(good.scores, defect_scores, result.threshold))
         with self._lock:
             self._proposals[proposal.id] = proposal
             for old in sorted(self._proposals)[:-KEEP_PROPOSALS]:
@@ -331,12 +331,3 @@ def merge(parts: list[ScoredParts]) -> ScoredParts:
     return ScoredParts(" + ".join(part.source for part in parts), np.concatenate([part.scores for part in parts]),
                        [name for part in parts for name in part.names], [s for part in parts for s in part.skipped],
                        [n for part in parts for n in part.nan])
-
-
-def render_plot(good: np.ndarray, defect: np.ndarray | None, threshold: float) -> bytes:
-    """calibration.png of a proposal, drawn by the same function `daad calibrate` uses, as bytes."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="daad-console-") as folder:
-        path = write_calibration_plot(Path(folder) / "proposal.png", good, defect, threshold)
-        return path.read_bytes()
