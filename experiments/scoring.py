@@ -38,6 +38,7 @@ from train.model import MAP_STD_FLOOR, AnomalyModel, GaussianBlur
 from train.synth_defects import DEFECTS
 
 FLOORS = (0.25, MAP_STD_FLOOR, 1.0, 2.0)
+GAMMAS = (0.9, 0.7, 0.5)
 MEASURES = ("image_auroc", "pixel_auroc", "aupro")
 SSIM_SIGMA = 1.5  # the usual SSIM window
 
@@ -104,16 +105,20 @@ def structural_dissimilarity(model: AnomalyModel, blur: GaussianBlur, x: torch.T
 
 @torch.no_grad()
 def raw_maps(model: AnomalyModel, images: np.ndarray, batch: int = 16) -> dict[str, np.ndarray]:
-    """"mse" (the model's own map before standardising) and "ssim" maps, N x H x W each."""
+    """"mse" (the model's own map before standardising) and "ssim" maps, N x H x W each, and
+    for daad+ "feature", the discriminator feature distance L per image (N)."""
     pre = model.preprocess
     blur = GaussianBlur(SSIM_SIGMA, pre.channels, pre.height, pre.width)
-    mse, ssim = [], []
+    parts: dict[str, list[np.ndarray]] = {"mse": [], "ssim": [], "feature": []}
     for start in range(0, len(images), batch):
         x = model.normalise(torch.from_numpy(images[start : start + batch]))
         y, _ = model.reconstruct(x)
-        mse.append(model.anomaly_map(x, y)[:, 0].numpy())
-        ssim.append(structural_dissimilarity(model, blur, x, y)[:, 0].numpy())
-    return {"mse": np.concatenate(mse), "ssim": np.concatenate(ssim)}
+        parts["mse"].append(model.anomaly_map(x, y)[:, 0].numpy())
+        parts["ssim"].append(structural_dissimilarity(model, blur, x, y)[:, 0].numpy())
+        feature = model.feature_term(x, y)
+        if feature is not None:
+            parts["feature"].append(feature.numpy())
+    return {name: np.concatenate(values) for name, values in parts.items() if values}
 
 
 def fit_stats(model: AnomalyModel, maps: np.ndarray) -> MapStats:
@@ -128,8 +133,8 @@ def fit_stats(model: AnomalyModel, maps: np.ndarray) -> MapStats:
 def definitions(maps: dict[str, np.ndarray], stats: dict[str, MapStats]) -> dict[str, np.ndarray]:
     """Definition name -> maps N x H x W; "mse pixel f0.5" is the model's default map."""
     out: dict[str, np.ndarray] = {}
-    for name, raw in maps.items():
-        fit = stats[name]
+    for name in ("mse", "ssim"):
+        raw, fit = maps[name], stats[name]
         out[f"{name} raw"] = raw / fit.overall
         for floor in FLOORS:
             out[f"{name} pixel f{floor}"] = (raw - fit.mean) / np.maximum(fit.spread, floor * fit.overall)
@@ -138,10 +143,34 @@ def definitions(maps: dict[str, np.ndarray], stats: dict[str, MapStats]) -> dict
     return out
 
 
-def measure(labelled: Labelled, maps: np.ndarray) -> dict[str, float]:
-    scores = maps.reshape(len(maps), -1).max(axis=1)
+def score_mixes(maps: dict[str, np.ndarray], fitted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """daad+'s score mix gamma * R' + (1 - gamma) * L' (PRODUCT.md) for gamma below the default 1:
+    R = max of the default map, each term standardised by its mean and std on the training
+    images (`fitted`: the same two on those). Image scores N; empty without a discriminator."""
+    if "feature" not in maps:
+        return {}
+    default = f"mse pixel f{MAP_STD_FLOOR}"
+    r, l = _peaks(maps[default]), maps["feature"]
+    r_fit, l_fit = _peaks(fitted[default]), fitted["feature"]
+    r_std = (r - r_fit.mean()) / max(r_fit.std(ddof=1), 1e-8)
+    l_std = (l - l_fit.mean()) / max(l_fit.std(ddof=1), 1e-8)
+    return {f"mix gamma {gamma}": gamma * r_std + (1 - gamma) * l_std for gamma in GAMMAS}
+
+
+def _with_feature(scored: dict[str, np.ndarray], raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {**scored, "feature": raw["feature"]} if "feature" in raw else scored
+
+
+def _peaks(maps: np.ndarray) -> np.ndarray:
+    return maps.reshape(len(maps), -1).max(axis=1)
+
+
+def measure(labelled: Labelled, maps: np.ndarray) -> dict[str, float | None]:
+    """Image AUROC of the maps' maxima, pixel AUROC and AUPRO; image scores N: image AUROC only."""
+    if maps.ndim == 1:
+        return {"image_auroc": image_auroc(labelled.labels, maps), "pixel_auroc": None, "aupro": None}
     return {
-        "image_auroc": image_auroc(labelled.labels, scores),
+        "image_auroc": image_auroc(labelled.labels, _peaks(maps)),
         "pixel_auroc": pixel_auroc(labelled.masks, maps),
         "aupro": aupro(labelled.masks, maps, num_thresholds=200),
     }
@@ -161,9 +190,15 @@ def score_run(model: AnomalyModel, data: Path) -> dict[str, dict[str, dict[str, 
     proxy = draw_defects(held_out)
     train_maps = raw_maps(model, train)
     proxy_fit = train_maps if validation.is_dir() else {k: v[0::2] for k, v in train_maps.items()}
-    test_defs = definitions(raw_maps(model, test.images), {k: fit_stats(model, v) for k, v in train_maps.items()})
-    proxy_defs = definitions(raw_maps(model, proxy.images), {k: fit_stats(model, v) for k, v in proxy_fit.items()})
-    return {name: {"proxy": measure(proxy, proxy_defs[name]), "test": measure(test, test_defs[name])} for name in test_defs}
+    results = {}
+    for split, labelled, fit in (("test", test, train_maps), ("proxy", proxy, proxy_fit)):
+        stats = {name: fit_stats(model, fit[name]) for name in ("mse", "ssim")}
+        raw = raw_maps(model, labelled.images)
+        scored = definitions(raw, stats)
+        scored.update(score_mixes(_with_feature(scored, raw), _with_feature(definitions(fit, stats), fit)))
+        for name, maps in scored.items():
+            results.setdefault(name, {})[split] = measure(labelled, maps)
+    return results
 
 
 def checkpoints(runs: Path) -> list[tuple[str, str, int, Path]]:
@@ -193,7 +228,9 @@ def summarise(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(values: list[float]) -> str:
+def _cell(values: list[float | None]) -> str:
+    if None in values:
+        return "–"
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"

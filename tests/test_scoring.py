@@ -54,6 +54,9 @@ def test_the_default_definition_reproduces_the_models_own_score(tmp_path):
         assert default["test"]["image_auroc"] == pytest.approx(trained[row["kind"]]["image_auroc"])
         assert default["test"]["pixel_auroc"] == pytest.approx(trained[row["kind"]]["pixel_auroc"], abs=1e-6)
         for measures in row["definitions"].values():
-            assert all(0.0 <= value <= 1.0 for split in measures.values() for value in split.values())
+            assert all(0.0 <= value <= 1.0 for split in measures.values() for value in split.values() if value is not None)
     table = (tmp_path / "scoring" / "scoring.md").read_text()
     assert "| cap | ae (tiny) | mse pixel f0.5 | 1 |" in table and "| cap | daad+ (tiny) | ssim raw | 1 |" in table
+    mixes = {name for name in rows[1]["definitions"] if name.startswith("mix")}
+    assert mixes == {"mix gamma 0.9", "mix gamma 0.7", "mix gamma 0.5"} and not any(n.startswith("mix") for n in rows[0]["definitions"])
+    assert rows[1]["definitions"]["mix gamma 0.5"]["test"]["pixel_auroc"] is None
