@@ -122,11 +122,8 @@ def raw_maps(model: AnomalyModel, images: np.ndarray, batch: int = 16) -> dict[s
 
 
 def fit_stats(model: AnomalyModel, maps: np.ndarray) -> MapStats:
-    """As `AnomalyModel.fit_map_stats`, before its floor: smoothed per-pixel mean and std."""
-    tensor = torch.from_numpy(maps[:, None])
-    mean = model.map_blur(tensor.mean(dim=0, keepdim=True))
-    spread = model.map_blur(tensor.std(dim=0, keepdim=True))
-    overall = float((tensor - mean).pow(2).mean().sqrt())
+    """The model's own map statistics (`AnomalyModel.map_statistics`) of raw maps N x H x W."""
+    mean, spread, overall = model.map_statistics(torch.from_numpy(maps[:, None]))
     return MapStats(mean[0, 0].numpy(), spread[0, 0].numpy(), max(overall, 1e-8))
 
 

@@ -259,12 +259,17 @@ class AnomalyModel(nn.Module):
         turned sensor noise into the hottest spots of the map (a 700:1 range of stds on real
         tyres). A global scale, unlike a fraction of the mean std, does not shrink with the
         share of background in the picture."""
-        mean = self.map_blur(maps.mean(dim=0, keepdim=True))
-        spread = maps.std(dim=0, keepdim=True) if len(maps) > 1 else torch.zeros_like(mean)
-        spread = self.map_blur(spread)
-        overall = float((maps - mean).pow(2).mean().sqrt())
+        mean, spread, overall = self.map_statistics(maps)
         self.map_mean.copy_(mean)
         self.map_std.copy_(spread.clamp_min(max(MAP_STD_FLOOR * overall, 1e-8)))
+
+    def map_statistics(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(per-pixel mean, per-pixel std, std of the whole residual) of raw maps N x 1 x H x W,
+        mean and std smoothed like the map; the std not yet floored."""
+        mean = self.map_blur(maps.mean(dim=0, keepdim=True))
+        spread = maps.std(dim=0, keepdim=True) if len(maps) > 1 else torch.zeros_like(mean)
+        overall = float((maps - mean).pow(2).mean().sqrt())
+        return mean, self.map_blur(spread), overall
 
     def memory_banks(self) -> dict[str, torch.Tensor]:
         """Memory name ("skip1".."skip3", "bottleneck") -> its bank N x D."""
