@@ -39,6 +39,7 @@ from train.synth_defects import DEFECTS
 
 FLOORS = (0.25, MAP_STD_FLOOR, 1.0, 2.0)
 GAMMAS = (0.9, 0.7, 0.5)
+DEFAULT_MAP = f"mse pixel f{MAP_STD_FLOOR}"  # what AnomalyModel.score maps
 MEASURES = ("image_auroc", "pixel_auroc", "aupro")
 SSIM_SIGMA = 1.5  # the usual SSIM window
 
@@ -127,35 +128,31 @@ def fit_stats(model: AnomalyModel, maps: np.ndarray) -> MapStats:
     return MapStats(mean[0, 0].numpy(), spread[0, 0].numpy(), max(overall, 1e-8))
 
 
+def standardised(raw: np.ndarray, fit: MapStats, floor: float) -> np.ndarray:
+    """(raw - per-pixel mean) / per-pixel std floored at `floor` x the residual std."""
+    return (raw - fit.mean) / np.maximum(fit.spread, floor * fit.overall)
+
+
 def definitions(maps: dict[str, np.ndarray], stats: dict[str, MapStats]) -> dict[str, np.ndarray]:
-    """Definition name -> maps N x H x W; "mse pixel f0.5" is the model's default map."""
+    """Definition name -> maps N x H x W; DEFAULT_MAP is the model's own."""
     out: dict[str, np.ndarray] = {}
     for name in ("mse", "ssim"):
         raw, fit = maps[name], stats[name]
         out[f"{name} raw"] = raw / fit.overall
         for floor in FLOORS:
-            out[f"{name} pixel f{floor}"] = (raw - fit.mean) / np.maximum(fit.spread, floor * fit.overall)
+            out[f"{name} pixel f{floor}"] = standardised(raw, fit, floor)
     out["mse+ssim raw"] = out["mse raw"] + out["ssim raw"]
-    out[f"mse+ssim pixel f{MAP_STD_FLOOR}"] = out[f"mse pixel f{MAP_STD_FLOOR}"] + out[f"ssim pixel f{MAP_STD_FLOOR}"]
+    out[f"mse+ssim pixel f{MAP_STD_FLOOR}"] = out[DEFAULT_MAP] + out[f"ssim pixel f{MAP_STD_FLOOR}"]
     return out
 
 
-def score_mixes(maps: dict[str, np.ndarray], fitted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def score_mixes(peaks: np.ndarray, features: np.ndarray, fit_peaks: np.ndarray, fit_features: np.ndarray) -> dict[str, np.ndarray]:
     """daad+'s score mix gamma * R' + (1 - gamma) * L' (PRODUCT.md) for gamma below the default 1:
-    R = max of the default map, each term standardised by its mean and std on the training
-    images (`fitted`: the same two on those). Image scores N; empty without a discriminator."""
-    if "feature" not in maps:
-        return {}
-    default = f"mse pixel f{MAP_STD_FLOOR}"
-    r, l = _peaks(maps[default]), maps["feature"]
-    r_fit, l_fit = _peaks(fitted[default]), fitted["feature"]
-    r_std = (r - r_fit.mean()) / max(r_fit.std(ddof=1), 1e-8)
-    l_std = (l - l_fit.mean()) / max(l_fit.std(ddof=1), 1e-8)
-    return {f"mix gamma {gamma}": gamma * r_std + (1 - gamma) * l_std for gamma in GAMMAS}
-
-
-def _with_feature(scored: dict[str, np.ndarray], raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {**scored, "feature": raw["feature"]} if "feature" in raw else scored
+    R the default map's maximum, L the discriminator's feature distance, each standardised by
+    its mean and std on the training images (`fit_*`). Image scores N per gamma."""
+    r = (peaks - fit_peaks.mean()) / max(fit_peaks.std(ddof=1), 1e-8)
+    l = (features - fit_features.mean()) / max(fit_features.std(ddof=1), 1e-8)
+    return {f"mix gamma {gamma}": gamma * r + (1 - gamma) * l for gamma in GAMMAS}
 
 
 def _peaks(maps: np.ndarray) -> np.ndarray:
@@ -192,7 +189,9 @@ def score_run(model: AnomalyModel, data: Path) -> dict[str, dict[str, dict[str, 
         stats = {name: fit_stats(model, fit[name]) for name in ("mse", "ssim")}
         raw = raw_maps(model, labelled.images)
         scored = definitions(raw, stats)
-        scored.update(score_mixes(_with_feature(scored, raw), _with_feature(definitions(fit, stats), fit)))
+        if "feature" in raw:  # daad+
+            fit_peaks = _peaks(standardised(fit["mse"], stats["mse"], MAP_STD_FLOOR))
+            scored.update(score_mixes(_peaks(scored[DEFAULT_MAP]), raw["feature"], fit_peaks, fit["feature"]))
         for name, maps in scored.items():
             results.setdefault(name, {})[split] = measure(labelled, maps)
     return results
@@ -257,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{kind} ({re.sub(r'-s[0-9]+$', '', runs.name)})"
             rows.append({"set": set_name, "kind": kind, "label": label, "seed": seed, "checkpoint": str(path),
                          "definitions": score_run(model, found[0])})
-            default = rows[-1]["definitions"][f"mse pixel f{MAP_STD_FLOOR}"]
+            default = rows[-1]["definitions"][DEFAULT_MAP]
             print(f"{set_name} {label} seed {seed}: default map proxy {default['proxy']['pixel_auroc']:.3f}, "
                   f"test {default['test']['pixel_auroc']:.3f}", flush=True)
             atomic_write_json(args.out / "scoring.json", rows)
