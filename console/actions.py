@@ -37,7 +37,9 @@ from runtime.threshold import (
     ThresholdRecord,
     check_binding,
     history_entries,
+    load_record,
     read_threshold,
+    read_threshold_file,
     threshold_lock,
     write_threshold,
 )
@@ -154,30 +156,46 @@ class Console:
     def active(self) -> ThresholdRecord | None:
         return read_threshold(self.bundle)
 
+    def shown(self) -> tuple[ThresholdRecord | None, str | None]:
+        """(the active threshold, None), or (None, why threshold.json cannot be used): the pages show
+        a damaged or implausible file and offer the roll back instead of failing to load."""
+        try:
+            return self.active(), None
+        except ThresholdError as exc:
+            return None, str(exc)
+
     def live_threshold(self) -> float | None:
         if self.threshold is not None:
             return self.threshold.value
-        record = self.active()
+        record, _ = self.shown()
         return None if record is None else record.threshold
 
     def history(self) -> list[dict[str, Any]]:
-        """Every threshold this bundle has had, newest first; the newest entry is the active one."""
-        active = self.active()
+        """Every threshold this bundle has had, newest first; the newest entry is the active one.
+
+        Each entry is read as a roll back would read it: one that could not go live says why
+        (`problem`) and is not offered. A damaged threshold.json makes no entry active.
+        """
+        active, _ = self.shown()
         rows = []
         for path in reversed(history_entries(self.bundle)):
             try:
-                record = ThresholdRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError, TypeError, AttributeError):
-                continue  # a damaged copy is not offered for roll back
-            rows.append({
-                "file": path.name, "created": record.created, "threshold": record.threshold,
-                "method": record.method, "note": record.note, "saved_by": record.saved_by,
-                "backend": record.backend, "precision": record.precision, "rates": record.rates,
-                "counts": {k: v for k, v in record.counts.items() if isinstance(v, int)},
-                "same_model": (record.model_sha256, record.backend, record.precision)
-                == (self.bundle.sha256, self.backend.backend, self.backend.precision),
-                "active": not rows and active is not None and active.to_dict() == record.to_dict(),
-            })
+                record, problem = read_threshold_file(self.bundle, path), None
+            except ThresholdError as exc:
+                record, problem = _shown_anyway(path), str(exc)
+            row = {"file": path.name, "problem": problem, "active": False, "same_model": False}
+            if record is not None:
+                row |= {
+                    "created": record.created, "threshold": record.threshold if problem is None else repr(record.threshold),
+                    "method": record.method,
+                    "note": record.note, "saved_by": record.saved_by, "backend": record.backend,
+                    "precision": record.precision, "rates": record.rates,
+                    "counts": {k: v for k, v in record.counts.items() if isinstance(v, int)},
+                    "same_model": problem is None and (record.model_sha256, record.backend, record.precision)
+                    == (self.bundle.sha256, self.backend.backend, self.backend.precision),
+                    "active": not rows and active is not None and active.to_dict() == record.to_dict(),
+                }
+            rows.append(row)
         return rows
 
     def review_folders(self) -> dict[str, dict[str, Any]]:
@@ -249,8 +267,7 @@ class Console:
             record = threshold_record(self.bundle, proposal.result, proposal.counts, self.backend.backend,
                                       self.backend.precision, note, saved_by)
             save_calibration(self.bundle, record, proposal.good, proposal.defect)
-            self._switch(record.threshold, f"console save by {saved_by or 'unnamed'}")
-        return record
+            return self._go_live(f"console save by {saved_by or 'unnamed'}")
 
     def roll_back(self, file: str, saved_by: str) -> ThresholdRecord:
         """Make an earlier threshold the active one again, as a new history entry that says so."""
@@ -259,17 +276,13 @@ class Console:
             raise NotFound(f"{file} is not a threshold in {path.parent}")
         with self._lock, threshold_lock(self.bundle):
             self.check_model()
-            try:
-                earlier = ThresholdRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError, TypeError, AttributeError) as exc:
-                raise Refused(f"{path} is damaged ({exc}): choose another threshold") from exc
+            earlier = read_threshold_file(self.bundle, path)
             check_binding(earlier, self.bundle, self.backend.backend, self.backend.precision, path)
             now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             record = replace(earlier, created=now, saved_by=saved_by,
                              note=f"roll back to the threshold of {earlier.created}" + (f": {earlier.note}" if earlier.note else ""))
             write_threshold(self.bundle, record)
-            self._switch(record.threshold, f"console roll back by {saved_by or 'unnamed'} to {earlier.created}")
-        return record
+            return self._go_live(f"console roll back by {saved_by or 'unnamed'} to {earlier.created}")
 
     def mark(self, picture_id: int, label: str) -> Path:
         """Copy an NG frame, as the camera took it, into BUNDLE/review/good (a false reject) or review/defect."""
@@ -319,9 +332,12 @@ class Console:
         with self.backend.open(self.bundle) as backend:
             return [score_folder(backend, folder, self.bundle.preprocess) for folder in folders]
 
-    def _switch(self, value: float, origin: str) -> None:
+    def _go_live(self, origin: str) -> ThresholdRecord:
+        """Switch the line to threshold.json as just written, read back by the reader `daad run` starts with."""
+        record = read_threshold(self.bundle)
         if self.threshold is not None:
-            self.threshold.set(value, origin)
+            self.threshold.set(record.threshold, origin)
+        return record
 
 
 def merge(parts: list[ScoredParts]) -> ScoredParts:
@@ -331,3 +347,11 @@ def merge(parts: list[ScoredParts]) -> ScoredParts:
     return ScoredParts(" + ".join(part.source for part in parts), np.concatenate([part.scores for part in parts]),
                        [name for part in parts for name in part.names], [s for part in parts for s in part.skipped],
                        [n for part in parts for n in part.nan])
+
+
+def _shown_anyway(path: Path) -> ThresholdRecord | None:
+    """A refused history entry's record, to show beside its problem (None when it is not a record at all)."""
+    try:
+        return load_record(path, path.parent)
+    except ThresholdError:
+        return None

@@ -96,8 +96,8 @@ def _field(body: dict[str, Any], name: str, kind: type, default: Any = None) -> 
 async def live_state(request: Request) -> JSONResponse:
     console = _console(request)
     state = console.line.snapshot() if console.line is not None else {}
-    active = console.active()
-    state.update(threshold=console.live_threshold(), has_line=console.line is not None,
+    active, problem = console.shown()
+    state.update(threshold=console.live_threshold(), has_line=console.line is not None, threshold_problem=problem,
                  calibrated=None if active is None else {"created": active.created, "method": active.method,
                                                          "note": active.note, "saved_by": active.saved_by})
     return JSONResponse(state, headers=NO_STORE)
@@ -153,7 +153,8 @@ async def save(request: Request) -> JSONResponse:
 # -- history and drift --------------------------------------------------------------------------------
 
 async def history(request: Request) -> JSONResponse:
-    return JSONResponse(_console(request).history(), headers=NO_STORE)
+    console = _console(request)
+    return JSONResponse({"entries": console.history(), "active_problem": console.shown()[1]}, headers=NO_STORE)
 
 
 async def roll_back(request: Request) -> JSONResponse:

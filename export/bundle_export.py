@@ -86,6 +86,7 @@ def export_bundle(
         atomic_write_bytes(Path(staging) / MODEL_FILE, data)
         report = _parity(model, Bundle(Path(staging), draft), images, batch)
     draft.parity = report.to_dict()
+    draft.score_stats = report.candidate_scores  # what runtime.threshold checks a threshold against
     if not report.passed:
         raise DaadError(f"the exported graph does not match PyTorch; nothing was written to {out}.\n{report.summary()}")
     atomic_write_bytes(out / MODEL_FILE, data)

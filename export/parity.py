@@ -37,6 +37,7 @@ class ParityReport:
     tolerance: float = SCORE_TOLERANCE
     auroc: dict[str, float] = field(default_factory=dict)  # backend name -> image AUROC, with labels
     auroc_identical: bool | None = None
+    candidate_scores: dict[str, float] = field(default_factory=dict)  # min, median, max of the candidate's scores
 
     @property
     def passed(self) -> bool:
@@ -91,6 +92,8 @@ def measure_parity(
         score_spread=spread,
         max_spread_score_error=score_error / spread,
         max_abs_map_error=float(np.max(np.abs(cand_maps - ref_maps))),
+        candidate_scores={"min": float(cand_scores.min()), "median": float(np.median(cand_scores)),
+                          "max": float(cand_scores.max()), "images": len(frames)},
     )
     if labels is not None and len(set(np.asarray(labels).tolist())) == 2:
         from train.metrics import image_auroc

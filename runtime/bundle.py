@@ -44,6 +44,8 @@ class BundleMetadata:
     opset: int = 17
     training: dict[str, Any] = field(default_factory=dict)
     model_stats: dict[str, Any] = field(default_factory=dict)  # parameters, flops_per_image
+    # min, median, max of the exported graph's scores on the parity images: what a threshold must be near
+    score_stats: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     package_version: str = ""
     exporter: dict[str, Any] = field(default_factory=dict)

@@ -59,50 +59,105 @@ class ThresholdRecord:
 
 
 def read_threshold(bundle: Bundle) -> ThresholdRecord | None:
-    """The bundle's threshold, or None when it has not been calibrated yet."""
-    path = bundle.threshold_path
-    if not path.exists():
+    """The bundle's active threshold, or None when it has not been calibrated yet."""
+    if not bundle.threshold_path.exists():
         return None
-    try:
-        record = ThresholdRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise ThresholdError(f"{path} is corrupt ({exc}): re-run `daad calibrate --bundle {bundle.root}`.") from exc
-    problem = implausible(record)
+    return read_threshold_file(bundle, bundle.threshold_path)
+
+
+def read_threshold_file(bundle: Bundle, path: Path) -> ThresholdRecord:
+    """The one reader of a threshold that is about to be judged on: threshold.json at start-up and after
+    a save, a history entry rolled back to, the threshold `--check` measures.
+
+    Refuses (ThresholdError, one line naming `path`) a file that is not a threshold record and a
+    threshold that `implausible` rejects, so no path puts a value live that another would refuse.
+    """
+    record = load_record(path, bundle.root)
+    problem = implausible(record, bundle.metadata.score_stats)
     if problem:
-        raise ThresholdError(f"{path} holds threshold {record.threshold!r}, {problem}: re-run "
-                             f"`daad calibrate --bundle {bundle.root}` (or pass --threshold T for a trial).")
+        raise ThresholdError(f"{path} holds threshold {_short(record.threshold)}, {problem}: "
+                             f"{REDO.format(root=bundle.root)}.")
     record.threshold = float(record.threshold)
     return record
 
 
-# How far outside the recorded scores a (hand-edited) threshold may sit, in widths of their range.
+def load_record(path: Path, root: Path) -> ThresholdRecord:
+    """A threshold file as a record, its fields of the types the code expects; not yet judged plausible."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        record = ThresholdRecord.from_dict(data) if isinstance(data, dict) else None
+    except RecursionError:  # json's own limit: a hand-made file nested thousands deep
+        raise ThresholdError(f"{path} is corrupt (JSON nested too deeply): {REDO.format(root=root)}.") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ThresholdError(f"{path} is corrupt ({_one_line(exc)}): {REDO.format(root=root)}.") from exc
+    problem = "is not a JSON object of a threshold" if record is None else malformed(record)
+    if problem:
+        raise ThresholdError(f"{path} {problem}: {REDO.format(root=root)}.")
+    return record
+
+
+# The fix every refusal names: only commands and pages that exist for every reader's caller.
+REDO = ("re-run `daad calibrate --bundle {root} --good DIR`, or roll back to an earlier threshold "
+        "on the console's History page")
+# How far outside the known scores a (hand-edited) threshold may sit, in widths of their range.
 PLAUSIBLE_SPAN = 100.0
+# The graph's score is float32: a threshold beyond its largest finite value judges every part alike.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
-def implausible(record: ThresholdRecord) -> str:
-    """Why `record.threshold` cannot be judged on ("" when it can).
+def malformed(record: ThresholdRecord) -> str:
+    """What in a record read from JSON has the wrong type for the code that uses it ("" when nothing)."""
+    for name, kind in (("model_sha256", str), ("backend", str), ("precision", str), ("method", str),
+                       ("created", str), ("note", str), ("saved_by", str), ("targets", dict), ("counts", dict),
+                       ("rates", dict), ("score_stats", dict)):
+        if not isinstance(getattr(record, name), kind):
+            return f"has {name} of type {type(getattr(record, name)).__name__}, not {kind.__name__}"
+    return ""
+
+
+def implausible(record: ThresholdRecord, model_stats: dict[str, Any] | None = None) -> str:
+    """Why `record.threshold` cannot be judged on ("" when it can): the one plausibility rule.
 
     It must be a JSON number (not true/false or a string) and finite: NaN would pass nothing and
-    crash nothing visibly, Infinity would pass every part. Where the record keeps the scores it
-    was calibrated on, it must also lie within PLAUSIBLE_SPAN times their range of them, so a
-    threshold of 1e308 on scores between 0.1 and 2 is refused, while a hand-raised one is not.
+    crash nothing visibly, Infinity would pass every part. It must lie within the float32 range the
+    graph scores in, and within PLAUSIBLE_SPAN times the range of the scores known to it: those
+    the threshold was calibrated on (its `score_stats`) and the model's own (model.json's
+    `score_stats`, from export), so a threshold of 1e308 is refused even where a hand-edited file
+    lost its statistics, while a hand-raised one is not.
     """
     value = record.threshold
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"which is not a number ({type(value).__name__})"
     if not math.isfinite(value):
         return "which is not a finite number"
-    recorded = [stats for stats in record.score_stats.values() if isinstance(stats, dict)]
-    bounds = [stats.get(key) for stats in recorded for key in ("min", "max")]
-    bounds = [float(bound) for bound in bounds if isinstance(bound, (int, float)) and math.isfinite(bound)]
+    if abs(value) >= FLOAT32_MAX:
+        return "beyond the float32 range the model scores in, so it would judge every part alike"
+    bounds = score_bounds([*record.score_stats.values(), model_stats or {}])
     if not bounds:
         return ""
-    low, high = min(bounds), max(bounds)
+    low, high = bounds
     margin = PLAUSIBLE_SPAN * max(high - low, abs(high), abs(low), 1e-12)
     if not low - margin <= value <= high + margin:
-        return (f"far outside the calibration scores it was measured on ({low:.6g} to {high:.6g}): "
+        return (f"far outside the scores known for this model ({low:.6g} to {high:.6g}): "
                 "the file was edited or damaged")
     return ""
+
+
+def score_bounds(stats: list[Any]) -> tuple[float, float] | None:
+    """The lowest and highest finite `min`/`max` among score statistics dicts (None when none has one)."""
+    found = [entry.get(key) for entry in stats if isinstance(entry, dict) for key in ("min", "max")]
+    finite = [float(bound) for bound in found
+              if isinstance(bound, (int, float)) and not isinstance(bound, bool) and math.isfinite(bound)]
+    return (min(finite), max(finite)) if finite else None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def check_binding(
@@ -145,6 +200,10 @@ def write_threshold(bundle: Bundle, record: ThresholdRecord) -> Path:
     threshold.json goes first, so history never gains a threshold that did not become active;
     a crash between the two writes is mended by the next call (`_file_active_threshold`).
     """
+    problem = implausible(record, bundle.metadata.score_stats)
+    if problem:
+        raise ThresholdError(f"refused to write threshold {_short(record.threshold)} to {bundle.threshold_path}, "
+                             f"{problem}; nothing was written")
     _file_active_threshold(bundle)
     written = atomic_write_json(bundle.threshold_path, record.to_dict())
     _add_history(bundle, written.read_bytes())

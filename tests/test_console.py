@@ -228,7 +228,7 @@ def test_history_and_roll_back(client, line, tiny_bundle) -> None:
     client.post("/api/save", json={"proposal": first["id"], "saved_by": "anna"}, headers=AUTH)
     second = client.post("/api/propose", json={"good": "live", "target_frr": 0.2}, headers=AUTH).json()
     client.post("/api/save", json={"proposal": second["id"], "saved_by": "ben"}, headers=AUTH)
-    rows = client.get("/api/history").json()
+    rows = client.get("/api/history").json()["entries"]
     assert [row["saved_by"] for row in rows] == ["ben", "anna"] and [row["active"] for row in rows] == [True, False]
     assert all(row["same_model"] for row in rows)
 
@@ -236,7 +236,7 @@ def test_history_and_roll_back(client, line, tiny_bundle) -> None:
     assert rolled.status_code == 200
     assert line.threshold.value == first["threshold"] != second["threshold"]
     assert json.loads((tiny_bundle / "threshold.json").read_text())["threshold"] == first["threshold"]
-    rows = client.get("/api/history").json()
+    rows = client.get("/api/history").json()["entries"]
     assert len(rows) == 3 and rows[0]["saved_by"] == "carl" and rows[0]["active"] and "roll back" in rows[0]["note"]
 
     assert client.post("/api/rollback", json={"file": "../threshold.json"}, headers=AUTH).status_code == 404
@@ -244,7 +244,7 @@ def test_history_and_roll_back(client, line, tiny_bundle) -> None:
     (tiny_bundle / "thresholds" / "threshold-2000-01-01T000000Z.json").write_text(json.dumps(foreign))
     other = client.post("/api/rollback", json={"file": "threshold-2000-01-01T000000Z.json"}, headers=AUTH)
     assert other.status_code == 400 and "precision fp16" in other.json()["error"]
-    assert not next(row for row in client.get("/api/history").json() if row["created"] == foreign["created"]
+    assert not next(row for row in client.get("/api/history").json()["entries"] if row["created"] == foreign["created"]
                     and row["precision"] == "fp16")["same_model"]
 
 
@@ -327,3 +327,56 @@ def test_a_threshold_switch_is_its_own_event_for_the_plant() -> None:
     frame = {"run_id": "run1", "frame": 100, "verdict": "OK"}
     ids = {json.loads(plant_message(line, "st1"))["event_id"] for line in (switch.to_json().encode(), json.dumps(frame).encode())}
     assert ids == {"run1:100", "run1:100:threshold_switch"}
+
+
+def saved_twice(client: TestClient, line: Line) -> tuple[dict, dict]:
+    """Two thresholds saved from the line (anna's, then ben's); returns both proposals."""
+    first = calibrated_from_line(client, line)
+    client.post("/api/save", json={"proposal": first["id"], "saved_by": "anna"}, headers=AUTH)
+    second = client.post("/api/propose", json={"good": "live", "target_frr": 0.2}, headers=AUTH).json()
+    client.post("/api/save", json={"proposal": second["id"], "saved_by": "ben"}, headers=AUTH)
+    return first, second
+
+
+@pytest.mark.parametrize("stats", ["kept", "removed"])
+def test_roll_back_refuses_a_history_entry_the_line_would_refuse(stats, client, line, tiny_bundle) -> None:
+    """A hand-edited history entry of 1e308 would pass every part: roll back reads it like `daad run` does."""
+    _, second = saved_twice(client, line)
+    entries = sorted((tiny_bundle / "thresholds").iterdir())
+    edited = json.loads(entries[0].read_text()) | {"threshold": 1e308}
+    if stats == "removed":
+        del edited["score_stats"]
+    entries[0].write_text(json.dumps(edited))
+    active_before = (tiny_bundle / "threshold.json").read_bytes()
+
+    answer = client.post("/api/rollback", json={"file": entries[0].name, "saved_by": "eve"}, headers=AUTH)
+    assert answer.status_code == 400 and "1e+308" in answer.json()["error"] and entries[0].name in answer.json()["error"]
+    assert line.threshold.value == second["threshold"] and line.threshold.get().origin == "console save by ben"
+    assert (tiny_bundle / "threshold.json").read_bytes() == active_before and len(list(entries[0].parent.iterdir())) == 2
+    row = next(row for row in client.get("/api/history").json()["entries"] if row["file"] == entries[0].name)
+    assert row["problem"] and not row["same_model"] and row["threshold"] == "1e+308"
+
+
+@pytest.mark.parametrize("damage", ["1e308", "nested", "not json"])
+def test_pages_load_with_a_damaged_active_threshold_and_offer_the_roll_back(damage, client, line, tiny_bundle) -> None:
+    first, second = saved_twice(client, line)
+    active = tiny_bundle / "threshold.json"
+    text = {"1e308": active.read_text().replace(f'"threshold": {second["threshold"]!r}', '"threshold": 1e308'),
+            "nested": '{"threshold": ' + "[" * 100_000 + "]" * 100_000 + "}", "not json": "{threshold"}[damage]
+    active.write_text(text)
+    for path in ("/", "/calibrate", "/review", "/history"):
+        assert client.get(path).status_code == 200, path
+    live = client.get("/api/live")
+    assert live.status_code == 200 and "threshold.json" in live.json()["threshold_problem"]
+    assert live.json()["calibrated"] is None and live.json()["threshold"] == second["threshold"]  # the line's own
+    history = client.get("/api/history").json()
+    problem = history["active_problem"]
+    assert "threshold.json" in problem and "roll back" in problem and "\n" not in problem and len(problem) < 400
+    rows = history["entries"]
+    assert [row["saved_by"] for row in rows] == ["ben", "anna"] and not any(row["active"] for row in rows)
+    assert all(row["same_model"] and row["problem"] is None for row in rows)  # both offered
+
+    rolled = client.post("/api/rollback", json={"file": rows[0]["file"], "saved_by": "carl"}, headers=AUTH)
+    assert rolled.status_code == 200 and line.threshold.value == second["threshold"]
+    assert client.get("/api/history").json()["active_problem"] is None
+    assert len(client.get("/api/history").json()["entries"]) == 3  # the damaged file was never in use: not filed

@@ -133,6 +133,11 @@ def test_model_json_describes_the_graph(exported) -> None:
     assert data["model_stats"]["flops_per_image"] > 0
     assert data["training"] == {"data": {"root": "x"}}
     assert ("discriminator features" in data["score_definition"]) == (kind == "daad+")
+    with OnnxRuntimeBackend(open_bundle(result.root)) as backend:  # the exported graph's scores, as the line gets them
+        scores = backend.infer(synthetic_frames(32, 32, 3)).scores
+    stats = data["score_stats"]  # what a threshold must be plausible against (runtime/threshold.py)
+    assert stats["images"] == 16 and stats["min"] <= stats["median"] <= stats["max"]
+    assert stats["min"] == pytest.approx(float(scores.min()), rel=1e-5)
 
 
 def test_truncated_model_onnx_is_refused(exported, tmp_path) -> None:

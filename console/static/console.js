@@ -98,6 +98,7 @@ async function refreshLive() {
       $("latency").textContent = l.p50 === null ? "-" : `${l.p50.toFixed(1)} / ${l.p90.toFixed(1)} / ${l.p99.toFixed(1)} ms`;
       drawTrend($("trend"), state.trend);
     }
+    if (state.threshold_problem) say(`${state.threshold_problem} (History page: Roll back)`, true);
     const calibrated = state.calibrated;
     $("calibrated").textContent = calibrated ? `calibrated ${calibrated.created} (${calibrated.method})`
       + (calibrated.saved_by ? ` by ${calibrated.saved_by}` : "") + (calibrated.note ? `: ${calibrated.note}` : "") : "not calibrated";
@@ -182,18 +183,20 @@ async function refreshReview() {
 function percent(rate, key) { return rate && rate[key] !== undefined ? `${(100 * rate[key]).toFixed(2)}%` : "-"; }
 
 async function refreshHistory() {
-  const rows = await getJson("/api/history");
+  const history = await getJson("/api/history"), rows = history.entries;
+  if (history.active_problem) say(`${history.active_problem}. Roll back to a threshold below.`, true);
   $("history-rows").replaceChildren(...rows.map((row) => {
     const tr = document.createElement("tr");
     if (row.active) tr.className = "active";
-    const fr = row.rates.false_reject, recall = row.rates.recall;
-    const cells = [row.created, fmt(row.threshold), row.method, `${percent(fr, "estimate")} (${percent(fr, "upper")})`,
+    const rates = row.rates || {}, fr = rates.false_reject, recall = rates.recall;
+    const cells = [row.created || row.file, row.problem ? row.threshold ?? "-" : fmt(row.threshold), row.method, `${percent(fr, "estimate")} (${percent(fr, "upper")})`,
       recall ? `${percent(recall, "estimate")} (>= ${percent(recall, "lower")})` : "-",
-      Object.entries(row.counts).filter(([k]) => k === "good" || k === "defect").map(([k, v]) => `${v} ${k}`).join(", "),
+      Object.entries(row.counts || {}).filter(([k]) => k === "good" || k === "defect").map(([k, v]) => `${v} ${k}`).join(", "),
       row.saved_by, row.note];
     cells.forEach((text) => { const td = document.createElement("td"); td.textContent = text; tr.append(td); });
     const action = document.createElement("td");
     if (row.active) action.textContent = "active";
+    else if (row.problem) { action.textContent = "cannot be used"; action.title = row.problem; }
     else if (!row.same_model) action.textContent = "other model, backend or precision";
     else {
       const button = document.createElement("button");
