@@ -145,7 +145,7 @@ def separation(good: np.ndarray, defect: np.ndarray) -> tuple[float, float]:
     The Mann-Whitney U statistic divided by the number of pairs is the AUROC, so one test
     gives both the size of the separation and whether it could be chance.
     """
-    stats = require("scipy.stats", "cpu", "the separation test")
+    stats = require("scipy.stats", "the separation test")
     test = stats.mannwhitneyu(defect, good, alternative="greater")
     return float(test.statistic) / (defect.size * good.size), float(test.pvalue)
 

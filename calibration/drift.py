@@ -39,7 +39,7 @@ def check_drift(
     record: ThresholdRecord, good_scores: np.ndarray, defect_scores: np.ndarray | None = None
 ) -> DriftCheck:
     """Test fresh good (and defect) scores against the calibration stored in `record`."""
-    stats = require("scipy.stats", "cpu", "the drift tests")
+    stats = require("scipy.stats", "the drift tests")
     good = check_scores(good_scores, "good scores")
     defect = None if defect_scores is None else check_scores(defect_scores, "defect scores")
     try:

@@ -16,7 +16,7 @@ from runtime.optional import require
 
 
 def _beta():
-    return require("scipy.stats", "cpu", "confidence bounds").beta
+    return require("scipy.stats", "confidence bounds").beta
 
 
 def _check(count: int, total: int, confidence: float) -> None:

@@ -95,7 +95,7 @@ def calibration_plot(good: np.ndarray, defect: np.ndarray | None, threshold: flo
     above the threshold do not squeeze every good part into one bar. Bottom ticks are raw
     scores; the top axis reads the product's readable score (runtime.score_scale).
     """
-    require("matplotlib", "cpu", "calibration.png")
+    require("matplotlib", "calibration.png")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -149,7 +149,7 @@ def _score_ticks(axis, scale: ScoreScale) -> None:
 
 
 def _plot_roc(axis, good: np.ndarray, defect: np.ndarray, threshold: float) -> None:
-    metrics = require("sklearn.metrics", "cpu", "the ROC curve")
+    metrics = require("sklearn.metrics", "the ROC curve")
     labels = np.concatenate([np.zeros(good.size), np.ones(defect.size)])
     false_reject, recall, _ = metrics.roc_curve(labels, np.concatenate([good, defect]))
     auroc = metrics.auc(false_reject, recall)

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    uvicorn = require("uvicorn", "console", "the web console")
+    uvicorn = require("uvicorn", "the web console")
     from console.actions import Console
     from console.routes import build_app
 

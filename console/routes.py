@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
 from console.actions import Console, NotFound, ProposalRequest, Refused
 from runtime.errors import DaadError
+from runtime.optional import require
 
 HERE = Path(__file__).parent
 TOKEN_HEADER = "X-Console-Token"
@@ -30,6 +30,9 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def build_app(console: Console) -> Starlette:
     """The console for one bundle; all state lives in `console`, reached through app.state."""
+    require("jinja2", "the console's pages")  # before starlette.templating, whose ImportError names no package
+    from starlette.templating import Jinja2Templates
+
     templates = Jinja2Templates(directory=HERE / "templates")
 
     def page(name: str):

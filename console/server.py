@@ -64,7 +64,7 @@ class ConsoleServer:
     """uvicorn serving `app` from a daemon thread; `close` stops it and waits."""
 
     def __init__(self, app, address: Address) -> None:
-        uvicorn = require("uvicorn", "console", "the web console")
+        uvicorn = require("uvicorn", "the web console")
         config = uvicorn.Config(app, host=address.host, port=address.port, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="daad-console", daemon=True)

@@ -279,9 +279,9 @@ def curve_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def load_pyplot(purpose: str) -> Any:
-    matplotlib = require("matplotlib", "train", purpose)
+    matplotlib = require("matplotlib", purpose)
     matplotlib.use("Agg")
-    return require("matplotlib.pyplot", "train", purpose)
+    return require("matplotlib.pyplot", purpose)
 
 
 def finish_plot(plt: Any, figure: Any, axis: Any, path: Path) -> Path:

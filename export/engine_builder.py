@@ -59,7 +59,7 @@ def build_engine(
     fixed = bundle.metadata.input_shape[0] if bundle.metadata.input_shape else "batch"
     if isinstance(fixed, int) and fixed != batch:
         raise DaadError(f"{bundle.onnx_path} was exported with a fixed batch of {fixed}: build with --batch {fixed}")
-    trt = require("tensorrt", "tensorrt", f"building TensorRT engines; needs {HARDWARE}")
+    trt = require("tensorrt", f"building TensorRT engines; needs {HARDWARE}")
     gpu_name = current_gpu_name()
     existing = find_engine(bundle, precision, batch, trt_version=trt.__version__, gpu_name=gpu_name)
     if existing is not None:
@@ -175,7 +175,7 @@ def _set_reduced_precision(trt: ModuleType, builder: Any, config: Any, network: 
 
 def _entropy_calibrator(trt: ModuleType, calibration: CalibrationSet, cache: Path) -> tuple[Any, Any]:
     """An IInt8EntropyCalibrator2 over `calibration`'s uint8 batches, with its cache file at `cache`."""
-    cuda = require("pycuda.driver", "tensorrt", f"INT8 calibration; needs {HARDWARE}")
+    cuda = require("pycuda.driver", f"INT8 calibration; needs {HARDWARE}")
     cuda.init()
     context = cuda.Device(0).retain_primary_context()
     context.push()

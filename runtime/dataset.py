@@ -136,7 +136,7 @@ def load_images(samples: list[Sample], config: PreprocessConfig, progress: bool 
     counted, grey ones for a colour model are used with a warning and counted."""
     iterator: Any = samples
     if progress:
-        tqdm = require("tqdm", "cpu", "progress bars").tqdm
+        tqdm = require("tqdm", "progress bars").tqdm
         iterator = tqdm(samples, desc="loading images", unit="img", leave=False)
     images, loaded = [], []
     result = ImageSet(np.empty(0), [])

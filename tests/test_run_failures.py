@@ -76,9 +76,9 @@ def test_an_import_interrupted_by_ctrl_c_is_an_interrupt_not_a_missing_package(t
     (tmp_path / "broken_extension.py").write_text("raise ImportError('libfoo.so: cannot open shared object file')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(KeyboardInterrupt):
-        require("interrupted_extension", "cpu")
+        require("interrupted_extension")
     with pytest.raises(MissingDependency, match="broken_extension is not installed"):
-        require("broken_extension", "cpu")
+        require("broken_extension")
 
 
 def test_an_events_file_on_a_full_disk_ends_with_one_line_and_keeps_the_summary(

@@ -218,7 +218,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     if path.suffix.lower() in (".yaml", ".yml"):
-        yaml = require("yaml", "train", "YAML config files")
+        yaml = require("yaml", "YAML config files")
         parse, parse_errors = yaml.safe_load, (ValueError, yaml.YAMLError)
     else:
         parse, parse_errors = json.loads, (ValueError,)

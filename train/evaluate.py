@@ -102,9 +102,9 @@ def save_grid(
     The heat map is painted by the runtime's overlay in the product's colours: `scale` is the
     bundle's calibration when there is one, else `test_split_scale`; the caption says which.
     """
-    matplotlib = require("matplotlib", "train", "the evaluation picture")
+    matplotlib = require("matplotlib", "the evaluation picture")
     matplotlib.use("Agg")
-    plt = require("matplotlib.pyplot", "train", "the evaluation picture")
+    plt = require("matplotlib.pyplot", "the evaluation picture")
     from runtime.atomic import atomic_write_bytes
 
     calibrated = scale is not None

@@ -18,7 +18,7 @@ GOOD = "good"
 
 
 def _sklearn_metrics() -> Any:
-    return require("sklearn.metrics", "cpu", "evaluation metrics")
+    return require("sklearn.metrics", "evaluation metrics")
 
 
 def _labels(labels: Any, name: str = "labels") -> np.ndarray:
@@ -103,7 +103,7 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3, num_thres
 
 def _pro_weights(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel weights whose sums over flagged pixels are the mean region overlap and the FPR."""
-    ndimage = require("scipy.ndimage", "cpu", "connected components for AUPRO")
+    ndimage = require("scipy.ndimage", "connected components for AUPRO")
     pro = np.zeros(truth.shape, dtype=np.float64)
     regions = 0
     for index, mask in enumerate(truth):

@@ -150,7 +150,7 @@ def write_product(out: Path, product: str, config: SynthConfig, overwrite: bool 
     renderer = Renderer(PRODUCTS[product], config.image_size, config.severity)
     plan = list(_plan(config))
     if progress:
-        plan = require("tqdm", "cpu", "progress bars").tqdm(plan, desc=f"synth {product}", unit="img", leave=False)
+        plan = require("tqdm", "progress bars").tqdm(plan, desc=f"synth {product}", unit="img", leave=False)
     for split, defect, index in plan:
         rng = _rng(config.seed, product, split, defect, index)
         image, mask = renderer.sample(rng, None if defect == "good" else defect)

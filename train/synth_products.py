@@ -30,7 +30,7 @@ class Product:
 
 def _texture(name: str, side: int) -> np.ndarray:
     """A real photographed texture from scikit-image (ships with the package), as float in [-1, 1]."""
-    data = require("skimage.data", "train", "synthetic product textures")
+    data = require("skimage.data", "synthetic product textures")
     image = getattr(data, name)().astype(np.float32)
     image = cv2().resize(image, (side, side), interpolation=cv2().INTER_AREA)
     return (image - image.mean()) / (np.abs(image - image.mean()).max() + 1e-6)

@@ -261,6 +261,6 @@ def save_run(checkpoint_path: Path, run: Run, meta: dict[str, Any]) -> None:
 
 
 def progress_bar(run: Run, steps_per_epoch: int, progress: bool) -> Any:
-    tqdm = require("tqdm", "train", "progress bars").tqdm
+    tqdm = require("tqdm", "progress bars").tqdm
     total = (run.epochs - run.epoch) * steps_per_epoch
     return tqdm(total=total, desc=f"train {run.model_config.kind}", unit="step", file=sys.stderr, disable=not progress)

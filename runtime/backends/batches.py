@@ -26,7 +26,7 @@ def infer_batches(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     starts = range(0, len(images), batch_size)
     if progress:
-        starts = require("tqdm", "cpu", "progress bars").tqdm(starts, desc="scoring", unit="batch", leave=False)
+        starts = require("tqdm", "progress bars").tqdm(starts, desc="scoring", unit="batch", leave=False)
     scores, maps, timings = [], [], {}
     for start in starts:
         result = backend.infer(images[start : start + batch_size])

@@ -133,11 +133,11 @@ def stale_engines(bundle: Bundle) -> list[Path]:
 
 
 def tensorrt_version() -> str:
-    return str(require("tensorrt", "tensorrt", "TensorRT engines").__version__)
+    return str(require("tensorrt", "TensorRT engines").__version__)
 
 
 def current_gpu_name(device: int = 0) -> str:
     """The CUDA device's name, as TensorRT engines are tied to it (via pycuda, the runtime's CUDA binding)."""
-    cuda = require("pycuda.driver", "tensorrt", "TensorRT engines")
+    cuda = require("pycuda.driver", "TensorRT engines")
     cuda.init()
     return str(cuda.Device(device).name())

@@ -54,7 +54,7 @@ class OnnxRuntimeBackend:
                 f"use --backend tensorrt for {precision} (after `daad build --bundle {bundle.root} "
                 f"--precision {precision}`), or --precision fp32."
             )
-        ort = require("onnxruntime", "cpu", "the ONNX Runtime backend")
+        ort = require("onnxruntime", "the ONNX Runtime backend")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -29,8 +29,8 @@ from runtime.optional import require
 
 def import_tensorrt() -> tuple[Any, Any]:
     """(tensorrt, pycuda.driver), or MissingDependency naming the [tensorrt] extra."""
-    trt = require("tensorrt", "tensorrt", "the TensorRT backend")
-    cuda = require("pycuda.driver", "tensorrt", "the TensorRT backend")
+    trt = require("tensorrt", "the TensorRT backend")
+    cuda = require("pycuda.driver", "the TensorRT backend")
     return trt, cuda
 
 

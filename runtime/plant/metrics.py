@@ -58,7 +58,7 @@ class MetricsServer:
 
     def __init__(self, port: int, host: str, info: dict[str, str], threshold: Callable[[], float],
                  counters: Callable[[], dict[str, int]]) -> None:
-        prometheus = require("prometheus_client", "plant", "--metrics-port")
+        prometheus = require("prometheus_client", "--metrics-port")
         registry = self.registry = prometheus.CollectorRegistry()
         self.frames = prometheus.Counter("daad_frames", "Frames judged, by verdict", ["verdict"], registry=registry)
         self._verdicts = {verdict: self.frames.labels(verdict) for verdict in (OK, NG, FAULT)}  # 0 from the start

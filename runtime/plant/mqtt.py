@@ -96,7 +96,7 @@ class MqttPublisher:
     """Sink: publishes the events file to the broker from its own thread; counts published and pending."""
 
     def __init__(self, settings: MqttSettings, events: str | os.PathLike, window: int = WINDOW) -> None:
-        mqtt = require("paho.mqtt.client", "plant", "--publish")
+        mqtt = require("paho.mqtt.client", "--publish")
         self.settings, self.window = settings, window
         self.spool = Spool(events)
         self.published = self.skipped = 0

@@ -43,7 +43,7 @@ class JetsonPin:
     """A Jetson GPIO output in BOARD numbering (the header's pin number), low until set."""
 
     def __init__(self, number: int) -> None:
-        self.gpio = require("Jetson.GPIO", "jetson", f"--reject gpio:{number}")
+        self.gpio = require("Jetson.GPIO", f"--reject gpio:{number}")
         self.number = number
         self.gpio.setmode(self.gpio.BOARD)
         try:
