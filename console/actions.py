@@ -24,11 +24,13 @@ from calibration.drift import check_drift
 from calibration.report import calibration_plot, calibration_summary, drift_summary
 from calibration.save import part_counts, save_calibration, threshold_record
 from calibration.scoring import ScoredParts, score_folder
+from console.errors import NotFound, Refused, StaleModel, Unauthorised
 from console.line_view import LineView
+from console.validate import checked, field
 from runtime.atomic import atomic_write_bytes
 from runtime.backends.options import BackendOptions
 from runtime.bundle import Bundle, file_sha256
-from runtime.errors import DaadError, ThresholdError
+from runtime.errors import ThresholdError
 from runtime.images import list_images
 from runtime.line.live_threshold import LiveThreshold
 from runtime.optional import cv2
@@ -48,24 +50,6 @@ REVIEW_DIR = "review"  # BUNDLE/review/good and BUNDLE/review/defect: parts mark
 LABELS = ("good", "defect")
 MIN_DRIFT_PARTS = 20
 KEEP_PROPOSALS = 5
-
-
-class Refused(DaadError):
-    """A request the console turns down; `status` is the HTTP status the route answers with."""
-
-    status = 400
-
-
-class Unauthorised(Refused):
-    status = 401
-
-
-class NotFound(Refused):
-    status = 404
-
-
-class StaleModel(Refused):
-    status = 409
 
 
 @dataclass
@@ -108,20 +92,17 @@ class ProposalRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProposalRequest":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise Refused(f"unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
-        try:
-            request = cls(**data)
-            request.target_frr = float(request.target_frr)
-            if request.target_recall not in (None, ""):
-                request.target_recall = float(request.target_recall)
-            else:
-                request.target_recall = None
-        except (TypeError, ValueError) as exc:
-            raise Refused(f"bad calibration request: {exc}") from exc
-        return request
+        """The request of the calibrate page, each field of its JSON type (a string is not a number or a yes)."""
+        recall = data.get("target_recall")
+        return cls(
+            good=field(data, "good", str, "live"),
+            defect=field(data, "defect", str, ""),
+            add_review_good=field(data, "add_review_good", bool, False),
+            method=field(data, "method", str, "quantile"),
+            target_frr=field(data, "target_frr", float, 0.005),
+            target_recall=None if recall is None else checked("target_recall", recall, float),
+            keep_outliers=field(data, "keep_outliers", bool, False),
+        )
 
 
 class Console:
@@ -232,7 +213,7 @@ class Console:
         """Score the chosen parts and calibrate them; nothing is written until `save`."""
         try:
             settings = CalibrationSettings(request.method, request.target_frr, request.target_recall,
-                                           keep_outliers=bool(request.keep_outliers))
+                                           keep_outliers=request.keep_outliers)
         except ValueError as exc:
             raise Refused(str(exc)) from exc
         if request.method != "quantile" and not request.defect:

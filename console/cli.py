@@ -6,10 +6,9 @@ import argparse
 import sys
 from dataclasses import replace
 
-from console.server import DEFAULT_HOST, Address, announce, console_token
+from console.server import DEFAULT_HOST, Address, ConsoleServer, announce, console_token, port_number
 from runtime.backends.options import BackendOptions, add_backend_options
 from runtime.bundle import open_bundle
-from runtime.optional import require
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--bundle", required=True, metavar="DIR", help="bundle folder written by `daad export`")
     add("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
-    add("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    add("--port", type=port_number, default=8080, help="port to listen on (default 8080; 0: any free port)")
     add("--console-token", default=None, metavar="SECRET",
         help="token that changes must send; required off loopback; default: made up and printed")
     add_backend_options(parser, batch=False)  # score folders as the line will: same backend and precision
@@ -30,7 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    uvicorn = require("uvicorn", "the web console")
     from console.actions import Console
     from console.routes import build_app
 
@@ -40,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     options = BackendOptions.from_args(args)
     options = replace(options, backend=options.backend_name(bundle))  # threshold.json records a backend, not "auto"
     console = Console(bundle, options, token)
-    announce(address, token, generated=args.console_token is None)
-    uvicorn.run(build_app(console), host=address.host, port=address.port, log_level="warning", access_log=False)
+    server = ConsoleServer(build_app(console), address, "--host/--port")
+    announce(server.address, token, generated=args.console_token is None)  # only once it answers there
+    try:
+        server.wait()
+    finally:
+        server.close()
     return 0
 
 

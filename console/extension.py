@@ -51,5 +51,5 @@ def attach(address: Address, token: str | None, run: RunContext) -> AttachedCons
     view = LineView(run.bundle.preprocess, run.scale, run.counters)
     console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold)
     server = ConsoleServer(build_app(console), address)
-    announce(address, secret, generated=token is None)
+    announce(server.address, secret, generated=token is None)  # only once it answers there
     return AttachedConsole(view, server)

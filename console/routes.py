@@ -6,7 +6,6 @@ A refused change answers {"error": "..."} with the status the Console's exceptio
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from console.actions import Console, NotFound, ProposalRequest, Refused
+from console.actions import MIN_DRIFT_PARTS, Console, ProposalRequest
+from console.errors import NotFound
+from console.line_view import TREND
+from console.validate import body_object, check_size, field, only, query_int
 from runtime.errors import DaadError
 from runtime.optional import require
 
@@ -26,6 +28,8 @@ HERE = Path(__file__).parent
 TOKEN_HEADER = "X-Console-Token"
 PAGES = ("live", "calibrate", "review", "history")
 NO_STORE = {"Cache-Control": "no-store"}
+DRIFT_PARTS = 200  # the drift check's default: the last 200 parts
+MAX_COLLECT = 100_000  # parts one collection may take: scores and names of a shift, a few MB
 
 
 def build_app(console: Console) -> Starlette:
@@ -71,27 +75,20 @@ def _console(request: Request) -> Console:
     return request.app.state.console
 
 
-async def _change(request: Request) -> tuple[Console, dict[str, Any]]:
-    """The console and the JSON body of a change, once the token is checked."""
+async def _change(request: Request, known: set[str]) -> tuple[Console, dict[str, Any]]:
+    """The console and the JSON body of a change (at most MAX_BODY_BYTES, only `known` fields), once the
+    token is checked: nobody without it makes the console read a body."""
     console = _console(request)
     console.authorise(request.headers.get(TOKEN_HEADER))
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError as exc:
-        raise Refused(f"the request body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise Refused("the request body must be a JSON object")
+    declared = request.headers.get("content-length")
+    check_size(declared, 0)
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        check_size(declared, len(raw))
+    body = body_object(bytes(raw))
+    only(body, known)
     return console, body
-
-
-def _field(body: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
-    value = body.get(name, default)
-    if value is None:
-        raise Refused(f"missing field {name!r}")
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as exc:
-        raise Refused(f"field {name!r} must be {kind.__name__}, got {value!r}") from exc
 
 
 # -- live ---------------------------------------------------------------------------------------------
@@ -130,13 +127,14 @@ async def collection(request: Request) -> JSONResponse:
 
 
 async def collect(request: Request) -> JSONResponse:
-    console, body = await _change(request)
-    console.collect(_field(body, "parts", int))
-    return JSONResponse({"collecting": body["parts"]})
+    console, body = await _change(request, {"parts"})
+    parts = field(body, "parts", int, low=1, high=MAX_COLLECT)
+    console.collect(parts)
+    return JSONResponse({"collecting": parts})
 
 
 async def propose(request: Request) -> JSONResponse:
-    console, body = await _change(request)
+    console, body = await _change(request, set(ProposalRequest.__dataclass_fields__))
     proposal = await run_in_threadpool(console.propose, ProposalRequest.from_dict(body))
     return JSONResponse(proposal.to_dict())
 
@@ -147,9 +145,9 @@ async def proposal_plot(request: Request) -> Response:
 
 
 async def save(request: Request) -> JSONResponse:
-    console, body = await _change(request)
-    record = await run_in_threadpool(console.save, _field(body, "proposal", int), str(body.get("note", "")),
-                                     str(body.get("saved_by", "")))
+    console, body = await _change(request, {"proposal", "note", "saved_by"})
+    record = await run_in_threadpool(console.save, field(body, "proposal", int), field(body, "note", str, ""),
+                                     field(body, "saved_by", str, ""))
     return JSONResponse(record.to_dict())
 
 
@@ -161,13 +159,13 @@ async def history(request: Request) -> JSONResponse:
 
 
 async def roll_back(request: Request) -> JSONResponse:
-    console, body = await _change(request)
-    record = await run_in_threadpool(console.roll_back, _field(body, "file", str), str(body.get("saved_by", "")))
+    console, body = await _change(request, {"file", "saved_by"})
+    record = await run_in_threadpool(console.roll_back, field(body, "file", str), field(body, "saved_by", str, ""))
     return JSONResponse(record.to_dict())
 
 
 async def drift(request: Request) -> JSONResponse:
-    parts = _field(dict(request.query_params), "parts", int, 200)
+    parts = query_int(dict(request.query_params), "parts", DRIFT_PARTS, MIN_DRIFT_PARTS, TREND)
     return JSONResponse(await run_in_threadpool(_console(request).drift, parts))
 
 
@@ -189,6 +187,6 @@ async def review_jpeg(request: Request) -> Response:
 
 
 async def mark(request: Request) -> JSONResponse:
-    console, body = await _change(request)
-    copy = await run_in_threadpool(console.mark, request.path_params["id"], _field(body, "label", str))
+    console, body = await _change(request, {"label"})
+    copy = await run_in_threadpool(console.mark, request.path_params["id"], field(body, "label", str))
     return JSONResponse({"copied_to": str(copy)})

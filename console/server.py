@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import secrets
 import sys
@@ -38,9 +39,17 @@ def parse_address(text: str) -> Address:
     """'8080', '0.0.0.0:8080' or '[::1]:8080' -> Address; DaadError saying the form otherwise."""
     host, _, port = text.rpartition(":")
     host = host.strip("[]") or DEFAULT_HOST
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise DaadError(f"--console {text!r}: expected [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080")
+    if not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise DaadError(f"--console {text!r}: expected [HOST:]PORT with a port from 0 to 65535 (0: any free one), "
+                        "e.g. 8080 or 0.0.0.0:8080")
     return Address(host, int(port))
+
+
+def port_number(text: str) -> int:
+    """argparse type of `daad console --port`: 0 (any free port) to 65535."""
+    if not text.isascii() or not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 0 to 65535 (0: any free one)")
+    return int(text)
 
 
 def console_token(address: Address, given: str | None) -> str:
@@ -61,9 +70,13 @@ def announce(address: Address, token: str, generated: bool) -> None:
 
 
 class ConsoleServer:
-    """uvicorn serving `app` from a daemon thread; `close` stops it and waits."""
+    """uvicorn serving `app` from a daemon thread; `close` stops it and waits.
 
-    def __init__(self, app, address: Address) -> None:
+    Returns once the socket is bound: `address` is then where it listens (port 0 resolved to the
+    port the system gave), so the URL announced is one that answers.
+    """
+
+    def __init__(self, app, address: Address, option: str = "--console HOST:PORT") -> None:
         uvicorn = require("uvicorn", "the web console")
         config = uvicorn.Config(app, host=address.host, port=address.port, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
@@ -71,9 +84,24 @@ class ConsoleServer:
         self.thread.start()
         while not self.server.started:
             if not self.thread.is_alive():
-                raise DaadError(f"the console could not listen on {address.url()} (port in use?): "
-                                "choose another port with --console HOST:PORT")
+                raise DaadError(f"the console could not listen on {address.url()} (port in use, or an address "
+                                f"this machine does not have?): choose another with {option}")
             self.thread.join(0.05)
+        self.address = Address(address.host, self._bound_port(address.port))
+
+    def _bound_port(self, asked: int) -> int:
+        for server in self.server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return asked
+
+    def wait(self) -> None:
+        """Serve until Ctrl+C (or the server stops)."""
+        try:
+            while self.thread.is_alive():
+                self.thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
 
     def close(self) -> None:
         self.server.should_exit = True

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import json
 import queue
+import re
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
 
 pytest.importorskip("starlette")
-pytest.importorskip("httpx")
+httpx = pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
 from console.actions import Console  # noqa: E402
@@ -37,6 +42,7 @@ TOKEN = "s3cret"
 ONE_THREAD = BackendOptions("onnxruntime", "fp32", threads=1)
 AUTH = {TOKEN_HEADER: TOKEN}
 SIZE = 32
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def part(index: int, rng: np.random.Generator, defect: bool = False) -> np.ndarray:
@@ -198,7 +204,7 @@ def test_calibrate_from_the_line_then_save_switches_the_running_loop(client, lin
 def test_calibrate_from_folders_with_defects(client, tmp_path) -> None:
     good, defect = write_parts(tmp_path / "good", 40), write_parts(tmp_path / "bad", 10, defect=True)
     answer = client.post("/api/propose", json={"good": str(good), "defect": str(defect), "method": "recall",
-                                               "target_recall": "0.9"}, headers=AUTH)
+                                               "target_recall": 0.9}, headers=AUTH)
     proposal = answer.json()
     assert answer.status_code == 200, proposal
     assert proposal["rates"]["recall"]["estimate"] == 1.0 and proposal["rates"]["auroc"] == 1.0
@@ -380,3 +386,99 @@ def test_pages_load_with_a_damaged_active_threshold_and_offer_the_roll_back(dama
     assert rolled.status_code == 200 and line.threshold.value == second["threshold"]
     assert client.get("/api/history").json()["active_problem"] is None
     assert len(client.get("/api/history").json()["entries"]) == 3  # the damaged file was never in use: not filed
+
+
+def one_line_refusal(answer, status: int = 400) -> str:
+    error = answer.json()["error"]
+    assert answer.status_code == status and "\n" not in error and len(error) < 300, (answer.status_code, error)
+    return error
+
+
+@pytest.mark.parametrize("parts", ["0", "-5", "1.5", "true", "abc", "301", "19", "99999999999999"])
+def test_drift_parts_must_be_a_whole_number_in_range(parts, client, line) -> None:
+    assert "'parts'" in one_line_refusal(client.get(f"/api/drift?parts={parts}"))
+
+
+@pytest.mark.parametrize("path, body, named", [
+    ("/api/collect", {"parts": 1.5}, "'parts' must be a whole number"),
+    ("/api/collect", {"parts": True}, "'parts' must be a whole number"),
+    ("/api/collect", {"parts": "5"}, "'parts' must be a whole number"),
+    ("/api/collect", {"parts": -5}, "'parts' must be between 1"),
+    ("/api/collect", {"parts": 5, "colour": 1}, "unknown field(s) 'colour'"),
+    ("/api/propose", {"good": 123}, "'good' must be a string"),
+    ("/api/propose", {"keep_outliers": "false"}, "'keep_outliers' must be true or false"),
+    ("/api/propose", {"add_review_good": 1}, "'add_review_good' must be true or false"),
+    ("/api/propose", {"target_frr": "0.1"}, "'target_frr' must be a number"),
+    ("/api/propose", {"target_recall": "0.9", "method": "recall", "defect": "x"}, "'target_recall' must be a number"),
+    ("/api/save", {"proposal": "1"}, "'proposal' must be a whole number"),
+    ("/api/save", {"proposal": 1, "note": ["a"]}, "'note' must be a string"),
+    ("/api/save", {"proposal": 1, "saved_by": "x" * 5000}, "'saved_by' is longer than"),
+    ("/api/rollback", {"file": 5}, "'file' must be a string"),
+    ("/api/review/1", {"label": 1}, "'label' must be a string"),
+])
+def test_every_field_is_its_json_type_or_a_400(path, body, named, client) -> None:
+    assert named in one_line_refusal(client.post(path, json=body, headers=AUTH))
+
+
+def test_bodies_are_json_objects_of_bounded_size(client, capfd) -> None:
+    headers = {**AUTH, "Content-Type": "application/json"}
+    assert "nested too deeply" in one_line_refusal(client.post("/api/collect", content=b"[" * 60_000, headers=headers))
+    assert "'target_frr'" in one_line_refusal(client.post("/api/propose", content=b'{"target_frr": NaN}', headers=headers))
+    assert "JSON object" in one_line_refusal(client.post("/api/collect", json=[1], headers=AUTH))
+
+    huge = b'{"note": "' + b"x" * 150_000_000 + b'"}'  # 150 MB, declared in Content-Length
+    assert "larger than 64 KiB" in one_line_refusal(client.post("/api/save", content=huge, headers=headers), 413)
+    del huge
+    streamed = (b"x" * 1_000_000 for _ in range(150))  # no Content-Length: refused as it arrives
+    assert "larger than" in one_line_refusal(client.post("/api/save", content=streamed, headers=headers), 413)
+    out, err = capfd.readouterr()
+    assert len(out) + len(err) < 10_000
+    no_token = client.post("/api/save", content=b"x" * 100_000, headers={"Content-Type": "application/json"})
+    assert no_token.status_code == 401  # the token first: a stranger never makes the console read a body
+
+
+def console_process(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "console", *argv], cwd=ROOT, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_port_out_of_range_is_a_one_line_error(port, tiny_bundle) -> None:
+    done = console_process("console", "--bundle", str(tiny_bundle), "--port", port)
+    _, err = done.communicate(timeout=60)
+    assert done.returncode == 2 and "Traceback" not in err and "http://" not in err
+    assert f"argument --port: '{port}' is not a port" in err.splitlines()[-1]  # after argparse's usage
+    assert sum("error" in line for line in err.splitlines()) == 1
+
+
+def test_the_url_is_printed_after_the_bind_with_the_real_port(tiny_bundle) -> None:
+    """`--port 0` takes any free port: the URL printed is the port that answers, never :0."""
+    process = console_process("console", "--bundle", str(tiny_bundle), "--port", "0", "--console-token", TOKEN)
+    try:
+        announced = process.stderr.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", announced)[1])
+        assert port != 0 and httpx.get(f"http://127.0.0.1:{port}/history", timeout=30).status_code == 200
+
+        taken = console_process("console", "--bundle", str(tiny_bundle), "--port", str(port), "--console-token", "x")
+        _, err = taken.communicate(timeout=60)
+        assert taken.returncode == 2 and "daad console: http" not in err  # no URL announced
+        assert f"could not listen on http://127.0.0.1:{port}" in err.splitlines()[-1] and "--host/--port" in err
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert process.returncode == 0
+
+
+def test_daad_run_announces_the_port_it_bound(tiny_bundle, tmp_path) -> None:
+    folder = write_parts(tmp_path / "parts", 3)
+    process = subprocess.Popen([sys.executable, "-m", "runtime", "run", "--bundle", str(tiny_bundle), "--source",
+                                str(folder), "--loop", "--threshold", "0.3", "--threads", "1", "--stats-every", "0",
+                                "--console", "0", "--console-token", TOKEN], cwd=ROOT, stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True)
+    try:
+        announced = next(line for line in process.stderr if line.startswith("daad console:"))
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", announced)[1])
+        assert port != 0 and httpx.get(f"http://127.0.0.1:{port}/api/live", timeout=30).json()["has_line"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)

@@ -134,7 +134,7 @@ function startCalibrate() {
       add_review_good: $("add-review-good").checked,
       method: $("method").value,
       target_frr: Number($("target-frr").value),
-      target_recall: $("target-recall").value || null,
+      target_recall: $("target-recall").value === "" ? null : Number($("target-recall").value),
       keep_outliers: $("keep-outliers").checked,
     };
     say("scoring and calculating...");

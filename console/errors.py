@@ -1,0 +1,27 @@
+"""The console's refusals: each a DaadError whose `status` is the HTTP status the route answers with."""
+
+from __future__ import annotations
+
+from runtime.errors import DaadError
+
+
+class Refused(DaadError):
+    """A request the console turns down."""
+
+    status = 400
+
+
+class Unauthorised(Refused):
+    status = 401
+
+
+class NotFound(Refused):
+    status = 404
+
+
+class StaleModel(Refused):
+    status = 409
+
+
+class TooLarge(Refused):
+    status = 413
