@@ -32,7 +32,7 @@ from runtime.backends.options import BackendOptions
 from runtime.bundle import Bundle, file_sha256
 from runtime.errors import ThresholdError
 from runtime.images import list_images
-from runtime.line.live_threshold import LiveThreshold
+from runtime.line.live_threshold import LiveThreshold, in_force
 from runtime.optional import cv2
 from runtime.threshold import (
     HISTORY_DIR,
@@ -317,7 +317,7 @@ class Console:
         """Switch the line to threshold.json as just written, read back by the reader `daad run` starts with."""
         record = read_threshold(self.bundle)
         if self.threshold is not None:
-            self.threshold.set(record.threshold, origin)
+            self.threshold.set(in_force(self.bundle, record), origin)  # the whole calibration: scale and entry too
         return record
 
 

@@ -48,7 +48,7 @@ def attach(address: Address, token: str | None, run: RunContext) -> AttachedCons
     from console.routes import build_app
 
     secret = console_token(address, token)
-    view = LineView(run.bundle.preprocess, run.scale, run.counters)
+    view = LineView(run.bundle.preprocess, run.counters)
     console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold)
     server = ConsoleServer(build_app(console), address)
     announce(server.address, secret, generated=token is None)  # only once it answers there

@@ -28,7 +28,6 @@ from runtime.line.loop import Outcome
 from runtime.line.overlay import render
 from runtime.optional import cv2
 from runtime.preprocess import PreprocessConfig
-from runtime.score_scale import ScoreScale
 
 TREND = 300  # scores kept for the trend plot and the drift check
 JPEG_QUALITY = 80
@@ -65,9 +64,9 @@ class Collection:
 class LineView:
     """Sink: the live state of the line, read by the console's routes from other threads."""
 
-    def __init__(self, config: PreprocessConfig, scale: ScoreScale, counters: Callable[[], dict[str, int]] = dict,
+    def __init__(self, config: PreprocessConfig, counters: Callable[[], dict[str, int]] = dict,
                  keep_ng: int = 20, max_fps: float = 2.0) -> None:
-        self.config, self.scale, self.counters = config, scale, counters
+        self.config, self.counters = config, counters
         self.min_interval = 1.0 / max_fps
         self._lock = threading.Lock()
         self._latest: Outcome | None = None
@@ -161,7 +160,7 @@ class LineView:
             height = max(1, round(image.shape[0] * PICTURE_WIDTH / image.shape[1]))
             image = cv2().resize(image, (PICTURE_WIDTH, height), interpolation=cv2().INTER_AREA)
             outcome = replace(outcome, frame=replace(outcome.frame, image=image))
-        return encode_jpeg(render(outcome, self.config, self.scale))
+        return encode_jpeg(render(outcome, self.config))
 
     def collect(self, wanted: int) -> None:
         """Start taking the next `wanted` parts as good ones (replacing a collection under way)."""

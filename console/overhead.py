@@ -35,7 +35,6 @@ from runtime.line.events import EventLog
 from runtime.line.live_threshold import LiveThreshold
 from runtime.line.loop import RunStats, run_loop
 from runtime.line.sources import Frame
-from runtime.score_scale import ScoreScale
 
 
 def frames(count: int, width: int, height: int, seed: int = 0) -> list[Frame]:
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     address = Address("127.0.0.1", args.port)
     with open_backend(bundle, "onnxruntime", threads=args.threads) as backend:
         # One server for all runs, idle during the bare ones, as on a line where nobody is watching.
-        view = LineView(bundle.preprocess, ScoreScale(1.0))
+        view = LineView(bundle.preprocess)
         options = BackendOptions(backend.name, backend.precision)
         server = ConsoleServer(build_app(Console(bundle, options, "token", view)), address)
         try:

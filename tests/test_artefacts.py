@@ -11,7 +11,6 @@ from test_sources import defect_pattern, part_frames, write_video
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import open_bundle
 from runtime.line.artefacts import ArtefactSettings, ArtefactWriter, open_artefacts
-from runtime.score_scale import ScoreScale
 from runtime.line.events import EventLog
 from runtime.line.loop import Outcome, RunStats, open_reader, run_loop
 from runtime.line.sources import open_source
@@ -66,7 +65,7 @@ def test_every_verdict_is_written_while_the_picture_writer_hangs(tmp_path, bundl
 
 def test_a_picture_sink_that_fails_is_counted_and_inspection_goes_on(tmp_path, bundle) -> None:
     settings = ArtefactSettings(save_ng=tmp_path / "ng", output=tmp_path / "overlay.nosuchformat", queue_depth=64)
-    writer = open_artefacts(settings, bundle.preprocess, ScoreScale(THRESHOLD), 10.0, threading.Event())
+    writer = open_artefacts(settings, bundle.preprocess, 10.0, threading.Event())
     stats = run(write_video(tmp_path / "line.avi", part_frames(12)), bundle, None, [writer])
     writer.close()
     assert stats.frames == 12 and stats.verdicts["NG"] == 3
@@ -76,7 +75,7 @@ def test_a_picture_sink_that_fails_is_counted_and_inspection_goes_on(tmp_path, b
 
 
 def test_no_pictures_asked_for_means_no_writer(bundle) -> None:
-    assert open_artefacts(ArtefactSettings(), bundle.preprocess, ScoreScale(THRESHOLD), 10.0, threading.Event()) is None
+    assert open_artefacts(ArtefactSettings(), bundle.preprocess, 10.0, threading.Event()) is None
 
 
 def test_with_pictures_opencv_works_in_the_calling_thread(tmp_path, bundle) -> None:
@@ -84,7 +83,7 @@ def test_with_pictures_opencv_works_in_the_calling_thread(tmp_path, bundle) -> N
     import cv2
 
     cv2.setNumThreads(2)
-    writer = open_artefacts(ArtefactSettings(save_ng=tmp_path / "ng"), bundle.preprocess, ScoreScale(THRESHOLD), 10.0,
+    writer = open_artefacts(ArtefactSettings(save_ng=tmp_path / "ng"), bundle.preprocess, 10.0,
                             threading.Event())
     try:
         assert cv2.getNumThreads() == 1

@@ -24,6 +24,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from console.actions import Console  # noqa: E402
 from console.line_view import LineView  # noqa: E402
+from runtime.score_scale import ScoreScale  # noqa: E402
 from console.routes import TOKEN_HEADER, build_app  # noqa: E402
 from console.server import Address, console_token, parse_address  # noqa: E402
 from runtime.cli import main as cli_main  # noqa: E402
@@ -31,9 +32,8 @@ from runtime.errors import DaadError  # noqa: E402
 from runtime.backends.options import BackendOptions  # noqa: E402
 from runtime.bundle import open_bundle  # noqa: E402
 from runtime.line.events import EventLog  # noqa: E402
-from runtime.line.live_threshold import LiveThreshold  # noqa: E402
+from runtime.line.live_threshold import Calibration, LiveThreshold  # noqa: E402
 from runtime.line.loop import run_loop  # noqa: E402
-from runtime.score_scale import ScoreScale  # noqa: E402
 from runtime.line.sources import Frame  # noqa: E402
 from runtime.optional import cv2  # noqa: E402
 from tiny_bundle import grey_frame  # noqa: E402
@@ -59,7 +59,7 @@ class Line:
     def __init__(self, bundle_root, events_path) -> None:
         self.bundle = open_bundle(bundle_root)
         self.threshold = LiveThreshold(0.3, "test")
-        self.view = LineView(self.bundle.preprocess, ScoreScale(0.3))
+        self.view = LineView(self.bundle.preprocess)
         self.events_path = events_path
         self.rng = np.random.default_rng(0)
         self.frames: queue.Queue = queue.Queue()
@@ -192,12 +192,16 @@ def test_calibrate_from_the_line_then_save_switches_the_running_loop(client, lin
     assert record["note"] == "lens cleaned" and record["saved_by"] == "anna" and record["precision"] == "fp32"
     assert (tiny_bundle / "calibration.png").exists() and len(list((tiny_bundle / "thresholds").iterdir())) == 1
     assert (line.threshold.value, line.threshold.get().origin) == (proposal["threshold"], "console save by anna")
+    entry = next((tiny_bundle / "thresholds").iterdir()).stem  # the whole calibration goes live, not the threshold alone
+    assert line.threshold.get().calibration == Calibration(ScoreScale(record["threshold"],
+                                                                      record["score_stats"]["good"]["median"]), entry)
 
     line.run(3)
     line.stop()  # the event log is complete
     lines = [json.loads(text) for text in line.events_path.read_text().splitlines()]
     switch = next(entry for entry in lines if entry.get("event") == "threshold_switch")
     assert switch["threshold"] == proposal["threshold"] and switch["previous"] == 0.3 and switch["frame"] == 100
+    assert switch["threshold_id"] == entry and lines[-1]["threshold_id"] == entry
     assert lines[-1]["threshold"] == proposal["threshold"] and client.get("/api/live").json()["calibrated"]["saved_by"] == "anna"
 
 

@@ -20,9 +20,10 @@ from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import open_bundle
 from runtime.line.events import FAULT, NG, OK, EventLog, FrameEvent, judge
 from runtime.line.latency import RELATIVE_ERROR, LatencyHistogram, StageTimes, summarize
+from runtime.line.live_threshold import Calibration, LiveThreshold
 from runtime.line.loop import RunStats, open_reader, run_loop
 from runtime.line.ng_store import NgStore, SaveNg
-from runtime.line.overlay import heatmap_overlay
+from runtime.line.overlay import heatmap_overlay, render
 from runtime.score_scale import ScoreScale
 from runtime.preprocess import prepare_batch
 from runtime.line.sources import Backoff, Frame, Reconnecting, SourceReadError, open_source
@@ -285,7 +286,7 @@ def test_ng_store_saves_overlays_and_removes_its_oldest_over_the_cap(tmp_path, b
     store = NgStore(tmp_path / "ng", max_bytes=10**9)
     images = part_frames(8, height=64, width=64)
     run(open_source(str(write_video(tmp_path / "v.avi", images))), backend, bundle, None,
-        sinks=[SaveNg(store, bundle.preprocess, ScoreScale(THRESHOLD), "run1")])
+        sinks=[SaveNg(store, bundle.preprocess, "run1")])
     saved = sorted((tmp_path / "ng").glob("*.png"))
     assert [path.name for path in saved] == ["run1_00000001_frame.png", "run1_00000005_frame.png"]
     overlay = cv2.imread(str(saved[0]))
@@ -307,7 +308,7 @@ def test_ng_images_that_cannot_be_written_do_not_stop_the_loop(tmp_path, bundle,
     store = NgStore(tmp_path / "ng", max_bytes=10**9)
     shutil.rmtree(tmp_path / "ng")
     (tmp_path / "ng").write_text("a file where the folder was")  # the disk 'fails' under the store
-    sink = SaveNg(store, bundle.preprocess, ScoreScale(THRESHOLD), "run1")
+    sink = SaveNg(store, bundle.preprocess, "run1")
     _, stats = run(open_source(str(write_video(tmp_path / "v.avi", part_frames(8)))), backend, bundle, None,
                    sinks=[sink])
     assert stats.frames == 8 and sink.counts == {"ng_saved": 0, "ng_removed": 0, "ng_save_failed": 2}
@@ -325,3 +326,79 @@ def test_stats_line_every_few_seconds_on_an_injected_clock() -> None:
     assert len(lines) == 2  # at 5 s and at 10 s
     assert lines[0].startswith("daad run: 2.0 fps | latency p50 24.5 ms") and "FAULT 1" in lines[0]
     assert lines[0].endswith("dropped 3")
+
+
+class Recorder:
+    """A sink that keeps every outcome it is given."""
+
+    def __init__(self) -> None:
+        self.outcomes = []
+
+    def emit(self, outcome) -> None:
+        self.outcomes.append(outcome)
+
+    def close(self) -> None:
+        pass
+
+
+class BrokenSink:
+    """A plant output whose emit raises: always, and from frame `other_from` on with another cause."""
+
+    def __init__(self, other_from: int) -> None:
+        self.other_from = other_from
+
+    def emit(self, outcome) -> None:
+        if outcome.frame.index >= self.other_from:
+            raise ValueError(f"bad value on frame {outcome.frame.index}")
+        raise ConnectionError(f"gone on frame {outcome.frame.index}")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_sink_that_raises_is_counted_and_logged_once_per_cause_and_the_loop_goes_on(
+        tmp_path, bundle, backend, caplog) -> None:
+    path = write_video(tmp_path / "line.avi", part_frames(12))
+    decoded = [frame.image for frame in iter(open_source(str(path)).read, None)]
+    after = Recorder()
+    with caplog.at_level("ERROR"):
+        _, stats = run(open_source(str(path)), backend, bundle, tmp_path / "events.jsonl",
+                       sinks=[BrokenSink(other_from=8), after])
+    events = read_events(tmp_path / "events.jsonl")
+    assert [event["verdict"] for event in events] == direct_verdicts(decoded, backend, bundle)  # unaffected
+    assert [outcome.frame.index for outcome in after.outcomes] == list(range(12))  # the sinks after it too
+    assert stats.frames == 12 and stats.sink_errors == 12 and stats.summary()["sink_errors"] == 12
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 2 and said[0].startswith("BrokenSink failed (ConnectionError: gone on frame 0)")
+    assert said[1].startswith("BrokenSink failed (ValueError: bad value on frame 8)")
+
+
+def test_a_threshold_switch_carries_its_whole_calibration_to_scores_and_pictures(tmp_path, bundle, backend) -> None:
+    """A console save with the same threshold but a new typical good score: the readable score and the
+    heat-map colours of every later frame follow the new calibration, not the start-up one."""
+    start, saved = Calibration(ScoreScale(0.3, 0.0), "threshold-a"), Calibration(ScoreScale(0.3, 0.2), "threshold-b")
+    live = LiveThreshold(start, "threshold.json")
+
+    def switching_at_frame_4(frames):
+        for frame in frames:
+            if frame.index == 4:
+                live.set(saved, "console save by anna")
+            yield frame
+
+    source, seen = open_source(str(write_video(tmp_path / "v.avi", part_frames(8)))), Recorder()
+    with open_reader(source, "lossless", bundle.preprocess) as reader, EventLog(tmp_path / "e.jsonl") as events:
+        run_loop(switching_at_frame_4(reader), backend, bundle.preprocess, live, source.name, events, [seen])
+    lines = read_events(tmp_path / "e.jsonl")
+    switch, frames = lines[4], lines[:4] + lines[5:]
+    assert switch["event"] == "threshold_switch" and switch["threshold_id"] == "threshold-b"
+    assert switch["typical_good"] == 0.2
+    for line in frames:
+        calibration = start if line["frame"] < 4 else saved
+        assert line["threshold_id"] == calibration.entry
+        assert line["index"] == calibration.scale.readable(line["score"])
+    late = seen.outcomes[5]
+    assert late.calibration == saved
+    painted = {name: heatmap_overlay(late.frame.image, late.scored.anomaly_map, bundle.preprocess, calibration.scale)
+               for name, calibration in (("start", start), ("saved", saved))}
+    bottom = render(late, bundle.preprocess)[-1]  # the last row: below the label
+    assert np.array_equal(bottom, painted["saved"][-1]) and not np.array_equal(bottom, painted["start"][-1])

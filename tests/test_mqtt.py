@@ -15,11 +15,13 @@ from runtime.bundle import open_bundle
 from runtime.cli import main as daad
 from runtime.errors import DaadError
 from runtime.line.events import EventLog
-from runtime.line.live_threshold import LiveThreshold
+from runtime.line.live_threshold import Calibration, LiveThreshold
 from runtime.line.loop import RunStats, open_reader, run_loop
 from runtime.line.sources import open_source
 from runtime.plant.mqtt import SCHEMA_VERSION, MqttPublisher, parse_publish_url
 from runtime.plant.spool import cursor_path
+from runtime.score_scale import ScoreScale
+from runtime.threshold import ThresholdRecord, history_entries, write_threshold
 
 TOPIC = "plant/cap-1/verdict"
 
@@ -67,6 +69,26 @@ def test_every_event_reaches_the_broker_with_station_schema_and_id(tiny_bundle, 
     assert message == {"schema_version": SCHEMA_VERSION, "event_id": event_id(lines[0]), "station": "cap-1",
                        **lines[0]}
     assert json.loads(cursor_path(events).read_text())["offset"] == events.stat().st_size
+
+
+def test_messages_carry_the_readable_score_and_the_threshold_entry_that_judged(tiny_bundle, tmp_path, mqtt_broker,
+                                                                            subscriber) -> None:
+    """A PLC reads how far a part was from the threshold (index 50) without reading threshold.json."""
+    bundle = open_bundle(tiny_bundle)
+    stats = {"good": {"median": 0.1, "min": 0.0, "max": 0.2}}
+    write_threshold(bundle, ThresholdRecord(threshold=0.3, model_sha256=bundle.sha256, backend="onnxruntime",
+                                            precision="fp32", score_stats=stats))
+    video, events = write_video(tmp_path / "line.avi", part_frames(8)), tmp_path / "events.jsonl"
+    assert daad(run_argv(tiny_bundle, video, events, mqtt_broker.port)) == 0
+    wait_for(lambda: len(subscriber.received()) >= 8, what="8 messages")
+    messages = [message for _, message in subscriber.received()]
+    scale = ScoreScale(0.3, 0.1)
+    entry = history_entries(bundle)[-1].stem
+    assert SCHEMA_VERSION == 2 and {message["schema_version"] for message in messages} == {2}
+    assert {message["threshold_id"] for message in messages} == {entry}
+    for message in messages:
+        assert message["index"] == scale.readable(message["score"])
+        assert (message["index"] > 50) == (message["verdict"] == "NG")
 
 
 def test_broker_stopped_and_restarted_mid_run_loses_no_event(tiny_bundle, tmp_path, mqtt_broker, subscriber) -> None:
@@ -149,7 +171,7 @@ def test_a_threshold_switch_is_published_under_its_own_id(tiny_bundle, tmp_path,
     def switching_at_frame_4(frames):
         for frame in frames:
             if frame.index == 4:
-                live.set(0.9, "console save by anna")
+                live.set(Calibration(ScoreScale(0.9)), "console save by anna")
             yield frame
 
     with OnnxRuntimeBackend(bundle, threads=1) as backend, EventLog(events, "run-b") as log, \

@@ -10,11 +10,18 @@ import sys
 import time
 import urllib.request
 
+import cv2
 import pytest
 from test_run_cli import ROOT
 from test_sources import part_frames, write_video
+from tiny_bundle import grey_frame
 
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import open_bundle
+from runtime.line.events import EventLog
+from runtime.line.loop import RunStats, open_reader, run_loop
+from runtime.line.sources import open_source
+from runtime.plant.metrics import MetricsServer
 
 parser = pytest.importorskip("prometheus_client.parser", reason="prometheus-client is not installed (extra `plant`)")
 
@@ -64,3 +71,23 @@ def test_metrics_of_a_running_station(tiny_bundle, tmp_path, mqtt_broker) -> Non
                     "daad_ng_saved_total", "daad_published_total"):
         assert (counter, ()) in second, counter
     assert ("daad_pending", ()) in second and second[("daad_read_total", ())] >= judged
+
+
+def test_faults_are_counted_by_cause(tiny_bundle, tmp_path) -> None:
+    """Through the loop: a damaged image and a too-small one are FAULTs of cause bad_frame, from the start at 0."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.png"), grey_frame(32, 32))
+    (folder / "damaged.png").write_bytes(b"not an image")
+    cv2.imwrite(str(folder / "tiny.png"), grey_frame(4, 4))
+    bundle = open_bundle(tiny_bundle)
+    server = MetricsServer(0, "127.0.0.1", {"station": "cap-1"}, lambda: 0.3, dict)
+    try:
+        with OnnxRuntimeBackend(bundle, threads=1) as backend, EventLog(None) as events, \
+                open_reader(open_source(str(folder)), "lossless", bundle.preprocess) as reader:
+            run_loop(reader, backend, bundle.preprocess, 0.3, "parts", events, [server], RunStats(every_s=0))
+        samples = scrape(f"http://127.0.0.1:{server.port}/metrics")
+    finally:
+        server.close()
+    faults = {dict(labels)["cause"]: value for (name, labels), value in samples.items() if name == "daad_faults_total"}
+    assert faults == {"bad_frame": 2, "inference_failed": 0, "score_not_finite": 0, "threshold_not_finite": 0}

@@ -10,19 +10,23 @@ import importlib.util
 import math
 import time
 
+import cv2
 import numpy as np
 import pytest
 from test_run_cli import calibrate
 from test_sources import part_frames, write_video
+from tiny_bundle import grey_frame
 
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import open_bundle
 from runtime.cli import main as daad
 from runtime.errors import DaadError
-from runtime.line.events import NG, OK, EventLog
+from runtime.line.events import FAULT, NG, OK, EventLog
+from runtime.line.live_threshold import Calibration
 from runtime.line.loop import Outcome, RunStats, Scored, open_reader, run_loop
 from runtime.line.sources import Frame, open_source
-from runtime.plant.reject import RejectGate, RejectSpec, parse_reject
+from runtime.plant.reject import RejectGate, RejectSpec, parse_reject, rejected_verdicts
+from runtime.score_scale import ScoreScale
 
 
 class RecordingPin:
@@ -46,7 +50,7 @@ class RecordingPin:
 
 def outcome(verdict: str, captured_at: float) -> Outcome:
     frame = Frame(np.zeros((4, 4, 3), np.uint8), index=0, started_at=captured_at)
-    return Outcome(frame, Scored(0.5 if verdict == NG else 0.1, None), verdict, 0.3)
+    return Outcome(frame, Scored(0.5 if verdict == NG else 0.1, None), verdict, Calibration(ScoreScale(0.3)))
 
 
 def test_each_ng_part_gets_a_pulse_timed_from_its_capture() -> None:
@@ -90,6 +94,44 @@ def test_the_loop_rejects_every_ng_frame_of_a_run(tiny_bundle, tmp_path) -> None
     gate.close()
     assert stats.verdicts[NG] == gate.counts["rejects"] == 3
     assert 1 <= len(pin.pulses()) <= 3 and pin.edges[-1][0] is False and pin.closed  # the pin ends low
+
+
+@pytest.mark.parametrize("fault_action, pulsed", [("reject", ["crack.png", "damaged.png", "tiny.png"]),
+                                                  ("pass", ["crack.png"])])
+def test_a_damaged_frame_is_rejected_unless_faults_pass(fault_action, pulsed, tiny_bundle, tmp_path) -> None:
+    """A part the station could not judge is not passed: a damaged and a too-small image pulse the pin."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.png"), grey_frame(32, 32))
+    cv2.imwrite(str(folder / "crack.png"), grey_frame(32, 32, blob=250))
+    (folder / "damaged.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)  # a PNG header, then nothing
+    cv2.imwrite(str(folder / "tiny.png"), grey_frame(4, 4))
+    bundle, pin = open_bundle(tiny_bundle), RecordingPin()
+    gate = RejectGate(pin, pulse_s=0.001, delay_s=0.0, reject=rejected_verdicts(fault_action))
+    seen = Recorder()
+    with OnnxRuntimeBackend(bundle, threads=1) as backend, EventLog(None) as events, \
+            open_reader(open_source(str(folder)), "lossless", bundle.preprocess) as reader:
+        stats = run_loop(reader, backend, bundle.preprocess, 0.3, "parts", events, [gate, seen], RunStats(every_s=0))
+    gate.close()
+    assert stats.verdicts == {OK: 1, NG: 1, FAULT: 2} and stats.faults == {"bad_frame": 2}
+    assert sorted(seen.names(gate.reject)) == pulsed and gate.counts["rejects"] == len(pulsed)
+    assert 1 <= len(pin.pulses()) <= len(pulsed) and pin.edges[-1][0] is False
+
+
+class Recorder:
+    """A sink that keeps every outcome."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+
+    def emit(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+
+    def names(self, verdicts: frozenset[str]) -> list[str]:
+        return [outcome.frame.name for outcome in self.outcomes if outcome.verdict in verdicts]
+
+    def close(self) -> None:
+        pass
 
 
 def test_reject_spec_and_its_errors() -> None:

@@ -163,7 +163,7 @@ def test_grey_and_tiny_images_are_counted_and_said_never_silent(tiny_bundle, tmp
     folder = tmp_path / "images"
     folder.mkdir()
     cv2.imwrite(str(folder / "a_1x1.png"), np.full((1, 1, 3), 128, np.uint8))
-    cv2.imwrite(str(folder / "b_4x4.png"), np.full((4, 4, 3), 128, np.uint8))
+    cv2.imwrite(str(folder / "b_4x4.png"), np.full((4, 4), 128, np.uint8))  # grey, but a FAULT: never scored
     cv2.imwrite(str(folder / "c_grey.png"), np.full((64, 64), 128, np.uint8))
     cv2.imwrite(str(folder / "d_grey.png"), np.full((64, 64), 128, np.uint8))
     cv2.imwrite(str(folder / "e_colour.png"), np.full((64, 64, 3), 128, np.uint8))
@@ -173,7 +173,9 @@ def test_grey_and_tiny_images_are_counted_and_said_never_silent(tiny_bundle, tmp
         assert daad(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["frames"] == 5 and summary["verdicts"]["FAULT"] == 2 and summary["grey_frames"] == 2
+    assert summary["faults"] == {"bad_frame": 2} and summary["fault_action"] == "reject"
     faults = [line for line in read_events(events) if line["verdict"] == "FAULT"]
     assert [line["file"] for line in faults] == ["a_1x1.png", "b_4x4.png"] and "too small" in faults[0]["fault"]
+    assert {line["fault_cause"] for line in faults} == {"bad_frame"} and {line["index"] for line in faults} == {None}
     said = [record.getMessage() for record in caplog.records]
     assert len(said) == 1 and said[0].startswith("c_grey.png is grey but the model takes colour")

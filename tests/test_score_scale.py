@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from calibration.report import score_position
+from runtime.line.live_threshold import Calibration
 from runtime.line.loop import Outcome, Scored
 from runtime.line.overlay import blend_heatmap, render
 from runtime.line.sources import Frame
@@ -71,6 +72,7 @@ def test_a_picture_follows_the_threshold_its_frame_was_judged_by() -> None:
     scale = ScoreScale(threshold=2.0, typical_good=1.0)
     frame = Frame(np.full((64, 64, 3), 128, np.uint8), index=7)
     scored = Scored(2.0, np.full((16, 16), 2.0, np.float32))
-    at_start, after_switch = (render(Outcome(frame, scored, "NG", threshold), config, scale) for threshold in (2.0, 3.0))
+    at_start, after_switch = (render(Outcome(frame, scored, "NG", Calibration(ScoreScale(threshold, 1.0))), config)
+                              for threshold in (2.0, 3.0))
     assert not np.array_equal(at_start[60, 4], after_switch[60, 4])  # the same score, a cooler colour (below the label)
     assert np.array_equal(at_start[60, 4], blend_heatmap(frame.image, scored.anomaly_map, scale)[60, 4])

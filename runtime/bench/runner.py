@@ -32,7 +32,6 @@ from runtime.line.events import EventLog, judge
 from runtime.line.latency import LatencySummary, StageTimes
 from runtime.line.loop import RunStats, run_loop
 from runtime.preprocess import PreprocessConfig, prepare_batch
-from runtime.score_scale import ScoreScale
 from runtime.line.sources import Frame, FrameReader, Source
 
 # In loop order; "inference" is the whole Backend.infer call (h2d + compute + d2h + its Python).
@@ -238,7 +237,7 @@ def measure_loop(
     mode = "realtime" if source.live else "lossless"
     pictures = ArtefactSettings(save_ng=Path(config.save_ng) if config.save_ng else None,
                                 output=Path(config.output) if config.output else None)
-    artefacts = open_artefacts(pictures, preprocess, ScoreScale(threshold), getattr(source, "fps", 0.0) or 15.0, threading.Event())
+    artefacts = open_artefacts(pictures, preprocess, getattr(source, "fps", 0.0) or 15.0, threading.Event())
     try:
         with FrameReader(source, mode) as reader, EventLog(None) as events:
             frames = _for_duration(reader, config.duration_s, config.min_iterations)

@@ -22,7 +22,6 @@ from runtime.line.overlay import OverlayVideo, OverlayWindow
 from runtime.line.priority import renice_thread
 from runtime.optional import cv2
 from runtime.preprocess import PreprocessConfig
-from runtime.score_scale import ScoreScale
 
 if TYPE_CHECKING:
     from runtime.line.loop import Outcome, Sink
@@ -98,18 +97,18 @@ class ArtefactWriter:
                 sink.close()
 
 
-def open_artefacts(settings: ArtefactSettings, config: PreprocessConfig, scale: ScoreScale, fps: float,
+def open_artefacts(settings: ArtefactSettings, config: PreprocessConfig, fps: float,
                    stop: threading.Event) -> ArtefactWriter | None:
-    """The writer for the pictures `settings` asks for, painted on the product's `scale`;
-    None when it asks for none."""
+    """The writer for the pictures `settings` asks for (each painted on the calibration that
+    judged its frame); None when it asks for none."""
     sinks: list[Sink] = []
     if settings.save_ng is not None:
         store = NgStore(settings.save_ng, int(settings.save_ng_max_mb * 1024 * 1024))
-        sinks.append(SaveNg(store, config, scale, settings.run_id))
+        sinks.append(SaveNg(store, config, settings.run_id))
     if settings.output is not None:
-        sinks.append(OverlayVideo(settings.output, config, scale, fps=fps))
+        sinks.append(OverlayVideo(settings.output, config, fps=fps))
     if settings.display:
-        sinks.append(OverlayWindow(config, scale, stop))
+        sinks.append(OverlayWindow(config, stop))
     if not sinks:
         return None
     # OpenCV's own worker pool runs at the priority of whoever started it (the loop, at nice 0), so

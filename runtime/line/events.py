@@ -20,6 +20,11 @@ from typing import IO
 from runtime.atomic import append_line, output_error, writing
 
 OK, NG, FAULT = "OK", "NG", "FAULT"
+# Why a frame is a FAULT, as counted in the summary, the metrics and each FAULT line (`fault_cause`);
+# `fault` gives the detail.
+BAD_FRAME, INFERENCE_FAILED, SCORE_NOT_FINITE, THRESHOLD_NOT_FINITE = (
+    "bad_frame", "inference_failed", "score_not_finite", "threshold_not_finite")
+FAULT_CAUSES = (BAD_FRAME, INFERENCE_FAILED, SCORE_NOT_FINITE, THRESHOLD_NOT_FINITE)
 STAGES = ("capture", "queue", "preprocess", "infer", "postprocess", "total")
 
 
@@ -44,8 +49,11 @@ class FrameEvent:
     score: float | None  # None when there was no (finite) score
     threshold: float
     source: str
+    index: float | None = None  # the readable score, 0 typical good .. 50 threshold .. <100 (runtime.score_scale)
+    threshold_id: str | None = None  # the thresholds/ entry that judged it (None: a trial or unfiled threshold)
     file: str | None = None  # the image file, for folder and glob sources
     fault: str | None = None  # why a FAULT happened
+    fault_cause: str | None = None  # one of FAULT_CAUSES
     latency_ms: dict[str, float] = field(default_factory=dict)  # per stage, see STAGES
     run_id: str | None = None  # the run that judged it; (run_id, frame) identifies the event
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
@@ -53,7 +61,7 @@ class FrameEvent:
     def to_json(self) -> str:
         # A shallow dict, not dataclasses.asdict: its deep copy was the loop's largest own cost.
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        for name in ("score", "threshold"):  # JSON has no NaN or infinity; the fault says what it was
+        for name in ("score", "threshold", "index"):  # JSON has no NaN or infinity; the fault says what it was
             if data[name] is not None and not math.isfinite(data[name]):
                 data[name] = None
         data["latency_ms"] = {stage: round(ms, 3) for stage, ms in self.latency_ms.items()}

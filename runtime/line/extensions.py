@@ -18,7 +18,6 @@ from typing import Callable, Protocol
 from runtime.bundle import Bundle
 from runtime.line.live_threshold import LiveThreshold
 from runtime.line.loop import Sink
-from runtime.score_scale import ScoreScale
 
 GROUP = "daad.run_extensions"
 
@@ -30,11 +29,10 @@ class RunContext:
     bundle: Bundle
     backend: str
     precision: str
-    threshold: LiveThreshold
+    threshold: LiveThreshold  # the calibration in force (threshold, score scale, history entry)
     counters: Callable[[], dict[str, int]]  # reads, drops, ... as the stats line shows them
     stop: threading.Event  # set it to end the run after the frame in hand
     events_path: Path | None
-    scale: ScoreScale  # the calibration's score scale: heat-map colours and the readable score
 
 
 class RunExtension(Protocol):

@@ -1,7 +1,8 @@
 """Sink: grey frames given to a colour model are scored, but counted and said once, not passed without a word.
 
 The rule is runtime.preprocess.grey_for_colour (calibration and training use it too); frames too
-small to enlarge are refused by prepare_frame and become FAULT events with the reason.
+small to enlarge are refused by prepare_frame and become FAULT events with the reason, counted
+as FAULTs only, not as grey frames (they were never scored).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from runtime.line.events import FAULT
 from runtime.preprocess import PreprocessConfig, grey_for_colour
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ class InputCheck:
 
     def emit(self, outcome: "Outcome") -> None:
         image = outcome.frame.image
-        if image is None or image.size == 0 or not grey_for_colour(image, self.config):
+        if outcome.verdict == FAULT or image is None or image.size == 0 or not grey_for_colour(image, self.config):
             return
         if self.grey == 0:
             log.warning("%s is grey but the model takes colour (BGR): scored with the grey repeated in all three "

@@ -4,7 +4,8 @@
 verdict goes out first: the event line, then the sinks in the order given (reject pin, plant
 message, metrics), and last the pictures, which a background writer (runtime.line.artefacts)
 only enqueues. Nothing in a frame can stop the loop: an empty frame, a failed inference or a
-non-finite score becomes a FAULT event and the next frame is read.
+non-finite score becomes a FAULT event, and a sink that raises is counted and logged once per
+cause (`sink_errors`) and tried again on the next frame; the next frame is read either way.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from typing import IO, Callable, Iterable, Protocol, Sequence
@@ -21,9 +23,10 @@ from typing import IO, Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from runtime.backends.base import Backend
-from runtime.line.events import FAULT, NG, OK, EventLog, FrameEvent, judge
+from runtime.line.events import (BAD_FRAME, FAULT, INFERENCE_FAILED, NG, OK, SCORE_NOT_FINITE, THRESHOLD_NOT_FINITE,
+                                 EventLog, FrameEvent, judge)
 from runtime.line.latency import StageTimes
-from runtime.line.live_threshold import LiveThreshold, ThresholdSwitch
+from runtime.line.live_threshold import Calibration, LiveThreshold
 from runtime.preprocess import PreprocessConfig, prepare_frame
 from runtime.line.sources import Frame, FrameReader, Source
 
@@ -36,7 +39,8 @@ class Scored:
 
     score: float
     anomaly_map: np.ndarray | None  # H x W at model resolution; None on a fault
-    fault: str | None = None
+    fault: str | None = None  # why it is a FAULT, in words
+    cause: str | None = None  # the fault's cause, one of runtime.line.events.FAULT_CAUSES
     seconds: dict[str, float] = field(default_factory=dict)  # preprocess, infer, in the loop's thread
     backend_seconds: dict[str, float] = field(default_factory=dict)  # h2d, compute, d2h
 
@@ -48,8 +52,12 @@ class Outcome:
     frame: Frame
     scored: Scored
     verdict: str
-    threshold: float
+    calibration: Calibration  # what judged it: pictures and the readable score follow it through a switch
     event: FrameEvent | None = None  # its event line, once written
+
+    @property
+    def threshold(self) -> float:
+        return self.calibration.threshold
 
 
 class Sink(Protocol):
@@ -66,17 +74,17 @@ def score_frame(frame: Frame, backend: Backend, config: PreprocessConfig) -> Sco
     try:
         batch = (frame.prepared if frame.prepared is not None else prepare_frame(frame.image, config))[None]
     except Exception as exc:  # empty or undecodable frame
-        return Scored(math.nan, None, f"bad frame: {exc}", {"preprocess": time.perf_counter() - started})
+        return Scored(math.nan, None, f"bad frame: {exc}", BAD_FRAME, {"preprocess": time.perf_counter() - started})
     prepared = time.perf_counter()
     try:
         result = backend.infer(batch)
     except Exception as exc:  # a backend failure faults this frame; the next one may succeed
         log.debug("inference failed on frame %d", frame.index, exc_info=True)  # the event says why; this, where
-        return Scored(math.nan, None, f"inference failed: {exc}", {"preprocess": prepared - started})
+        return Scored(math.nan, None, f"inference failed: {exc}", INFERENCE_FAILED, {"preprocess": prepared - started})
     seconds = {"preprocess": prepared - started, "infer": time.perf_counter() - prepared}
     score = float(result.scores[0])
-    fault = None if math.isfinite(score) else f"score is {score}"
-    return Scored(score, result.anomaly_maps[0, 0], fault, seconds, dict(result.timings))
+    fault, cause = (None, None) if math.isfinite(score) else (f"score is {score}", SCORE_NOT_FINITE)
+    return Scored(score, result.anomaly_maps[0, 0], fault, cause, seconds, dict(result.timings))
 
 
 class RunStats:
@@ -86,6 +94,9 @@ class RunStats:
                  counters: Callable[[], dict[str, int]] = dict, clock: Callable[[], float] = time.perf_counter) -> None:
         self.every_s, self.stream, self.counters, self.clock = every_s, stream or sys.stderr, counters, clock
         self.verdicts = {OK: 0, NG: 0, FAULT: 0}
+        self.faults: Counter[str] = Counter()  # FAULT verdicts by cause
+        self.sink_errors = 0  # emits that raised (the frame's verdict and event line were already out)
+        self._said: set[tuple[str, str]] = set()  # (sink, exception type) already logged
         self.latency = StageTimes()  # seconds per event stage
         self.backend = StageTimes()  # seconds per backend stage (h2d, compute, d2h)
         self.cycle = StageTimes()  # seconds from one finished frame to the next
@@ -107,6 +118,8 @@ class RunStats:
             self.cycle.add({"cycle": now - self.last_at})
         self.last_at = now
         self.verdicts[event.verdict] += 1
+        if event.fault_cause is not None:
+            self.faults[event.fault_cause] += 1
         self.latency.add({stage: ms / 1e3 for stage, ms in event.latency_ms.items()})
         if outputs_s is not None:
             self.latency.add({"outputs": outputs_s})
@@ -118,13 +131,24 @@ class RunStats:
             print(self.line(now), file=self.stream, flush=True)
             self._window, self._window_start = [], now
 
+    def sink_failed(self, sink: Sink, exc: Exception) -> None:
+        """Count a sink's failed emit; the first of each cause (sink and exception type) is logged."""
+        self.sink_errors += 1
+        cause = (type(sink).__name__, type(exc).__name__)
+        if cause not in self._said:
+            self._said.add(cause)
+            log.error("%s failed (%s: %s); the verdict and its event line are out, the loop goes on and tries it "
+                      "again on every frame (counted as sink_errors)", *cause, exc, exc_info=exc)
+
     def line(self, now: float) -> str:
         window = np.asarray(self._window, dtype=np.float64)
         fps = len(window) / max(now - self._window_start, 1e-9)
         p50, p99 = np.nanpercentile(window, [50, 99]) if window.size else (math.nan, math.nan)
         counts = " ".join(f"{key} {value}" for key, value in self.counters().items())
+        causes = f" ({', '.join(f'{cause} {n}' for cause, n in sorted(self.faults.items()))})" if self.faults else ""
+        errors = f" | sink_errors {self.sink_errors}" if self.sink_errors else ""
         return (f"daad run: {fps:.1f} fps | latency p50 {p50:.1f} ms p99 {p99:.1f} ms | "
-                f"OK {self.verdicts[OK]} NG {self.verdicts[NG]} FAULT {self.verdicts[FAULT]} | {counts}")
+                f"OK {self.verdicts[OK]} NG {self.verdicts[NG]} FAULT {self.verdicts[FAULT]}{causes}{errors} | {counts}")
 
     def summary(self) -> dict:
         """Counts, throughput and per-stage latency (ms) of the whole run, JSON-ready.
@@ -139,6 +163,8 @@ class RunStats:
         return {
             "frames": self.frames,
             "verdicts": dict(self.verdicts),
+            "faults": dict(sorted(self.faults.items())),
+            "sink_errors": self.sink_errors,
             **self.counters(),
             "elapsed_s": round(elapsed, 3),
             "fps": round(self.frames / elapsed, 2) if elapsed > 0 else None,
@@ -161,17 +187,24 @@ def frame_event(outcome: Outcome, source_name: str, taken: float, done: float) -
     seconds = {"capture": frame.read_s, "queue": taken - frame.ready_at, **scored.seconds,
                "postprocess": done - taken - sum(scored.seconds.values()), "total": done - frame.started_at}
     seconds["preprocess"] = seconds.get("preprocess", 0.0) + frame.prepare_s  # part may be in the reader
+    fault, cause = (scored.fault, scored.cause) if scored.cause else threshold_fault(outcome)
+    calibration = outcome.calibration
     return FrameEvent(frame=frame.index, verdict=outcome.verdict, score=scored.score, threshold=outcome.threshold,
-                      source=source_name, file=frame.name, fault=scored.fault or threshold_fault(outcome),
+                      source=source_name, index=calibration.scale.readable(scored.score) if fault is None else None,
+                      threshold_id=calibration.entry, file=frame.name, fault=fault, fault_cause=cause,
                       latency_ms={stage: value * 1e3 for stage, value in seconds.items()})
 
 
-def threshold_fault(outcome: Outcome) -> str | None:
-    """Why a frame with a good score is a FAULT: its threshold is not a finite number (judge never passes on one)."""
-    return f"threshold is {outcome.threshold}" if outcome.verdict == FAULT else None
+def threshold_fault(outcome: Outcome) -> tuple[str | None, str | None]:
+    """Why a frame with a good score is a FAULT, and the cause: its threshold is not a finite number
+    (judge never passes on one); (None, None) for a judged frame."""
+    if outcome.verdict != FAULT:
+        return None, None
+    return f"threshold is {outcome.threshold}", THRESHOLD_NOT_FINITE
 
 
-def run_loop(frames: Iterable[Frame], backend: Backend, config: PreprocessConfig, threshold: float | LiveThreshold,
+def run_loop(frames: Iterable[Frame], backend: Backend, config: PreprocessConfig,
+             threshold: float | Calibration | LiveThreshold,
              source_name: str, events: EventLog, sinks: Sequence[Sink] = (), stats: RunStats | None = None,
              max_frames: int | None = None) -> RunStats:
     """Score every frame `frames` yields, until it ends or `max_frames` events were written.
@@ -184,17 +217,19 @@ def run_loop(frames: Iterable[Frame], backend: Backend, config: PreprocessConfig
     for frame in frames:
         setting = live.get()
         if setting.version != in_use.version:
-            events.write(ThresholdSwitch(setting.value, in_use.value, setting.origin, frame.index))
+            events.write(setting.switch(in_use, frame.index))
             in_use = setting
-        threshold = setting.value
         taken = time.perf_counter()
         scored = score_frame(frame, backend, config)
-        outcome = Outcome(frame, scored, judge(scored.score, threshold), threshold)
+        outcome = Outcome(frame, scored, judge(scored.score, setting.value), setting.calibration)
         judged = time.perf_counter()
         outcome.event = frame_event(outcome, source_name, taken, judged)
         events.write(outcome.event)
         for sink in sinks:
-            sink.emit(outcome)
+            try:
+                sink.emit(outcome)
+            except Exception as exc:  # an output's failure costs that output, never the inspection
+                stats.sink_failed(sink, exc)
         stats.add(outcome.event, scored.backend_seconds, outputs_s=time.perf_counter() - judged)
         if max_frames is not None and stats.frames >= max_frames:
             break

@@ -28,7 +28,6 @@ from runtime.line.events import NG
 from runtime.optional import cv2
 from runtime.line.overlay import render
 from runtime.preprocess import PreprocessConfig
-from runtime.score_scale import ScoreScale
 
 if TYPE_CHECKING:
     from runtime.line.loop import Outcome
@@ -131,14 +130,14 @@ class SaveNg:
     A full or read-only disk costs the image, not the inspection: the failure is logged and counted.
     """
 
-    def __init__(self, store: NgStore, config: PreprocessConfig, scale: ScoreScale, run_id: str) -> None:
-        self.store, self.config, self.scale, self.run_id = store, config, scale, run_id
+    def __init__(self, store: NgStore, config: PreprocessConfig, run_id: str) -> None:
+        self.store, self.config, self.run_id = store, config, run_id
         self.failed = 0
 
     def emit(self, outcome: "Outcome") -> None:
         if outcome.verdict != NG:
             return
-        image = render(outcome, self.config, self.scale)
+        image = render(outcome, self.config)
         if image is None:
             return
         origin = str(Path(outcome.frame.name).with_suffix("")) if outcome.frame.name else "frame"

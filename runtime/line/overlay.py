@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,13 +45,14 @@ def heatmap_overlay(frame: np.ndarray, anomaly_map: np.ndarray, config: Preproce
     return image
 
 
-def render(outcome: "Outcome", config: PreprocessConfig, scale: ScoreScale) -> np.ndarray | None:
-    """The frame with its heat map and verdict label; None when the frame has no pixels. The
-    scale follows the threshold the frame was judged by (a technician may switch it live)."""
+def render(outcome: "Outcome", config: PreprocessConfig) -> np.ndarray | None:
+    """The frame with its heat map and verdict label; None when the frame has no pixels. Colours
+    and the readable score follow the calibration the frame was judged by (a technician may
+    switch it live)."""
     image = outcome.frame.image
     if image is None or image.size == 0:
         return None
-    scale = replace(scale, threshold=outcome.threshold)
+    scale = outcome.calibration.scale
     score = outcome.scored.score
     readable = f"{scale.readable(score):g}/100" if math.isfinite(score) else "no score"
     label = f"#{outcome.frame.index} {outcome.verdict} {readable} (score {score:.4g}, thr {outcome.threshold:.4g})"
@@ -65,13 +65,13 @@ def render(outcome: "Outcome", config: PreprocessConfig, scale: ScoreScale) -> n
 class OverlayVideo:
     """Writes every judged frame, with its overlay, to a video file (MJPG for .avi, mp4v otherwise)."""
 
-    def __init__(self, path: str | Path, config: PreprocessConfig, scale: ScoreScale, fps: float = 15.0) -> None:
-        self.path, self.config, self.scale, self.fps = Path(path), config, scale, fps
+    def __init__(self, path: str | Path, config: PreprocessConfig, fps: float = 15.0) -> None:
+        self.path, self.config, self.fps = Path(path), config, fps
         self._writer = None
         self._size: tuple[int, int] | None = None
 
     def emit(self, outcome: "Outcome") -> None:
-        image = render(outcome, self.config, self.scale)
+        image = render(outcome, self.config)
         if image is None:
             return
         cv = cv2()
@@ -99,9 +99,9 @@ class OverlayWindow:
 
     TITLE = "daad run"
 
-    def __init__(self, config: PreprocessConfig, scale: ScoreScale, stop: threading.Event) -> None:
+    def __init__(self, config: PreprocessConfig, stop: threading.Event) -> None:
         cv = cv2()
-        self.config, self.scale, self.stop = config, scale, stop
+        self.config, self.stop = config, stop
         try:
             cv.namedWindow(self.TITLE, cv.WINDOW_NORMAL)
         except cv.error as exc:
@@ -111,7 +111,7 @@ class OverlayWindow:
             ) from exc
 
     def emit(self, outcome: "Outcome") -> None:
-        image = render(outcome, self.config, self.scale)
+        image = render(outcome, self.config)
         if image is None:
             return
         cv = cv2()

@@ -28,7 +28,7 @@ from runtime.line.artefacts import QUEUE_DEPTH, ArtefactSettings, open_artefacts
 from runtime.line.events import EventLog, new_run_id
 from runtime.line.input_check import InputCheck
 from runtime.line.extensions import RunContext, RunExtension, load_extensions
-from runtime.line.live_threshold import LiveThreshold
+from runtime.line.live_threshold import Calibration, LiveThreshold, in_force
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
 from runtime.paths import OutputPathError, check_outputs
@@ -75,13 +75,14 @@ def build_parser(extensions: list[RunExtension] = ()) -> argparse.ArgumentParser
     return parser
 
 
-def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float | None) -> tuple[ScoreScale, str]:
-    """(the threshold with the product's score scale, where it came from); refuses a missing
-    threshold.json or one measured elsewhere. A trial --threshold has no good median."""
+def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float | None) -> tuple[Calibration, str]:
+    """(the threshold with the product's score scale and its history entry, where it came from);
+    refuses a missing threshold.json or one measured elsewhere. A trial --threshold has no good
+    median and no entry."""
     if override is not None:
         if not math.isfinite(override):
             raise ThresholdError(f"--threshold must be a finite number, got {override}")
-        return ScoreScale(override), "--threshold"
+        return Calibration(ScoreScale(override)), "--threshold"
     record = read_threshold(bundle)
     if record is None:
         raise ThresholdError(
@@ -89,7 +90,7 @@ def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float |
             f"`daad calibrate --bundle {bundle.root}` on good (and defective) samples, or pass --threshold T."
         )
     check_binding(record, bundle, options.backend_name(bundle), options.precision)
-    return ScoreScale.from_calibration(record.threshold, record.score_stats), str(bundle.threshold_path)
+    return in_force(bundle, record), str(bundle.threshold_path)
 
 
 def check_run_outputs(args: argparse.Namespace) -> None:
@@ -152,8 +153,7 @@ def run_counters(reader: FrameReader, source: Source, sinks: list[Sink]) -> dict
     return counts
 
 
-def open_sinks(sinks: list[Sink], args: argparse.Namespace, bundle: Bundle, source: Source, scale: ScoreScale,
-               live: LiveThreshold, stop: threading.Event, header: dict[str, Any],
+def open_sinks(sinks: list[Sink], args: argparse.Namespace, bundle: Bundle, source: Source, live: LiveThreshold, stop: threading.Event, header: dict[str, Any],
                counters: Callable[[], dict[str, int]]) -> None:
     """The loop's outputs in the verdict's priority (reject pin, plant message, metrics), the input
     check, then the pictures' writer, which only enqueues; each is appended as it opens, so what
@@ -163,7 +163,7 @@ def open_sinks(sinks: list[Sink], args: argparse.Namespace, bundle: Bundle, sour
     sinks.append(InputCheck(bundle.preprocess))
     pictures = ArtefactSettings(args.save_ng, args.save_ng_max_mb, args.output, args.display, args.artefact_queue,
                                 header["run_id"])
-    artefacts = open_artefacts(pictures, bundle.preprocess, scale, getattr(source, "fps", 0.0) or 15.0, stop)
+    artefacts = open_artefacts(pictures, bundle.preprocess, getattr(source, "fps", 0.0) or 15.0, stop)
     if artefacts is not None:
         sinks.append(artefacts)
 
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         check_run_outputs(args)
         bundle = open_bundle(args.bundle)
         options = BackendOptions.from_args(args)
-        scale, threshold_from = resolve_threshold(bundle, options, args.threshold)
-        threshold = scale.threshold
+        calibration, threshold_from = resolve_threshold(bundle, options, args.threshold)
+        threshold = calibration.threshold
         source = open_source(args.source, loop=args.loop, sleep=stop.wait)  # a stop cuts reconnect waits short
         stack.callback(source.close)
         backend = stack.enter_context(options.open(bundle))
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             "run_id": new_run_id(), "station": args.station,
             "bundle": str(bundle.root), "model_sha256": bundle.sha256, "source": source.name, "mode": mode,
             "backend": choice.name, "backend_reason": choice.reason, "precision": args.precision,
-            "threshold": threshold, "threshold_from": threshold_from,
+            "fault_action": args.fault_action, "threshold": threshold, "threshold_id": calibration.entry, "threshold_from": threshold_from,
             "events": str(args.events) if args.events else None,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -230,12 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         sinks: list[Sink] = []
         counters = lambda: run_counters(reader, source, sinks)  # noqa: E731
         stats = RunStats(args.stats_every, counters=counters)
-        live = LiveThreshold(threshold, threshold_from)
+        live = LiveThreshold(calibration, threshold_from)
         attached = start_extensions(extensions, args, RunContext(bundle, choice.name, args.precision, live,
-                                                                 stats.counters, stop, args.events, scale), stack)
+                                                                 stats.counters, stop, args.events), stack)
         try:
             with closing_all(sinks), reader:
-                open_sinks(sinks, args, bundle, source, scale, live, stop, header, counters)
+                open_sinks(sinks, args, bundle, source, live, stop, header, counters)
                 run_loop(reader, backend, bundle.preprocess, live, source.name, events, sinks + attached, stats,
                          args.max_frames)
             if args.max_frames is not None and stats.frames >= args.max_frames:

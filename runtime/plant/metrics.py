@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from runtime.errors import DaadError
-from runtime.line.events import FAULT, NG, OK
+from runtime.line.events import FAULT, FAULT_CAUSES, NG, OK
 from runtime.optional import require
 
 if TYPE_CHECKING:
@@ -32,8 +32,8 @@ HELP = {
     "artefacts_failed": "Picture sinks that stopped after an error",
     "published": "Events the MQTT broker acknowledged",
     "pending": "Events in the events file not yet acknowledged by the MQTT broker",
-    "rejects": "NG verdicts sent to the reject pin",
-    "rejects_late": "NG verdicts that came after their reject time",
+    "rejects": "Parts sent to the reject pin (NG, and FAULT unless --fault-action pass)",
+    "rejects_late": "Rejects whose verdict came after their reject time",
 }
 
 
@@ -62,6 +62,9 @@ class MetricsServer:
         registry = self.registry = prometheus.CollectorRegistry()
         self.frames = prometheus.Counter("daad_frames", "Frames judged, by verdict", ["verdict"], registry=registry)
         self._verdicts = {verdict: self.frames.labels(verdict) for verdict in (OK, NG, FAULT)}  # 0 from the start
+        faults = prometheus.Counter("daad_faults", "FAULT verdicts (parts that could not be judged), by cause",
+                                    ["cause"], registry=registry)
+        self._faults = {cause: faults.labels(cause) for cause in FAULT_CAUSES}
         self.latency = prometheus.Histogram("daad_stage_latency_seconds", "Latency of each stage of a frame "
                                             "(total: capture to verdict; backend_*: the device's stages)",
                                             ["stage"], buckets=BUCKETS, registry=registry)
@@ -79,6 +82,8 @@ class MetricsServer:
 
     def emit(self, outcome: "Outcome") -> None:
         self._verdicts[outcome.verdict].inc()
+        if outcome.event is not None and outcome.event.fault_cause is not None:
+            self._faults[outcome.event.fault_cause].inc()
         stages = {stage: ms / 1e3 for stage, ms in outcome.event.latency_ms.items()} if outcome.event else {}
         stages.update({f"backend_{stage}": seconds for stage, seconds in outcome.scored.backend_seconds.items()})
         for stage, seconds in stages.items():

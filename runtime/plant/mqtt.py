@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1  # of the message: the event line plus schema_version, event_id and station
+# Of the message: the event line plus schema_version, event_id and station. 2: the readable score
+# `index`, `threshold_id` and `fault_cause` beside the raw score (docs/RUNTIME.md).
+SCHEMA_VERSION = 2
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 WINDOW = 20  # messages awaiting their PUBACK at once
 DRAIN_S = 5.0  # at the end of a run, while connected: time to send what the file still holds

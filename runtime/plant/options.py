@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 from runtime.errors import DaadError
 from runtime.plant.metrics import MetricsServer
 from runtime.plant.mqtt import MqttPublisher, parse_publish_url
-from runtime.plant.reject import open_reject, parse_reject
+from runtime.plant.reject import FAULT_ACTIONS, open_reject, parse_reject
 
 if TYPE_CHECKING:
     from runtime.line.loop import Sink
@@ -22,8 +22,12 @@ def add_plant_options(parser: argparse.ArgumentParser) -> None:
                                       "and Prometheus (see docs/RUNTIME.md)")
     add = group.add_argument
     add("--reject", default=None, metavar="gpio:PIN[:PULSE_MS[:DELAY_MS]]",
-        help="pulse this Jetson GPIO pin (board numbering) for every NG part, DELAY_MS after its frame was "
-        "captured (default pulse 50 ms, delay 0); needs daad-edge[jetson]")
+        help="pulse this Jetson GPIO pin (board numbering) for every NG part and every FAULT (a part that could "
+        "not be judged), DELAY_MS after its frame was captured (default pulse 50 ms, delay 0); needs "
+        "daad-edge[jetson]")
+    add("--fault-action", choices=FAULT_ACTIONS, default="reject",
+        help="reject (default): a FAULT part pulses the reject pin like an NG one; pass: it does not - UNSAFE, "
+        "a part the station could not judge goes on to the customer")
     add("--publish", default=None, metavar="mqtt://HOST[:PORT]/TOPIC",
         help="publish every event to TOPIC/STATION/verdict, QoS 1 (mqtts:// for TLS); needs --events, which is "
         "the spool that survives broker outages; needs daad-edge[plant]")
@@ -54,7 +58,11 @@ def add_plant_outputs(sinks: list["Sink"], args: argparse.Namespace, info: dict[
     """Open the reject pin, the publisher and the metrics server that `args` ask for, in that order (the
     verdict's priority), appending each to `sinks` as it opens, so the caller closes what did open."""
     if args.reject is not None:
-        sinks.append(open_reject(parse_reject(args.reject)))
+        sinks.append(open_reject(parse_reject(args.reject), args.fault_action))
+        if args.fault_action == "pass":
+            print("daad run: warning: --fault-action pass: parts that could not be judged (FAULT) are NOT "
+                  "rejected and go on unjudged; use it only where something downstream reads the FAULT events",
+                  file=sys.stderr)
     if args.publish is not None:
         if args.events is None:
             raise DaadError("--publish needs --events FILE.jsonl: the events file is the spool that keeps "

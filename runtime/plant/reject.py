@@ -1,4 +1,8 @@
-"""The reject gate: every NG verdict pulses an output pin when its part reaches the gate.
+"""The reject gate: every NG verdict, and every FAULT, pulses an output pin when its part reaches the gate.
+
+An inspection station is fail-safe: a part it could not judge (an image damaged or too small, a
+failed inference, a score or threshold that is not a finite number) is rejected like a defective
+one, unless `--fault-action pass` says otherwise (unsafe: such parts then go on unjudged).
 
 `--reject gpio:PIN[:PULSE_MS[:DELAY_MS]]` drives a Jetson GPIO pin (board numbering, through
 Jetson.GPIO, extra `jetson`). The pulse starts DELAY_MS after the frame was *captured* - the
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from runtime.errors import DaadError
-from runtime.line.events import NG
+from runtime.line.events import FAULT, NG
 from runtime.line.priority import renice_thread
 from runtime.optional import require
 
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TIMER_NICENESS = -10  # the pin's timer goes before the loop and the pictures, where the process may (root)
+FAULT_ACTIONS = ("reject", "pass")  # --fault-action: what the gate does with a part that could not be judged
 
 
 class Pin(Protocol):
@@ -82,12 +87,17 @@ def parse_reject(text: str) -> RejectSpec:
     return spec
 
 
-class RejectGate:
-    """Sink: schedules a pulse on `pin` for each NG verdict; a timer thread raises and lowers the pin."""
+def rejected_verdicts(fault_action: str) -> frozenset[str]:
+    """The verdicts the gate pulses for: NG always, FAULT unless --fault-action pass."""
+    return frozenset({NG, FAULT} if fault_action == "reject" else {NG})
 
-    def __init__(self, pin: Pin, pulse_s: float, delay_s: float,
+
+class RejectGate:
+    """Sink: schedules a pulse on `pin` for each NG (and FAULT) verdict; a timer thread raises and lowers the pin."""
+
+    def __init__(self, pin: Pin, pulse_s: float, delay_s: float, reject: frozenset[str] = rejected_verdicts("reject"),
                  clock: Callable[[], float] = time.perf_counter) -> None:
-        self.pin, self.pulse_s, self.delay_s, self.clock = pin, pulse_s, delay_s, clock
+        self.pin, self.pulse_s, self.delay_s, self.reject, self.clock = pin, pulse_s, delay_s, reject, clock
         self.rejects = self.late = 0
         self._starts: list[float] = []  # a heap of pulse start times (clock seconds)
         self._high_until: float | None = None
@@ -97,7 +107,7 @@ class RejectGate:
         self._thread.start()
 
     def emit(self, outcome: "Outcome") -> None:
-        if outcome.verdict != NG:
+        if outcome.verdict not in self.reject:
             return
         start = outcome.frame.started_at + self.delay_s
         with self._changed:
@@ -105,7 +115,7 @@ class RejectGate:
             if self.delay_s > 0 and start < self.clock():
                 self.late += 1
                 if self.late == 1:
-                    log.warning("an NG verdict came %.0f ms after its reject time: the reject delay is shorter "
+                    log.warning("a reject verdict came %.0f ms after its reject time: the reject delay is shorter "
                                 "than the loop's latency (counted as rejects_late)", 1e3 * (self.clock() - start))
             heapq.heappush(self._starts, start)
             self._changed.notify()
@@ -143,5 +153,5 @@ class RejectGate:
         self.pin.close()
 
 
-def open_reject(spec: RejectSpec) -> RejectGate:
-    return RejectGate(JetsonPin(spec.pin), spec.pulse_ms / 1e3, spec.delay_ms / 1e3)
+def open_reject(spec: RejectSpec, fault_action: str = "reject") -> RejectGate:
+    return RejectGate(JetsonPin(spec.pin), spec.pulse_ms / 1e3, spec.delay_ms / 1e3, rejected_verdicts(fault_action))
