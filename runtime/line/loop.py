@@ -147,8 +147,8 @@ class RunStats:
         counts = " ".join(f"{key} {value}" for key, value in self.counters().items())
         causes = f" ({', '.join(f'{cause} {n}' for cause, n in sorted(self.faults.items()))})" if self.faults else ""
         errors = f" | sink_errors {self.sink_errors}" if self.sink_errors else ""
-        return (f"daad run: {fps:.1f} fps | latency p50 {p50:.1f} ms p99 {p99:.1f} ms | "
-                f"OK {self.verdicts[OK]} NG {self.verdicts[NG]} FAULT {self.verdicts[FAULT]}{causes}{errors} | {counts}")
+        verdicts = f"OK {self.verdicts[OK]} NG {self.verdicts[NG]} FAULT {self.verdicts[FAULT]}{causes}{errors}"
+        return f"daad run: {fps:.1f} fps | latency p50 {p50:.1f} ms p99 {p99:.1f} ms | {verdicts} | {counts}"
 
     def summary(self) -> dict:
         """Counts, throughput and per-stage latency (ms) of the whole run, JSON-ready.
