@@ -3,7 +3,10 @@
 Every verb that writes files calls `check_outputs` at start with what it reads and what it will
 write, each under the option name the user typed, so a slip such as `--output` equal to
 `--source` or `--events BUNDLE/model.json` is one line naming both options, not a destroyed file.
-Paths are compared after resolving symlinks, and by inode where both exist (hard links).
+Paths are compared after resolving symlinks, and by device and inode where both exist (hard
+links); an existing output with more than one link is also looked for, by device and inode, among
+the files of every input folder, so a hard link to a bundle's threshold.json or to a source image,
+made anywhere, is still that file.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ def check_outputs(inputs: Mapping[str, PathLike | None], outputs: Mapping[str, P
                     f"{name} {target} lies inside {input_name} {source}, which this command reads: "
                     f"choose a path for {name} outside {source}."
                 )
+            linked = _linked_inside(target, source) if source.is_dir() else None
+            if linked is not None:
+                raise OutputPathError(
+                    f"{name} {target} is a hard link to {linked} inside {input_name} {source}: writing it would "
+                    f"change that file; choose another path for {name}."
+                )
     names = list(targets)
     for position, name in enumerate(names):
         for other in names[position + 1 :]:
@@ -64,3 +73,23 @@ def _same(first: Path, second: Path) -> bool:
 
 def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
+
+
+def _linked_inside(path: Path, folder: Path) -> Path | None:
+    """The file under `folder` that `path` is a hard link to, if any (only files with several links are looked for)."""
+    try:
+        status = path.stat()
+    except OSError:  # not there yet: a new file is nobody's link
+        return None
+    if status.st_nlink < 2 or not path.is_file():
+        return None
+    for root, _, names in os.walk(folder):
+        for name in names:
+            candidate = Path(root) / name
+            try:
+                found = candidate.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (found.st_dev, found.st_ino) == (status.st_dev, status.st_ino):
+                return candidate
+    return None

@@ -49,3 +49,25 @@ def test_distinct_paths_and_missing_options_pass(tmp_path) -> None:
     check_outputs({"--bundle": bundle, "--source": None},
                   {"--events": ng / "events.jsonl", "--save-ng": ng, "--summary": None, "--output": tmp_path / "o.avi"})
     assert issubclass(OutputPathError, DaadError)
+
+
+def test_a_hard_link_to_a_file_inside_an_input_folder_is_that_file(tmp_path) -> None:
+    """--events linked to BUNDLE/threshold.json, --output to model.onnx, --events to a source image: all refused."""
+    bundle, images = tmp_path / "bundle", tmp_path / "images" / "good"
+    bundle.mkdir()
+    images.mkdir(parents=True)
+    (bundle / "threshold.json").write_text('{"threshold": 3.07}')
+    (bundle / "model.onnx").write_bytes(b"onnx")
+    (images / "000.png").write_bytes(b"png")
+    cases = [("--events", "events.jsonl", bundle / "threshold.json", "--bundle"),
+             ("--output", "overlay.avi", bundle / "model.onnx", "--bundle"),
+             ("--events", "parts.jsonl", images / "000.png", "--source")]
+    for option, name, original, input_name in cases:
+        os.link(original, tmp_path / name)
+        with pytest.raises(OutputPathError, match=rf"{option} .*{name} is a hard link to .*{original.name} inside "
+                                                  rf"{input_name}"):
+            check_outputs({"--bundle": bundle, "--source": tmp_path / "images"}, {option: tmp_path / name})
+    assert (bundle / "threshold.json").read_text() == '{"threshold": 3.07}'
+    (tmp_path / "alone.jsonl").write_text("")
+    os.link(tmp_path / "alone.jsonl", tmp_path / "elsewhere.jsonl")  # linked, but to nothing the run reads
+    check_outputs({"--bundle": bundle, "--source": tmp_path / "images"}, {"--events": tmp_path / "alone.jsonl"})
