@@ -179,3 +179,17 @@ def test_grey_and_tiny_images_are_counted_and_said_never_silent(tiny_bundle, tmp
     assert {line["fault_cause"] for line in faults} == {"bad_frame"} and {line["index"] for line in faults} == {None}
     said = [record.getMessage() for record in caplog.records]
     assert len(said) == 1 and said[0].startswith("c_grey.png is grey but the model takes colour")
+
+
+@pytest.mark.parametrize("flag, value, said", [
+    ("--threads", "100000", "must be at most"), ("--threads", "0", "must be a positive finite number"),
+    ("--save-ng-max-mb", "nan", "must be a positive finite number"),
+    ("--save-ng-max-mb", "inf", "must be a positive finite number")])
+def test_numeric_flags_out_of_bounds_are_one_line(flag, value, said, tiny_bundle, video, tmp_path, capsys) -> None:
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(video), "--threshold", "0.3",
+            "--save-ng", str(tmp_path / "ng"), flag, value]
+    with pytest.raises(SystemExit) as ended:
+        daad(argv)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert ended.value.code == 2 and error[-1].startswith(f"daad run: error: argument {flag}: {said}")
+    assert value in error[-1] and not (tmp_path / "ng").exists()

@@ -8,6 +8,8 @@ and (where a verb scores several frames per call) --batch with the same names, c
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
@@ -15,17 +17,24 @@ from runtime.backends import BACKENDS, PRECISIONS, Backend, choose_backend, open
 from runtime.bundle import Bundle
 
 
-def positive(kind: type) -> Callable[[str], Any]:
-    """An argparse type: a number of `kind` above zero."""
+def positive(kind: type, most: float = math.inf, why: str = "") -> Callable[[str], Any]:
+    """An argparse type: a finite number of `kind` above zero and at most `most` (`why` says where that comes from)."""
 
     def parse(text: str) -> Any:
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not math.isfinite(value) or value <= 0:  # float("nan") <= 0 is False: NaN must be named
+            raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+        if value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:g} ({why}), got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its error message
     return parse
+
+
+def max_threads() -> int:
+    """More threads than 4 per core only add switching: 2,000 ran no frame in a minute, 100,000 ran out of memory."""
+    return 4 * (os.cpu_count() or 1)
 
 
 def choice_list(item: Callable[[str], Any], choices: Sequence[Any] | None = None) -> Callable[[str], tuple]:
@@ -105,8 +114,9 @@ def add_backend_options(
             "(default: all)")
         add("--precision", type=choice_list(str, PRECISIONS), default=("fp32",), metavar="LIST",
             help=f"comma-separated: {', '.join(PRECISIONS)}; {reduced} (default fp32)")
-    add("--threads", type=positive(int), default=None, metavar="N",
-        help="CPU threads of ONNX Runtime (and of the PyTorch reference) (default: all cores)")
+    threads = positive(int, max_threads(), f"4 x the {os.cpu_count() or 1} cores here")
+    add("--threads", type=threads, default=None, metavar="N",
+        help=f"CPU threads of ONNX Runtime (and of the PyTorch reference) (default: all cores; at most {max_threads()})")
     add("--providers", type=choice_list(str), default=None, metavar="LIST",
         help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt (default cpu)")
     if batch and compare is None:
