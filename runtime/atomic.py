@@ -1,8 +1,10 @@
 """Atomic writes (temp file + fsync + rename), append-only lines, and what a failed write says.
 
 A crash or kill mid-write leaves either the old file or the new one, never a torn one; what it
-can leave is a temp file, named `.<target>.<8 random>.tmp`, which `remove_orphan_temp_files`
-recognises by that name (and nothing else) once it is old enough that no writer can own it.
+can leave is a temp file, named `.<target>.<8 random>.daad.tmp`, which `remove_orphan_temp_files`
+recognises by that name (and nothing else) once it is old enough that no writer can own it. The
+`.daad` mark is what makes the name the product's own: a user's hidden `.notes.20261201.tmp`
+in the same folder has the other parts of the pattern, and is never touched.
 A write that fails (no permission, a file where a folder should be, a full disk) raises
 `OutputError`: one line naming the path and the fix, never a traceback.
 """
@@ -21,7 +23,7 @@ from typing import IO, Any, Iterator
 
 from runtime.errors import OutputError
 
-TEMP_SUFFIX = ".tmp"
+TEMP_SUFFIX = ".daad.tmp"
 # mkstemp's names: prefix + 8 characters of [a-z0-9_] + suffix. Only these are ever removed.
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
 # A live write renames its temp file within seconds; one this old was left by a killed writer.

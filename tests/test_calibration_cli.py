@@ -401,7 +401,7 @@ def test_a_calibration_killed_holding_the_lock_is_taken_over(tiny_bundle, tmp_pa
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
     assert json.loads((tiny_bundle / LOCK_FILE).read_text())["pid"] == killed.pid  # left behind
-    orphan = tiny_bundle / ".threshold.json.k1ll3d_x.tmp"  # as a kill mid-write leaves one
+    orphan = tiny_bundle / ".threshold.json.k1ll3d_x.daad.tmp"  # as a kill mid-write leaves one
     orphan.write_text("{")
     old = time.time() - 3600
     os.utime(orphan, (old, old))

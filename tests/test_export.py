@@ -279,13 +279,13 @@ def test_export_cli_end_to_end_with_eval_set(tmp_path, capsys) -> None:
         tmp_path / "run" / "checkpoint.pt", model, tiny_config("daad+"), preprocess, TrainConfig(epochs=1),
         extra={"meta": {"data": summarize(data)}},
     )  # fmt: skip
-    orphan = tmp_path / "bundle" / ".model.onnx.k1ll3d_x.tmp"  # a killed export's half-written model
+    orphan = tmp_path / "bundle" / ".model.onnx.k1ll3d_x.daad.tmp"  # a killed export's half-written model
     orphan.parent.mkdir()
     orphan.write_bytes(b"half")
     os.utime(orphan, (time.time() - 3600, time.time() - 3600))
     assert main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "bundle")]) == 0
     captured = capsys.readouterr()
-    assert not orphan.exists() and ".model.onnx.k1ll3d_x.tmp" in captured.err
+    assert not orphan.exists() and ".model.onnx.k1ll3d_x.daad.tmp" in captured.err
     printed = captured.out
     assert "PASS" in printed and "image AUROC" in printed and "identical" in printed
     bundle = open_bundle(tmp_path / "bundle")

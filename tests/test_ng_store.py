@@ -87,3 +87,29 @@ def test_save_ng_into_a_bundle_or_an_unwritable_folder_is_refused(tiny_bundle, t
             NgStore(locked / "ng", 10**9)
     finally:
         os.chmod(locked, 0o700)
+
+
+def test_two_runs_sharing_a_folder_count_each_removed_image_once(tmp_path) -> None:
+    folder = tmp_path / "ng"
+    earlier = NgStore(folder, max_bytes=10**9)
+    for index in range(4):
+        earlier.save(grey_frame(16, 16, blob=index * 60), f"run0_{index:08d}_a")
+    size = max(path.stat().st_size for path in folder.glob("*.png"))
+    first, second = NgStore(folder, max_bytes=3 * size), NgStore(folder, max_bytes=3 * size)  # both list run0's 4
+    for index in range(3):
+        first.save(grey_frame(16, 16, blob=200 + index), f"run1_{index:08d}_a")
+        second.save(grey_frame(16, 16, blob=210 + index), f"run2_{index:08d}_a")
+    gone = 4 + 6 - len(list(folder.glob("*.png")))
+    assert first.removed + second.removed == gone and gone >= 4
+
+
+def test_the_users_hidden_tmp_files_stay_and_only_the_stores_own_orphans_go(tmp_path) -> None:
+    folder = tmp_path / "ng"
+    folder.mkdir()
+    users = [".holiday.abcdefgh.tmp", ".notes.20261201.tmp", ".photo.png.k1ll3d_x.tmp"]
+    orphan = folder / ".run1_00000001_a.png.k1ll3d_x.daad.tmp"  # as a kill mid-write leaves one
+    for path in [folder / name for name in users] + [orphan]:
+        path.write_text("x")
+        os.utime(path, (0, 0))  # long stale
+    NgStore(folder, max_bytes=10**9)
+    assert sorted(path.name for path in folder.iterdir() if path.name != MANIFEST) == sorted(users)

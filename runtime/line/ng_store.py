@@ -110,10 +110,15 @@ class NgStore:
         return path
 
     def _evict(self) -> None:
+        """Remove the oldest own images over the cap; `removed` counts only what this store removed,
+        so two runs sharing a folder (both listing an earlier run's images) never count one image twice."""
         while self.total_bytes > self.max_bytes and self._files:
             name, size = self._files.popleft()
-            (self.folder / name).unlink(missing_ok=True)
             self.total_bytes -= size
+            try:
+                (self.folder / name).unlink()
+            except FileNotFoundError:  # another run sharing the folder removed it first
+                continue
             self.removed += 1
 
 
