@@ -20,7 +20,7 @@ from calibration.methods import METHODS
 from calibration.outliers import upper_outliers
 from calibration.report import calibration_summary, drift_summary
 from calibration.save import part_counts, save_calibration, threshold_record
-from calibration.scoring import ScoredParts, score_folder, score_source
+from calibration.scoring import ScoredParts, check_enough_good, score_folder, score_source
 from runtime.atomic import remove_orphan_temp_files
 from runtime.backends import Backend
 from runtime.backends.options import BackendOptions, add_backend_options
@@ -114,6 +114,7 @@ def run_calibration(args: argparse.Namespace, bundle: Bundle) -> int:
 def _calibrate_locked(args: argparse.Namespace, bundle: Bundle, settings: CalibrationSettings) -> int:
     with BackendOptions.from_args(args).filled("auto", "fp32").open(bundle) as backend:
         good, defect = _score_parts(backend, bundle, args)
+    check_enough_good(good)
     result = calibrate(good.scores, _scores(defect), settings, good.names)
     if result.good_outliers:
         verdict = "kept (--keep-outliers)" if settings.keep_outliers else "left out of the threshold"

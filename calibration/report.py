@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,6 @@ import numpy as np
 from calibration.calibrate import Calibration
 from calibration.drift import DriftCheck
 from calibration.intervals import RateEstimate
-from runtime.atomic import atomic_write_bytes
 from runtime.optional import require
 from runtime.score_scale import ScoreScale
 
@@ -74,17 +72,6 @@ def _counted(kind: str, counts: dict[str, int], outliers_kept: bool = False) -> 
     if counts.get(f"{kind}_outliers"):
         notes.append(f"{counts[f'{kind}_outliers']} outlier(s) {'kept' if outliers_kept else 'left out'}")
     return text + (f" ({', '.join(notes)})" if notes else "")
-
-
-def write_calibration_plot(
-    path: str | Path,
-    good: np.ndarray,
-    defect: np.ndarray | None,
-    threshold: float,
-    title: str = "",
-) -> Path:
-    """calibration.png (calibration_plot), written atomically."""
-    return atomic_write_bytes(path, calibration_plot(good, defect, threshold, title))
 
 
 def calibration_plot(good: np.ndarray, defect: np.ndarray | None, threshold: float, title: str = "") -> bytes:

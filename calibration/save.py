@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from calibration.calibrate import Calibration
-from calibration.report import write_calibration_plot
+from calibration.report import calibration_plot
 from calibration.scoring import ScoredParts
+from runtime.atomic import staged_write
 from runtime.bundle import Bundle
 from runtime.threshold import ThresholdRecord, write_threshold
 
@@ -55,13 +56,16 @@ def threshold_record(bundle: Bundle, result: Calibration, counts: dict, backend:
 
 
 def save_calibration(bundle: Bundle, record: ThresholdRecord, good: np.ndarray, defect: np.ndarray | None) -> Saved:
-    """Draw calibration.png, then replace threshold.json atomically and file it in history.
+    """Replace threshold.json atomically (and file it in history), and calibration.png with it.
 
+    The picture is drawn and written to disk first, but put in place only once threshold.json
+    is: a calibration that fails (a refused threshold, a full disk) leaves both files as they were.
     Call under runtime.threshold.threshold_lock, as write_threshold asks.
     """
     title = (
         f"{bundle.root.name}: {record.method} threshold {record.threshold:.4g} "
         f"({record.backend} {record.precision}, {record.created})"
     )
-    plot = write_calibration_plot(bundle.root / PLOT_FILE, good, defect, record.threshold, title)
-    return Saved(record, write_threshold(bundle, record), plot)
+    with staged_write(bundle.root / PLOT_FILE, calibration_plot(good, defect, record.threshold, title)) as plot:
+        written = write_threshold(bundle, record)
+    return Saved(record, written, plot)

@@ -17,10 +17,14 @@ import numpy as np
 
 from runtime.backends.base import Backend
 from runtime.backends.batches import infer_batches
+from calibration.outliers import MIN_SCORES
+from runtime.bundle import METADATA_FILE, MODEL_FILE
 from runtime.dataset import find_samples, is_mvtec_layout, load_images
 from runtime.errors import DataError
 from runtime.preprocess import PreprocessConfig, prepare_frame
 from runtime.line.sources import open_source
+
+MIN_GOOD_PARTS = MIN_SCORES
 
 
 @dataclass
@@ -44,11 +48,24 @@ class ScoredParts:
         }
 
 
+def check_enough_good(good: ScoredParts) -> None:
+    """Refuse to set a threshold on fewer than MIN_GOOD_PARTS good parts: the outlier rule cannot see one
+    damaged image among so few, and it would set the line (a bundle's own calibration.png, "1 part",
+    once gave 58.87 where 3.07 was right)."""
+    if good.scores.size < MIN_GOOD_PARTS:
+        raise DataError(f"only {good.scores.size} good part(s) could be scored from {good.source}; a threshold "
+                        f"needs at least {MIN_GOOD_PARTS} (a few hundred to show a false-reject rate): "
+                        "add images of good parts")
+
+
 def score_folder(
     backend: Backend, folder: str | Path, config: PreprocessConfig, batch_size: int = 1, progress: bool = False
 ) -> ScoredParts:
     """Every image directly in `folder` (a plain folder, not a data set root)."""
     folder = Path(folder)
+    if (folder / METADATA_FILE).is_file() and (folder / MODEL_FILE).is_file():
+        raise DataError(f"{folder} is a bundle folder, not a folder of parts (its only image is calibration.png): "
+                        "point --good at the images of good parts taken by the line's camera")
     if folder.is_dir() and is_mvtec_layout(folder):
         raise DataError(
             f"{folder} is a data set in MVTec AD layout, not a folder of parts: point --good at "

@@ -23,7 +23,7 @@ from calibration.calibrate import Calibration, CalibrationSettings, calibrate
 from calibration.drift import check_drift
 from calibration.report import calibration_plot, calibration_summary, drift_summary
 from calibration.save import part_counts, save_calibration, threshold_record
-from calibration.scoring import ScoredParts, score_folder
+from calibration.scoring import ScoredParts, check_enough_good, score_folder
 from console.errors import NotFound, Refused, StaleModel, Unauthorised
 from console.line_view import LineView
 from console.validate import checked, field
@@ -219,6 +219,7 @@ class Console:
         if request.method != "quantile" and not request.defect:
             raise Refused(f"the {request.method} method needs known defective parts: choose a defect folder")
         good, defect = self._parts(request)
+        check_enough_good(good)
         try:
             result = calibrate(good.scores, None if defect is None else defect.scores, settings, good.names)
         except ValueError as exc:

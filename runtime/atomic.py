@@ -90,22 +90,33 @@ def check_output_file(path: str | os.PathLike) -> Path:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically; the parent folder is created if needed."""
+    with staged_write(path, data) as target:
+        return target
+
+
+@contextmanager
+def staged_write(path: str | os.PathLike, data: bytes) -> Iterator[Path]:
+    """Write and sync `data` beside `path` first; rename it onto `path` only when the block ends
+    without an error. For a file that belongs to another write: calibration.png is put in place
+    only once threshold.json was, and a full disk fails before either."""
     target = Path(path)
     with writing(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
-        try:
+    try:
+        with writing(target):
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the mode a plain open() would
+        yield target
+        with writing(target):
             os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
     _fsync_dir(target.parent)
-    return target
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

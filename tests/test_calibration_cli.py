@@ -484,3 +484,26 @@ def test_tiny_images_are_skipped_and_grey_ones_named_and_counted(tmp_path, good,
     assert "thumbnail.png (8x8 px is too small" in err
     assert "1 image(s) in" in err and "are grey, given to a colour model" in err and "mono.png" in err
     assert "scored 61 good parts (2 unreadable or too small images skipped, 1 grey images in a colour model)" in out
+
+
+def test_a_bundle_or_too_few_parts_as_good_is_refused_and_writes_nothing(tiny_bundle, good, tmp_path, capsys) -> None:
+    assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0
+    before = {name: (tiny_bundle / name).read_bytes() for name in ("threshold.json", "calibration.png")}
+    code, _, err = calibrate(capsys, "--bundle", tiny_bundle, "--good", tiny_bundle)  # its only image: calibration.png
+    assert code == 2 and "is a bundle folder, not a folder of parts" in err and err.count("\n") == 1
+    few = write_parts(tmp_path / "few", 9, seed=3)
+    code, _, err = calibrate(capsys, "--bundle", tiny_bundle, "--good", few)
+    assert code == 2 and "only 9 good part(s) could be scored" in err and "at least 10" in err
+    assert {name: (tiny_bundle / name).read_bytes() for name in before} == before
+    assert len(history_entries(open_bundle(tiny_bundle))) == 1
+
+
+def test_a_failed_calibration_leaves_calibration_png_as_it_was(tiny_bundle, good, capsys) -> None:
+    assert calibrate(capsys, "--bundle", tiny_bundle, "--good", good)[0] == 0
+    picture = (tiny_bundle / "calibration.png").read_bytes()
+    (tiny_bundle / "threshold.json").unlink()
+    (tiny_bundle / "threshold.json").mkdir()  # threshold.json cannot be replaced: the calibration fails
+    code, out, err = calibrate(capsys, "--bundle", tiny_bundle, "--good", good, "--target-frr", "0.2")
+    assert code == 2 and out.startswith("threshold ") and "cannot write" in err and "threshold.json" in err
+    assert (tiny_bundle / "calibration.png").read_bytes() == picture
+    assert not list(tiny_bundle.glob(".*.tmp")) and len(history_entries(open_bundle(tiny_bundle))) == 1

@@ -486,3 +486,10 @@ def test_daad_run_announces_the_port_it_bound(tiny_bundle, tmp_path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+def test_a_bundle_or_too_few_parts_are_refused_as_good_parts(client, tiny_bundle, tmp_path) -> None:
+    assert "is a bundle folder" in one_line_refusal(client.post("/api/propose", json={"good": str(tiny_bundle)},
+                                                                headers=AUTH))
+    few = write_parts(tmp_path / "few", 5)
+    assert "only 5 good part(s)" in one_line_refusal(client.post("/api/propose", json={"good": str(few)}, headers=AUTH))
