@@ -186,3 +186,31 @@ def test_a_threshold_switch_is_published_under_its_own_id(tiny_bundle, tmp_path,
     ids = first_seen(subscriber.received())
     assert ids[:4] == [f"run-b:{i}" for i in range(4)] and ids[4] == "run-b:4:threshold_switch"
     assert ids[5:] == [f"run-b:{i}" for i in range(4, 8)]
+
+
+def test_an_events_file_deleted_mid_run_is_recreated_said_and_still_published(tiny_bundle, tmp_path, mqtt_broker,
+                                                                             subscriber, caplog) -> None:
+    """The events file is also the spool: deleted under the run, it comes back and publishing follows it."""
+    bundle, events = open_bundle(tiny_bundle), tmp_path / "events.jsonl"
+    video = write_video(tmp_path / "line.avi", part_frames(12))
+
+    def deleting_at_frame_5(frames):
+        for frame in frames:
+            if frame.index == 5:
+                wait_for(lambda: publisher.counts["pending"] == 0, what="the first five published")
+                events.unlink()  # a careless rm
+            yield frame
+
+    with OnnxRuntimeBackend(bundle, threads=1) as backend, EventLog(events, "run-d") as log, \
+            open_reader(open_source(str(video)), "lossless", bundle.preprocess) as reader, caplog.at_level("WARNING"):
+        publisher = MqttPublisher(parse_publish_url(f"mqtt://127.0.0.1:{mqtt_broker.port}/plant", "cap-1"), events)
+        run_loop(deleting_at_frame_5(reader), backend, bundle.preprocess, 0.3, "line", log, [publisher],
+                 RunStats(every_s=0))
+        wait_for(lambda: publisher.counts["pending"] == 0, what="the publisher")
+        publisher.close()
+    assert [line["frame"] for line in read_events(events)] == list(range(5, 12))
+    assert log.lost == 5 and "deleted or replaced during the run: the 5 event line(s)" in log.warning
+    assert any("was deleted or replaced" in record.getMessage() for record in caplog.records)
+    assert publisher.counts == {"published": 12, "pending": 0}
+    wait_for(lambda: len(subscriber.event_ids()) >= 12, what="12 messages")
+    assert first_seen(subscriber.received()) == [f"run-d:{i}" for i in range(12)]

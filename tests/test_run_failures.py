@@ -193,3 +193,32 @@ def test_numeric_flags_out_of_bounds_are_one_line(flag, value, said, tiny_bundle
     error = capsys.readouterr().err.strip().splitlines()
     assert ended.value.code == 2 and error[-1].startswith(f"daad run: error: argument {flag}: {said}")
     assert value in error[-1] and not (tmp_path / "ng").exists()
+
+
+def test_an_events_file_deleted_mid_run_is_recreated_and_the_summary_says_what_was_lost(
+        tiny_bundle, video, tmp_path) -> None:
+    events, summary_file = tmp_path / "events.jsonl", tmp_path / "summary.json"
+    command = [sys.executable, "-m", "runtime", "run", "--bundle", str(tiny_bundle), "--source", str(video),
+               "--loop", "--threshold", "0.3", "--events", str(events), "--summary", str(summary_file),
+               "--threads", "1", "--stats-every", "0"]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, deleted = time.monotonic() + 60, False
+        while time.monotonic() < deadline and process.poll() is None:
+            lines = events.read_text().count("\n") if events.exists() else 0
+            if not deleted and lines >= 20:
+                events.unlink()
+                deleted = True
+            elif deleted and lines >= 20:  # recreated and written to again
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    summary = json.loads(summary_file.read_text())
+    assert process.returncode == 0 and deleted and summary == json.loads(out)
+    assert summary["events_lost"] >= 20 and summary["frames"] == summary["events_lost"] + len(read_events(events))
+    assert any("was deleted or replaced during the run" in warning for warning in summary["warnings"])
+    assert "was deleted or replaced during the run" in err

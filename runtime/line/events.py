@@ -2,22 +2,28 @@
 
 One line per processed frame, written and flushed as it happens, so a line-side MES can tail
 the file and a kill loses at most the line in flight. A score that is not a finite number is a
-FAULT, never OK: a broken model must not pass parts.
+FAULT, never OK: a broken model must not pass parts. A file deleted or replaced under a running
+log (a careless `rm`, a rotation without copytruncate) is noticed at the next line: said, counted
+(`events_lost`: the lines of this run it held) and recreated, so the record and the MQTT spool go on.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
 from runtime.atomic import append_line, output_error, writing
+
+log = logging.getLogger(__name__)
 
 OK, NG, FAULT = "OK", "NG", "FAULT"
 # Why a frame is a FAULT, as counted in the summary, the metrics and each FAULT line (`fault_cause`);
@@ -75,20 +81,50 @@ class EventLog:
         self.path = Path(path) if path is not None else None
         self.run_id = run_id
         self._handle: IO[str] | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of a regular file being appended to
+        self.written = self.lost = 0
+        self._in_file = 0  # lines this run wrote into the file the path names now
+        self.warning: str | None = None  # what was lost, for the summary
         if self.path is not None:
-            with writing(self.path):
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = open(self.path, "a", encoding="utf-8")
-        self.written = 0
+            self._open()
+
+    def _open(self) -> None:
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+            status = os.fstat(self._handle.fileno())
+        self._file = (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else None  # not a pipe
+        self._in_file = 0
 
     def write(self, event: FrameEvent) -> None:
         event.run_id = self.run_id
         if self._handle is not None:
+            self._still_there()
             try:
                 append_line(self._handle, event.to_json())
             except OSError as exc:  # disk full, file system gone: the run ends, its summary says how far it got
                 raise output_error(self.path, exc) from exc
+            self._in_file += 1
         self.written += 1
+
+    def _still_there(self) -> None:
+        """Recreate the file when its path no longer names the file being appended to, and say what went."""
+        if self._file is None:
+            return
+        try:
+            status = os.stat(self.path)
+            there = (status.st_dev, status.st_ino) == self._file
+        except OSError:
+            there = False
+        if there:
+            return
+        self.lost += self._in_file
+        self.warning = (f"{self.path} was deleted or replaced during the run: the {self.lost} event line(s) this run "
+                        f"had written there are gone from it (and whatever earlier runs had written); it was "
+                        f"recreated and every later line is in it")
+        log.warning("%s", self.warning)
+        self._handle.close()
+        self._open()
 
     def close(self) -> None:
         if self._handle is not None:

@@ -245,11 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         finally:
             finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            warnings = [warning for warning in (getattr(source, "warning", None),) if warning]
+            warnings = [warning for warning in (getattr(source, "warning", None), events.warning) if warning]
             for warning in warnings:
                 print(f"daad run: warning: {warning}", file=sys.stderr)
-            write_summary({**header, "finished": finished, **ending, **stats.summary(), "warnings": warnings},
-                          summary_path(args))
+            write_summary({**header, "finished": finished, **ending, **stats.summary(), "events_lost": events.lost,
+                           "warnings": warnings}, summary_path(args))
     return 0
 
 

@@ -5,7 +5,9 @@ order. A publisher reads it from a cursor (`<events>.published`, written atomica
 product) and moves the cursor only past lines the broker acknowledged. After an outage, a
 restart or a crash it carries on from the cursor: nothing is lost, and a line sent twice
 (at-least-once) is the same line, with the same event id. The cursor is saved at most once a
-second (a crash repeats at most that second) and on close.
+second (a crash repeats at most that second) and on close. An events file deleted or replaced
+mid-run (the event log recreates it) is followed: once every line of the old file is
+acknowledged, publishing carries on from the start of the new one.
 """
 
 from __future__ import annotations
@@ -77,8 +79,11 @@ class Spool:
         """Complete lines in the file after the cursor it started from (read incrementally, any thread)."""
         with self._counting:
             if self._counter is not None:  # after close: the count it closed with
-                self._lines += sum(chunk.count(b"\n") for chunk in iter(lambda: self._counter.read(1 << 20), b""))
+                self._count_to_end()
             return self._lines
+
+    def _count_to_end(self) -> None:
+        self._lines += sum(chunk.count(b"\n") for chunk in iter(lambda: self._counter.read(1 << 20), b""))
 
     def next_line(self) -> tuple[bytes, int] | None:
         """The next complete line and the offset just past it; None until one is complete."""
@@ -86,8 +91,30 @@ class Spool:
         line = self._handle.readline()
         if not line.endswith(b"\n"):
             self._handle.seek(start)  # a line being written, or nothing new
+            if self.acknowledged.offset >= start:  # the old file is done with: follow a replaced one
+                self._follow()
             return None
         return line, self._handle.tell()
+
+    def _follow(self) -> None:
+        """The events file was replaced (deleted and recreated by the event log): carry on in the new one.
+
+        The open handles keep the old file's inode taken, so a new file never has the same number."""
+        try:
+            inode = self.events.stat().st_ino
+        except OSError:  # gone and not yet recreated: the event log recreates it at its next line
+            return
+        if inode == self.acknowledged.inode:
+            return
+        log.warning("%s was replaced during the run: publishing the new file from its start", self.events)
+        replaced, self._handle = self._handle, open(self.events, "rb")
+        replaced.close()
+        with self._counting:
+            self._count_to_end()
+            self._counter.close()
+            self._counter = open(self.events, "rb")
+        self.acknowledged = Cursor(0, inode)
+        self.save()
 
     @property
     def caught_up(self) -> bool:
