@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from mqtt_broker import Subscriber, wait_for
-from test_run_cli import calibrate
+from mqtt_broker import Subscriber, free_port, wait_for
+from test_run_cli import ROOT, calibrate
 from test_sources import part_frames, write_video
 
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -114,7 +118,7 @@ def test_broker_stopped_and_restarted_mid_run_loses_no_event(tiny_bundle, tmp_pa
                          RunStats(every_s=0))
         wait_for(lambda: publisher.counts["pending"] == 0, what="the publisher to catch up after the restart")
         publisher.close()
-    assert stats.frames == 60 and publisher.counts == {"published": 60, "pending": 0}
+    assert stats.frames == 60 and publisher.counts == {"published": 60, "pending": 0, "broker_unreachable": 0}
     wait_for(lambda: len(subscriber.event_ids()) >= 60, what="every event at the subscriber")
     received = subscriber.received()
     assert first_seen(received) == [f"run-a:{index}" for index in range(60)]
@@ -181,7 +185,7 @@ def test_a_threshold_switch_is_published_under_its_own_id(tiny_bundle, tmp_path,
                  RunStats(every_s=0))
         wait_for(lambda: publisher.counts["pending"] == 0, what="the publisher")
         publisher.close()
-    assert publisher.counts == {"published": 9, "pending": 0}  # 8 verdicts and the switch
+    assert publisher.counts == {"published": 9, "pending": 0, "broker_unreachable": 0}  # 8 verdicts and the switch
     wait_for(lambda: len(subscriber.event_ids()) >= 9, what="9 messages")
     ids = first_seen(subscriber.received())
     assert ids[:4] == [f"run-b:{i}" for i in range(4)] and ids[4] == "run-b:4:threshold_switch"
@@ -211,6 +215,47 @@ def test_an_events_file_deleted_mid_run_is_recreated_said_and_still_published(ti
     assert [line["frame"] for line in read_events(events)] == list(range(5, 12))
     assert log.lost == 5 and "deleted or replaced during the run: the 5 event line(s)" in log.warning
     assert any("was deleted or replaced" in record.getMessage() for record in caplog.records)
-    assert publisher.counts == {"published": 12, "pending": 0}
+    assert publisher.counts == {"published": 12, "pending": 0, "broker_unreachable": 0}
     wait_for(lambda: len(subscriber.event_ids()) >= 12, what="12 messages")
     assert first_seen(subscriber.received()) == [f"run-d:{i}" for i in range(12)]
+
+
+@pytest.mark.parametrize("host, why", [("127.0.0.1", "nothing accepted a connection there"),
+                                       ("no-such-broker.invalid", "the host name does not resolve")])
+def test_an_unreachable_broker_is_said_on_stderr_in_the_stats_line_and_the_summary(host, why, tiny_bundle,
+                                                                                   tmp_path) -> None:
+    """A wrong port or an unknown host: within 10 s the run says so three ways, instead of only `pending` growing."""
+    calibrate(tiny_bundle)
+    video, events = write_video(tmp_path / "line.avi", part_frames(8)), tmp_path / "events.jsonl"
+    command = [sys.executable, "-m", "runtime", *run_argv(tiny_bundle, video, events, free_port()), "--loop",
+               "--stats-every", "0.5"]
+    command[command.index("--publish") + 1] = command[command.index("--publish") + 1].replace("127.0.0.1", host)
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    try:
+        for line in process.stderr:
+            said.append(line)
+            if "broker_unreachable 1" in line:  # a stats line after the warning
+                break
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    warning = next(line for line in said if "no connection to the broker" in line)
+    assert why in warning and host in warning and str(events) in warning
+    summary = json.loads(out)
+    assert summary["broker_unreachable"] == 1 and summary["pending"] > 0
+    assert any(why in text for text in summary["warnings"])
+    before = [line for line in said[:said.index(warning)] if " fps | " in line]  # stats lines, 0.5 s apart
+    assert len(before) < 2 * 10  # said within 10 s of the loop's start
+
+
+def test_port_0_is_refused_not_taken_for_the_default(tiny_bundle, tmp_path, capsys) -> None:
+    calibrate(tiny_bundle)
+    video, events = write_video(tmp_path / "line.avi", part_frames(2)), tmp_path / "events.jsonl"
+    assert daad(run_argv(tiny_bundle, video, events, 0)) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("daad run: error: --publish mqtt://127.0.0.1:0/plant: port 0 is no broker's port")
+    assert error[-1].endswith("e.g. mqtt://127.0.0.1:1883/plant")
+    assert parse_publish_url("mqtt://broker/plant", "cap-1").port == 1883  # no port given: the default

@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         finally:
             finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            warnings = [warning for warning in (getattr(source, "warning", None), events.warning) if warning]
+            said = (getattr(source, "warning", None), events.warning, *(getattr(sink, "warning", None) for sink in sinks))
+            warnings = [warning for warning in said if warning]
             for warning in warnings:
                 print(f"daad run: warning: {warning}", file=sys.stderr)
             write_summary({**header, "finished": finished, **ending, **stats.summary(), "events_lost": events.lost,

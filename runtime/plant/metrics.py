@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # Seconds; from a fast TensorRT stage to a slow CPU frame with queueing.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-GAUGES = {"pending", "unprocessed"}  # counts that go down again; the rest only grow
+GAUGES = {"pending", "unprocessed", "broker_unreachable"}  # counts that go down again; the rest only grow
 HELP = {
     "read": "Frames read from the source",
     "dropped": "Frames dropped in realtime mode because the model was busy",
@@ -32,6 +32,7 @@ HELP = {
     "artefacts_failed": "Picture sinks that stopped after an error",
     "published": "Events the MQTT broker acknowledged",
     "pending": "Events in the events file not yet acknowledged by the MQTT broker",
+    "broker_unreachable": "1 while the MQTT broker has not answered for several seconds (wrong host or port, or down)",
     "rejects": "Parts sent to the reject pin (NG, and FAULT unless --fault-action pass)",
     "rejects_late": "Rejects whose verdict came after their reject time",
 }

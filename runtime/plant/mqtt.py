@@ -7,6 +7,10 @@ their PUBACK, and moves the spool's cursor past a line only when the broker has 
 and every line before it. While the broker is down nothing is sent; paho reconnects (1 s, then
 up to 30 s apart) and re-sends the unacknowledged messages, then the thread goes on from the
 file. QoS 1 is at-least-once: a repeat carries the same `event_id`, so a consumer can drop it.
+A broker that cannot be reached (a wrong port, an unknown host, a broker down) looks, to paho,
+like one that is slow to answer; after UNREACHABLE_S without a connection the publisher says so
+on stderr, in the stats line and in the summary (`broker_unreachable`), instead of only letting
+`pending` grow.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -38,6 +43,7 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 WINDOW = 20  # messages awaiting their PUBACK at once
 DRAIN_S = 5.0  # at the end of a run, while connected: time to send what the file still holds
 KEEPALIVE_S = 30
+UNREACHABLE_S = 5.0  # without a connection this long, the broker counts as unreachable (said well within 10 s)
 
 
 @dataclass(frozen=True)
@@ -76,9 +82,12 @@ def parse_publish_url(url: str, station: str, **options: Any) -> MqttSettings:
         raise DaadError(f"--publish {url}: expected mqtt://HOST[:PORT]/TOPIC or mqtts://HOST[:PORT]/TOPIC "
                         f"(a topic without wildcards), e.g. mqtt://broker.plant:1883/inspection")
     try:
-        port = parsed.port or DEFAULT_PORTS[parsed.scheme]
+        port = DEFAULT_PORTS[parsed.scheme] if parsed.port is None else parsed.port
     except ValueError as exc:
         raise DaadError(f"--publish {url}: {exc}") from exc
+    if port == 0:
+        raise DaadError(f"--publish {url}: port 0 is no broker's port: give the broker's port, e.g. "
+                        f"{parsed.scheme}://{parsed.hostname}:{DEFAULT_PORTS[parsed.scheme]}/{topic}")
     tls = parsed.scheme == "mqtts" or options.pop("tls", False) or options.get("ca_file") is not None
     return MqttSettings(parsed.hostname, port, topic, check_station(station), tls=tls, **options)
 
@@ -97,9 +106,13 @@ def plant_message(line: bytes, station: str) -> bytes:
 class MqttPublisher:
     """Sink: publishes the events file to the broker from its own thread; counts published and pending."""
 
-    def __init__(self, settings: MqttSettings, events: str | os.PathLike, window: int = WINDOW) -> None:
+    def __init__(self, settings: MqttSettings, events: str | os.PathLike, window: int = WINDOW,
+                 unreachable_s: float = UNREACHABLE_S) -> None:
         mqtt = require("paho.mqtt.client", "--publish")
-        self.settings, self.window = settings, window
+        self.settings, self.window, self.unreachable_s = settings, window, unreachable_s
+        self.unreachable = False  # no connection for unreachable_s: said once per outage, shown in the counts
+        self.warning: str | None = None  # the last such outage, for the summary
+        self._down_since = time.monotonic()
         self.spool = Spool(events)
         self.published = self.skipped = 0
         self._acknowledged: set[int] = set()  # message ids the broker acknowledged, not yet settled
@@ -141,6 +154,7 @@ class MqttPublisher:
             return
         log.warning("publishing to %s:%d, topic %s", self.settings.host, self.settings.port,
                     self.settings.verdict_topic)
+        self.unreachable = False
         self._connected.set()
         self._wake.set()
 
@@ -148,6 +162,8 @@ class MqttPublisher:
         if self._connected.is_set() and not self._closing.is_set():
             log.warning("lost the broker %s:%d (%s): events wait in %s", self.settings.host, self.settings.port,
                         reason, self.spool.events)
+        if self._connected.is_set():
+            self._down_since = time.monotonic()
         self._connected.clear()
         self._tried.set()
 
@@ -170,7 +186,23 @@ class MqttPublisher:
             if self._connected.is_set() and len(in_flight) < self.window and (item := self.spool.next_line()):
                 self._send(*item, in_flight)
                 continue
+            self._check_reachable()
             self._wake.wait(0.5)
+
+    def _check_reachable(self) -> None:
+        """Say once per outage that the broker has not answered for unreachable_s, and why that may be."""
+        if self._connected.is_set() or self.unreachable or time.monotonic() - self._down_since < self.unreachable_s:
+            return
+        host, port = self.settings.host, self.settings.port
+        try:
+            socket.getaddrinfo(host, port)
+            why = "nothing accepted a connection there: a wrong port, or the broker is down or refuses this station"
+        except OSError as exc:
+            why = f"the host name does not resolve ({exc.strerror or exc})"
+        self.warning = (f"--publish: no connection to the broker {host}:{port} for {self.unreachable_s:.0f} s: {why}; "
+                        f"events wait in {self.spool.events} and are sent once it answers")
+        self.unreachable = True
+        log.warning("%s", self.warning)
 
     def _send(self, line: bytes, end: int, in_flight: deque[tuple[int | None, int]]) -> None:
         try:
@@ -201,7 +233,8 @@ class MqttPublisher:
 
     @property
     def counts(self) -> dict[str, int]:
-        return {"published": self.published, "pending": self.spool.lines() - self.published - self.skipped}
+        return {"published": self.published, "pending": self.spool.lines() - self.published - self.skipped,
+                "broker_unreachable": int(self.unreachable)}
 
     def close(self) -> None:
         """Send what the file still holds (up to DRAIN_S, while connected), save the cursor, disconnect."""
