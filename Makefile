@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 	$(PIP) -q torch==2.13.0
-	$(PIP) -q -e '.[train,cpu,video,console,plant,dev]'
+	$(PIP) -q -e '.[train,backbones,cpu,video,console,plant,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -101,7 +101,7 @@ def run_demo(config: DemoConfig) -> None:
     from runtime.bench import cli as bench_cli
     from runtime.line import run_cli
     from train import eval_cli, synth_cli, train_cli
-    from train.config import check_image_size
+    from train.pixel.config import check_image_size
 
     check_image_size(config.image_size, config.image_size)  # before three data sets are written, not after
     check_output_folder(config.out)

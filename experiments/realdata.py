@@ -28,7 +28,8 @@ from typing import Any
 from experiments.runs import products, train_and_evaluate
 from runtime.atomic import atomic_write_json, atomic_write_text
 from runtime.preprocess import PreprocessConfig, parse_image_size
-from train.config import MODEL_KINDS, ModelConfig, TrainConfig, read_config_file
+from train.config import TrainConfig, read_config_file
+from train.pixel.config import MODEL_KINDS, ModelConfig
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
 COSTS = ("train_seconds", "gflops", "latency_ms", "fastest_ms")

@@ -32,7 +32,8 @@ from runtime.bench.report import render_markdown
 from runtime.bundle import Bundle, open_bundle
 from runtime.bench.environment import collect_environment
 from runtime.preprocess import PreprocessConfig
-from train.config import MODEL_KINDS, ModelConfig, TrainConfig
+from train.config import TrainConfig
+from train.pixel.config import MODEL_KINDS, ModelConfig
 from experiments.runs import table, table_markdown
 from train.synth import SynthConfig, check_products, write_product
 from train.synth_products import PRODUCTS

@@ -6,7 +6,7 @@
                                              # score-side knobs (gamma, reduction) of one model
     python -m experiments.runs curve        --data SYNTH --out DIR   # image AUROC vs epochs
 
-Each run trains with `train.trainer.train` and evaluates with `train.evaluate.evaluate`, the
+Each run trains with `train.pixel.trainer.train` and evaluates with `train.evaluate.evaluate`, the
 same code as `daad train` / `daad eval`, and writes JSON (and a plot) into --out.
 """
 
@@ -23,7 +23,8 @@ from runtime.dataset import has_test_split
 from runtime.errors import DataError
 from runtime.optional import require
 from runtime.preprocess import PreprocessConfig, parse_image_size
-from train.config import MODEL_KINDS, ModelConfig, TrainConfig, read_config_file
+from train.config import TrainConfig, read_config_file
+from train.pixel.config import MODEL_KINDS, ModelConfig
 
 GRANULARITY_BLOCKS = (1, 2, 4, 8, 16, 32)  # block side in input pixels
 GRANULARITY_BUDGET = 16384  # floats per memory bank (N * D)
@@ -63,10 +64,12 @@ def train_and_evaluate(
     so it is scored as this code scores. With `grid`, the picture of `daad eval` is written too.
     """
     from train.checkpoint import load_checkpoint
-    from train.evaluate import evaluate, reconstructor, save_grid
-    from train.model import build_model
+    from train.evaluate import evaluate, save_grid
+    from train.pixel.family import PIXEL
+    from train.pixel.model import build_model
     from train.torch_backend import TorchBackend
-    from train.trainer import batches, detect_channels, load_split, train
+    from train.fitting import batches, detect_channels, load_split
+    from train.pixel.trainer import train
 
     preprocess = replace(preprocess, channels=detect_channels(product), mean=preprocess.mean[:1], std=preprocess.std[:1])
     checkpoint = run / "checkpoint.pt"
@@ -95,7 +98,7 @@ def train_and_evaluate(
         model.fit_score_stats(batches(load_split(product, "train", preprocess, False).images, 32, next(model.parameters()).device))
     evaluation = evaluate(TorchBackend(model), product, preprocess)
     if grid is not None:
-        save_grid(grid, evaluation, reconstructor(model))
+        save_grid(grid, evaluation, PIXEL.reconstructor(model))
     metrics = evaluation.metrics
     return {
         "product": product.name,
@@ -210,7 +213,7 @@ def scoring(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Image AUROC of one trained model under other score-side settings (no retraining)."""
     from train.checkpoint import load_checkpoint
     from train.evaluate import evaluate
-    from train.model import build_model
+    from train.pixel.model import build_model
     from train.torch_backend import TorchBackend
 
     loaded = load_checkpoint(args.checkpoint)

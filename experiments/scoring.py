@@ -34,7 +34,7 @@ from experiments.realdata import data_sets
 from runtime.atomic import atomic_write_json, atomic_write_text
 from runtime.dataset import find_samples, load_images, load_masks
 from train.metrics import aupro, image_auroc, pixel_auroc
-from train.model import MAP_STD_FLOOR, AnomalyModel, GaussianBlur
+from train.pixel.model import MAP_STD_FLOOR, AnomalyModel, GaussianBlur
 from train.synth_defects import DEFECTS
 
 FLOORS = (0.25, MAP_STD_FLOOR, 1.0, 2.0)

@@ -25,6 +25,7 @@ from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import MODEL_FILE, Bundle, BundleMetadata, file_sha256, write_metadata
 from runtime.errors import DaadError
 from runtime.preprocess import PreprocessConfig
+from train.families import family_for
 from train.torch_backend import TorchBackend
 
 
@@ -68,7 +69,7 @@ def export_bundle(
         model_config=model_config,
         input_shape=[batch or "batch", *preprocess.shape],
         channel_order=preprocess.channel_order,
-        score_definition=score_definition(model_kind, model_config),
+        score_definition=family_for(model_kind).score_definition(model_config),
         opset=written_opset(proto),
         training=training or {},
         model_stats={
@@ -103,26 +104,6 @@ def _parity(model: nn.Module, staged: Bundle, images: ParityImages, batch: int |
         frames, labels = frames[keep], (labels[keep] if labels is not None else None)
     with TorchBackend(model) as reference, OnnxRuntimeBackend(staged) as candidate:
         return measure_parity(reference, candidate, frames, labels, source=images.source, batch=batch or 8)
-
-
-def score_definition(kind: str, config: dict[str, Any]) -> str:
-    """The score in words, for model.json (PRODUCT.md: A(x) = g*R(x) + (1-g)*L(x))."""
-    reduction = config.get("score_reduction", "max")
-    error = (
-        "per-pixel squared reconstruction error in normalised input space, mean over channels, "
-        f"Gaussian-smoothed (sigma {config.get('map_sigma')} px)"
-    )
-    if config.get("map_normalisation") == "pixel":
-        error += (", standardised per pixel by the good training images' mean and std "
-                  "(std floored at half the residual map's overall std)")  # fmt: skip
-    if kind != "daad+":
-        return f"score = {reduction} over pixels of anomaly_map; anomaly_map = {error}"
-    gamma = config.get("gamma")
-    return (
-        f"score = {reduction} over pixels of anomaly_map; anomaly_map = {gamma} * R' + (1 - {gamma}) * L' per pixel, "
-        f"in the score's units: R' = the {error}, and L' = the mean squared distance between discriminator features "
-        "of input and reconstruction (one per image), each standardised by its mean and std on the training images"
-    )
 
 
 def _package_version(name: str = "daad-edge") -> str:

@@ -25,11 +25,12 @@ from runtime.dataset import find_samples, load_images
 from runtime.errors import BundleError, DaadError, OutputError
 from runtime.preprocess import PreprocessConfig
 from train.checkpoint import load_checkpoint
-from train.config import MemoryConfig, ModelConfig, TrainConfig
-from train.model import build_model
+from train.config import TrainConfig
+from train.pixel.config import MemoryConfig, ModelConfig
+from train.pixel.model import build_model
 from train.synth import SynthConfig, write_product
 from train.torch_backend import TorchBackend
-from train.trainer import train
+from train.pixel.trainer import train
 
 KINDS = ("ae", "memae", "daad", "daad+")
 BANKS = {"ae": 0, "memae": 1, "daad": 4, "daad+": 4}

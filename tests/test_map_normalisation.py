@@ -22,10 +22,11 @@ from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import open_bundle
 from runtime.preprocess import PreprocessConfig
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import ConfigError, MemoryConfig, ModelConfig, TrainConfig
+from train.config import ConfigError, TrainConfig
+from train.pixel.config import MemoryConfig, ModelConfig
 from train.metrics import image_auroc
-from train.model import build_model
-from train.trainer import train
+from train.pixel.model import build_model
+from train.pixel.trainer import train
 
 torch.set_num_threads(1)
 

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn import functional as F
 
-from train.config import ConfigError, MemoryConfig
-from train.memory import BlockMemory, address, assemble, block_shape, divide, entropy
+from train.config import ConfigError
+from train.pixel.config import MemoryConfig
+from train.pixel.memory import BlockMemory, address, assemble, block_shape, divide, entropy
 
 torch.set_num_threads(1)
 

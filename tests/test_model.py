@@ -12,8 +12,9 @@ import torch
 from scipy import ndimage
 
 from runtime.preprocess import PreprocessConfig, normalise
-from train.config import ConfigError, MemoryConfig, ModelConfig
-from train.model import build_model
+from train.config import ConfigError
+from train.pixel.config import MemoryConfig, ModelConfig
+from train.pixel.model import build_model
 
 torch.set_num_threads(1)
 

@@ -20,12 +20,13 @@ from runtime.errors import DaadError
 from runtime.preprocess import PreprocessConfig
 from train import eval_cli, train_cli
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from train.config import ConfigError, MemoryConfig, ModelConfig, TrainConfig, read_config_file
-from train.evaluate import reconstructor
-from train.losses import generator_loss
-from train.model import build_model
+from train.config import ConfigError, TrainConfig, read_config_file
+from train.pixel.config import MemoryConfig, ModelConfig
+from train.pixel.family import PIXEL
+from train.pixel.losses import generator_loss
+from train.pixel.model import build_model
 from train.torch_backend import TorchBackend
-from train.trainer import train
+from train.pixel.trainer import train
 
 torch.set_num_threads(1)
 
@@ -232,7 +233,7 @@ def test_a_spot_on_stripes_scores_higher_after_training(dataset, tmp_path):
     config = ModelConfig.from_dict({**MODEL, "kind": "ae"})
     result = train(dataset, tmp_path / "run", config, TrainConfig(epochs=8, batch_size=4, lr=5e-3), PREPROCESS, progress=False)
     assert result.final_auroc is not None and result.final_auroc >= 0.9
-    reconstruct_fn = reconstructor(load_checkpoint(result.checkpoint).model)
+    reconstruct_fn = PIXEL.reconstructor(load_checkpoint(result.checkpoint).model)
     assert reconstruct_fn(np.zeros((2, SIZE, SIZE, 3), np.uint8)).shape == (2, SIZE, SIZE, 3)
 
 

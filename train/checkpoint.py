@@ -20,8 +20,10 @@ import torch
 from runtime.atomic import atomic_write_bytes
 from runtime.errors import DaadError
 from runtime.preprocess import PreprocessConfig
-from train.config import ModelConfig, TrainConfig
-from train.model import AnomalyModel, build_model
+from torch import nn
+
+from train.config import TrainConfig
+from train.families import ModelConfigLike, family_for
 
 FORMAT = "daad-checkpoint"
 FORMAT_VERSION = 1
@@ -33,8 +35,8 @@ class CheckpointError(DaadError):
 
 @dataclass
 class LoadedCheckpoint:
-    model: AnomalyModel  # in eval mode
-    model_config: ModelConfig
+    model: nn.Module  # in eval mode
+    model_config: ModelConfigLike  # its family's config
     preprocess: PreprocessConfig
     train_config: TrainConfig
     meta: dict[str, Any]  # versions, creation time, training data summary, metrics
@@ -51,8 +53,8 @@ def versions() -> dict[str, str]:
 
 def save_checkpoint(
     path: str | Path,
-    model: AnomalyModel,
-    model_config: ModelConfig,
+    model: nn.Module,
+    model_config: ModelConfigLike,
     preprocess: PreprocessConfig,
     train_config: TrainConfig,
     extra: dict[str, Any] | None = None,
@@ -96,13 +98,13 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
             f"{FORMAT_VERSION}: retrain with this version"
         )
     try:
-        # Checkpoints from before map_normalisation existed scored the raw map.
-        model_config = ModelConfig.from_dict({"map_normalisation": "none", **payload["model_config"]})
+        family = family_for(payload["model_config"].get("kind", "daad+"))
+        model_config = family.config_from_dict(payload["model_config"], saved=True)
         preprocess = PreprocessConfig.from_dict(payload["preprocess"])
         train_config = TrainConfig.from_dict(payload["train_config"])
-        model = build_model(model_config, preprocess)
+        model = family.build(model_config, preprocess)
         model.load_state_dict(payload["model_state"])
-    except (KeyError, TypeError, ValueError, RuntimeError, DaadError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, DaadError) as exc:
         raise CheckpointError(f"{path} does not match this version's model ({exc}): retrain with this version") from exc
     model.to(device).eval()
     return LoadedCheckpoint(model, model_config, preprocess, train_config, payload.get("meta", {}), payload.get("state", {}))

@@ -1,147 +1,28 @@
-"""Model and training configuration: plain dataclasses, stored in checkpoints as plain dicts.
+"""Configuration every family shares: the fitting run (TrainConfig) and config files.
 
 Checkpoints are read with `torch.load(weights_only=True)`, so configs travel as dicts of
 primitives (`to_dict` / `from_dict`), never as pickled objects. A `--config` file (JSON or YAML)
-holds the same dicts: `{"model": {...}, "train": {...}}`, any key may be left out.
+holds the same dicts: `{"model": {...}, "train": {...}}`, any key may be left out. What a model
+is (its architecture, its memory, its score) is its family's own config (train/families.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from runtime.errors import DaadError
 from runtime.optional import require
 
-MODEL_KINDS = ("ae", "memae", "daad", "daad+")
-SCALES = ("skip1", "skip2", "skip3", "bottleneck")  # 1/2, 1/4, 1/8, 1/16 of the input
-MAP_NORMALISATIONS = ("none", "pixel")
 LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_STEPS = 1000  # optimiser steps: the training loss settles by 375-630 (docs/RESULTS.md, "Training budget")
 
 
 class ConfigError(DaadError):
     """A configuration file or value that cannot build a model."""
-
-
-def check_image_size(height: int, width: int) -> None:
-    """The network halves its input four times, so each side must be a multiple of 16."""
-    if height % 16 or width % 16:
-        raise ConfigError(
-            f"image size {height}x{width} must be a multiple of 16 (four 2x downsamplings), e.g. 128"
-        )
-
-
-@dataclass(frozen=True)
-class MemoryConfig:
-    """One block-wise memory: blocks of block_h x block_w x block_c, a bank of `slots` rows.
-
-    block_c = 0 means all channels of the feature map (the paper's r_c = C).
-    shrink_threshold = 0 turns MemAE's hard shrinkage off.
-    """
-
-    block_h: int = 4
-    block_w: int = 4
-    block_c: int = 0
-    slots: int = 200
-    temperature: float = 0.1
-    shrink_threshold: float = 0.0
-
-    def __post_init__(self) -> None:
-        if min(self.block_h, self.block_w) < 1 or self.block_c < 0 or self.slots < 1:
-            raise ConfigError(f"memory block and slots must be positive, got {self}")
-        if self.temperature <= 0:
-            raise ConfigError(f"memory temperature must be positive, got {self.temperature}")
-        if not 0.0 <= self.shrink_threshold < 1.0:
-            raise ConfigError(f"shrink_threshold must be in [0, 1), got {self.shrink_threshold}")
-
-
-def _default_memories() -> tuple[MemoryConfig, ...]:
-    """Granularity 16 (each block covers 16 x 16 input pixels) at N x D = 16384 per memory:
-    the best block size measured in docs/RESULTS.md; slots = 16384 / D."""
-    return (
-        MemoryConfig(block_h=8, block_w=8, slots=32),
-        MemoryConfig(block_h=4, block_w=4, slots=64),
-        MemoryConfig(block_h=2, block_w=2, slots=128),
-        MemoryConfig(block_h=1, block_w=1, slots=256),
-    )
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """One network, four kinds: which memories exist and whether a discriminator scores too.
-
-    ae: encoder-decoder, no skips, no memory. memae: `memae_memory` (per pixel) at the bottleneck.
-    daad: a memory on each of the four skip paths (`memories`, shallow to deep).
-    daad+: daad plus a discriminator; score = gamma * R + (1 - gamma) * L on standardised terms.
-    """
-
-    kind: str = "daad+"
-    widths: tuple[int, int, int, int] = (8, 16, 32, 64)
-    memories: tuple[MemoryConfig, ...] = field(default_factory=_default_memories)
-    memae_memory: MemoryConfig = field(
-        default_factory=lambda: MemoryConfig(block_h=1, block_w=1, slots=500, temperature=1.0, shrink_threshold=0.0025)
-    )
-    discriminator_widths: tuple[int, int, int, int] = (8, 16, 32, 32)
-    l_rec: float = 1.0
-    l_adv: float = 0.01
-    l_ali: float = 0.1
-    entropy_weight: float = 0.0002
-    gamma: float = 1.0  # measured best (docs/RESULTS.md); L still shapes training through l_ali
-    diff_sigma: float = 2.0  # Gaussian low-pass of x - x_hat before squaring (0: off), input pixels
-    map_sigma: float = 1.0  # Gaussian smoothing of the squared-error map, input pixels
-    score_reduction: str = "max"  # R = max or mean of the smoothed map
-    # "pixel": (map - mean) / std per pixel, both fitted on the good training images, so structure
-    # every part reconstructs badly (a logo, a hole) no longer dominates R (measured in
-    # docs/RESULTS-scoring.md); "none": the raw map, as in checkpoints from before this field.
-    map_normalisation: str = "pixel"
-
-    def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ConfigError(f"model kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
-        if len(self.widths) != 4 or min(self.widths) < 1:
-            raise ConfigError(f"widths needs four positive channel counts, got {self.widths}")
-        if len(self.memories) != 4:
-            raise ConfigError(f"memories needs one entry per scale ({', '.join(SCALES)}), got {len(self.memories)}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
-        if self.diff_sigma < 0 or self.map_sigma < 0:
-            raise ConfigError(f"diff_sigma and map_sigma must be >= 0, got {self.diff_sigma}, {self.map_sigma}")
-        if self.score_reduction not in ("max", "mean"):
-            raise ConfigError(f"score_reduction must be 'max' or 'mean', got {self.score_reduction!r}")
-        if self.map_normalisation not in MAP_NORMALISATIONS:
-            raise ConfigError(
-                f"map_normalisation must be one of {', '.join(MAP_NORMALISATIONS)}, got {self.map_normalisation!r}"
-            )
-
-    @property
-    def has_discriminator(self) -> bool:
-        return self.kind == "daad+"
-
-    @property
-    def uses_skips(self) -> bool:
-        return self.kind in ("daad", "daad+")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["widths"] = list(self.widths)
-        data["discriminator_widths"] = list(self.discriminator_widths)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        values = _known(cls, data)
-        for key in ("widths", "discriminator_widths"):
-            if key in values:
-                values[key] = tuple(int(v) for v in values[key])
-        if "memories" in values:
-            values["memories"] = tuple(MemoryConfig(**_known(MemoryConfig, m)) for m in values["memories"])
-        if "memae_memory" in values:
-            values["memae_memory"] = MemoryConfig(**_known(MemoryConfig, values["memae_memory"]))
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -199,10 +80,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        return cls(**_known(cls, data))
+        return cls(**known_keys(cls, data))
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def known_keys(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:

@@ -58,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[Any, str, Path]:
     from train.checkpoint import load_checkpoint
-    from train.evaluate import evaluate, reconstructor, save_grid
+    from train.evaluate import evaluate, save_grid
+    from train.families import family_for
     from train.torch_backend import TorchBackend
 
     loaded = load_checkpoint(args.checkpoint, device=args.device)
     with TorchBackend(loaded.model, device=args.device) as backend:
         evaluation = evaluate(backend, args.data, loaded.preprocess, progress=True)
-    grid = save_grid(args.grid or args.checkpoint.parent / "eval_grid.png", evaluation, reconstructor(loaded.model))
+    grid = save_grid(args.grid or args.checkpoint.parent / "eval_grid.png", evaluation, family_for(loaded.model_config.kind).reconstructor(loaded.model))
     return evaluation, loaded.model_config.kind, grid
 
 

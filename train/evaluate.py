@@ -56,24 +56,6 @@ def evaluate(
     return Evaluation(metrics, test_set, masks, scores, maps)
 
 
-def reconstructor(model: Any) -> ReconstructFn:
-    """The reconstruction of a PyTorch AnomalyModel in eval mode, on its device, as uint8 frames."""
-    import torch
-
-    device = next(model.parameters()).device
-    mean = np.asarray(model.preprocess.mean, dtype=np.float32)
-    std = np.asarray(model.preprocess.std, dtype=np.float32)
-
-    @torch.no_grad()
-    def reconstruct_fn(frames: np.ndarray) -> np.ndarray:
-        x = model.normalise(torch.from_numpy(np.ascontiguousarray(frames)).to(device))
-        reconstruction, _ = model.reconstruct(x)
-        pixels = reconstruction.permute(0, 2, 3, 1).cpu().numpy() * std + mean
-        return np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-    return reconstruct_fn
-
-
 def pick_examples(evaluation: Evaluation, per_class: int = 3) -> list[int]:
     """The highest-scoring defective and the lowest-scoring good samples, a few of each."""
     labels = np.array([s.label for s in evaluation.test_set.samples])

@@ -1,4 +1,4 @@
-"""`daad train`: train ae, memae, daad or daad+ on a data set folder."""
+"""`daad train`: fit or train a model (patchcore, ae, memae, daad, daad+) on a data set folder."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 from runtime.atomic import check_output_folder
 from runtime.dataset import find_samples, median_aspect
 from runtime.paths import check_outputs
-from runtime.preprocess import DEFAULT_SHORT_SIDE, PreprocessConfig, parse_image_size, size_for_aspect
-from train.config import MODEL_KINDS, ModelConfig, TrainConfig, read_config_file, with_overrides
+from runtime.preprocess import PreprocessConfig, parse_image_size, size_for_aspect
+from train.config import TrainConfig, read_config_file, with_overrides
+from train.families import DEFAULT_KIND, KINDS, Family, family_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         "image AUROC per epoch.",
     )
     parser.add_argument("--data", required=True, type=Path, help="product folder in MVTec AD layout, or a folder of good images")
-    parser.add_argument("--model", choices=MODEL_KINDS, default="daad+", help="model kind (default: daad+)")
+    parser.add_argument("--model", choices=KINDS, default=DEFAULT_KIND,
+                        help=f"model kind (default: {DEFAULT_KIND}; feature memories fit in one pass, pixel kinds train)")
     parser.add_argument("--out", required=True, type=Path, help="run folder; RUN/checkpoint.pt is written there")
     parser.add_argument("--steps", type=int, help=f"training budget in optimiser steps, rounded up to whole epochs (default {TrainConfig.steps})")
     parser.add_argument("--epochs", type=int, help="a fixed number of epochs instead of --steps")
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {TrainConfig.validate_every}; it chooses nothing, and refitting the score costs time)")
     parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="HxW",
                         help="input size HEIGHTxWIDTH (e.g. 320x128) or one number for a square, multiples of 16 "
-                        f"(default: shorter side {DEFAULT_SHORT_SIDE}, the longer one following the training images' aspect)")
+                        "(default: shorter side 224 for feature memories, 128 for pixel kinds, the longer one following the training images' aspect)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="3: BGR, 1: grey (default: as the training images are stored)")
     parser.add_argument("--batch-size", type=int, help=f"images per step (default {TrainConfig.batch_size})")
     parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {TrainConfig.lr})")
@@ -41,25 +43,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_size(data: Path, resume: bool) -> tuple[int, int]:
-    """The input size when --image-size is not given: from the training images' aspect (a
-    resumed run keeps its checkpoint's size, so nothing is read then)."""
+def default_size(data: Path, resume: bool, family: Family) -> tuple[int, int]:
+    """The input size when --image-size is not given: the family's short side, the long one from
+    the training images' aspect (a resumed run keeps its checkpoint's size, so nothing is read then)."""
+    short = family.default_short_side
     if resume:
-        return DEFAULT_SHORT_SIDE, DEFAULT_SHORT_SIDE
+        return short, short
     aspect = median_aspect(find_samples(Path(data), "train"), PreprocessConfig())
-    height, width = size_for_aspect(aspect)
+    height, width = size_for_aspect(aspect, short)
     print(f"input size {height}x{width} (training images' aspect {aspect:.2f}; --image-size HxW to choose)", file=sys.stderr)
     return height, width
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.trainer import detect_channels, train
+    from train.fitting import detect_channels
 
     args = build_parser().parse_args(argv)
     check_outputs(inputs={"--data": args.data, "--config": args.config}, outputs={"--out": args.out})
     check_output_folder(args.out)  # now, not when the first epoch's checkpoint is written
     sections = read_config_file(args.config) if args.config else {}
-    model_config = ModelConfig.from_dict({**sections.get("model", {}), "kind": args.model})
+    family = family_for(args.model)
+    model_config = family.config_from_dict({**sections.get("model", {}), "kind": args.model})
     train_config = with_overrides(
         TrainConfig.from_dict(sections.get("train", {})),
         steps=args.steps,
@@ -70,10 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         device=args.device,
     )
-    height, width = args.image_size or default_size(args.data, args.resume)
-    preprocess = PreprocessConfig(height=height, width=width, channels=args.channels or detect_channels(args.data))
-    result = train(args.data, args.out, model_config, train_config, preprocess, resume=args.resume, progress=not args.quiet)
-    last = result.history[-1] if result.history else {}
-    auroc = f", validation image AUROC {last['val_image_auroc']:.3f}" if "val_image_auroc" in last else ""
-    print(f"trained {model_config.kind} for {last.get('epoch', 0)} epoch(s){auroc}: {result.checkpoint}")
+    height, width = args.image_size or default_size(args.data, args.resume, family)
+    preprocess = family.preprocess(height, width, args.channels or detect_channels(args.data))
+    result = family.fit(args.data, args.out, model_config, train_config, preprocess, args.resume, not args.quiet)
+    print(result.summary)
     return 0

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from train.config import ConfigError, MemoryConfig
+from train.config import ConfigError
+from train.pixel.config import MemoryConfig
 
 EPS = 1e-12
 

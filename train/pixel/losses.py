@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from train.config import ModelConfig
-from train.model import ModelOutput
+from train.pixel.config import ModelConfig
+from train.pixel.model import ModelOutput
 
 
 def generator_loss(output: ModelOutput, config: ModelConfig) -> tuple[torch.Tensor, dict[str, float]]:

@@ -25,50 +25,13 @@ from runtime.images import read_image
 from runtime.optional import require
 from runtime.preprocess import PreprocessConfig
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import ModelConfig, TrainConfig
-from train.losses import discriminator_loss, generator_loss
+from train.config import TrainConfig
+from train.fitting import CHECKPOINT_FILE, TrainResult, batches, load_split, resolve_device
+from train.pixel.config import ModelConfig
+from train.pixel.losses import discriminator_loss, generator_loss
 from train.metrics import image_auroc
-from train.model import AnomalyModel, build_model
+from train.pixel.model import AnomalyModel, build_model
 from train.torch_backend import TorchBackend
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-@dataclass
-class TrainResult:
-    checkpoint: Path
-    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch
-
-    @property
-    def final_auroc(self) -> float | None:
-        return self.history[-1].get("val_image_auroc") if self.history else None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DaadError("--device cuda was asked for but PyTorch sees no CUDA GPU: use --device cpu")
-    return torch.device(name)
-
-
-def batches(images: np.ndarray, batch_size: int, device: torch.device, order: np.ndarray | None = None) -> Iterator[torch.Tensor]:
-    """uint8 N x H x W x C numpy -> uint8 tensors of `batch_size` frames, in `order` if given."""
-    order = np.arange(len(images)) if order is None else order
-    for start in range(0, len(order), batch_size):
-        yield torch.from_numpy(images[order[start : start + batch_size]]).to(device)
-
-
-def detect_channels(root: str | Path) -> int:
-    """1 when the first training image is stored grey (a mono camera), else 3."""
-    for sample in find_samples(Path(root), "train"):
-        image = read_image(sample.path)
-        if image is not None:
-            return 1 if image.ndim == 2 or image.shape[2] == 1 else 3
-    raise DaadError(f"no readable training image under {root}: check the data set folder")
-
-
-def load_split(root: Path, split: str, preprocess: PreprocessConfig, progress: bool) -> ImageSet:
-    return load_images(find_samples(root, split), preprocess, progress=progress)
-
 
 @dataclass
 class Run:

@@ -1,0 +1,57 @@
+"""Fitting a feature memory: one pass of the frozen backbone over the good images, then the
+memory chosen from their patches. No gradient, no epochs: minutes, not hours.
+
+No test-split metric is computed here: nothing in the fit may look at the defects.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from runtime.dataset import summarize
+from runtime.errors import DaadError
+from runtime.optional import require
+from runtime.preprocess import PreprocessConfig
+from train.checkpoint import save_checkpoint
+from train.config import TrainConfig
+from train.fitting import CHECKPOINT_FILE, TrainResult, batches, load_split
+
+
+def patch_rows(features: torch.Tensor) -> np.ndarray:
+    """N x D x h x w features -> (N h w) x D float32 rows, image by image, row-major."""
+    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu().numpy()
+
+
+def extract_features(model: Any, images: np.ndarray, train_config: TrainConfig, progress: bool) -> torch.Tensor:
+    """Every good image's patch features, N x D x h x w, a batch at a time with a progress bar."""
+    tqdm = require("tqdm", "train", "progress bars").tqdm
+    device = next(model.buffers()).device
+    chunks = []
+    with torch.inference_mode(), tqdm(total=len(images), desc="features", unit="image", file=sys.stderr,
+                                      disable=not progress) as bar:  # fmt: skip
+        for frames in batches(images, train_config.batch_size, device):
+            chunks.append(model.patch_features(frames).cpu())
+            bar.update(len(frames))
+    return torch.cat(chunks)
+
+
+def load_good_images(data_root: Path, preprocess: PreprocessConfig, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """The good training images and what the checkpoint records of them."""
+    train_set = load_split(data_root, "train", preprocess, progress)
+    if len(train_set.images) < 2:
+        raise DaadError(f"{data_root} has {len(train_set.images)} usable training image(s): at least 2 are needed")
+    meta = {"data": summarize(data_root), "skipped_images": [str(p) for p in train_set.skipped],
+            "grey_images": [str(p) for p in train_set.grey]}  # fmt: skip
+    return train_set.images, meta
+
+
+def save_fit(out_dir: Path, model: Any, config: Any, train_config: TrainConfig, preprocess: PreprocessConfig,
+             meta: dict[str, Any], record: dict[str, Any], summary: str) -> TrainResult:  # fmt: skip
+    checkpoint = Path(out_dir) / CHECKPOINT_FILE
+    save_checkpoint(checkpoint, model, config, preprocess, train_config, extra={"meta": {**meta, "history": [record]}})
+    return TrainResult(checkpoint, [record], summary=f"{summary}: {checkpoint}")
