@@ -24,6 +24,7 @@ from runtime.errors import DaadError
 from runtime.images import read_image
 from runtime.optional import cv2
 from runtime.preprocess import to_channels
+from train.families import DEFAULT_KIND, KINDS, family_for
 
 TRAIN_SEED, CALIBRATION_SEED, LINE_SEED = 0, 1, 2
 
@@ -34,6 +35,7 @@ class DemoConfig:
 
     out: Path = Path("demo-out")
     product: str = "cap"
+    model: str = DEFAULT_KIND
     image_size: int = 128
     epochs: int = 30
     train_images: int = 200
@@ -101,9 +103,9 @@ def run_demo(config: DemoConfig) -> None:
     from runtime.bench import cli as bench_cli
     from runtime.line import run_cli
     from train import eval_cli, synth_cli, train_cli
-    from train.pixel.config import check_image_size
 
-    check_image_size(config.image_size, config.image_size)  # before three data sets are written, not after
+    # The model's input size is checked before three data sets are written, not after.
+    family_for(config.model).preprocess(config.image_size, config.image_size, 1)
     check_output_folder(config.out)
 
     out = config.out
@@ -123,11 +125,11 @@ def run_demo(config: DemoConfig) -> None:
             ["--out", str(root), "--products", config.product, "--image-size", "256", "--seed", str(seed),
              *counts[seed], "--overwrite"],
         )
+    budget = ["--epochs", str(config.epochs)] if family_for(config.model).trains_by_steps else []
     _step(
-        "train daad+",
+        f"train {config.model}",
         train_cli.main,
-        ["--data", str(product[TRAIN_SEED]), "--model", "daad+", "--out", str(run),
-         "--epochs", str(config.epochs), "--image-size", size],
+        ["--data", str(product[TRAIN_SEED]), "--model", config.model, "--out", str(run), *budget, "--image-size", size],
     )
     _step("eval", eval_cli.main, ["--checkpoint", str(run / "checkpoint.pt"), "--data", str(product[TRAIN_SEED]),
                                   "--json", str(run / "eval.json")])
@@ -163,15 +165,16 @@ def parse_args(argv: list[str] | None) -> DemoConfig:
     parser = argparse.ArgumentParser(prog="daad demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=defaults.out, help=f"working folder (default {defaults.out})")
     parser.add_argument("--product", default=defaults.product, help=f"synthetic product (default {defaults.product})")
+    parser.add_argument("--model", choices=KINDS, default=defaults.model, help=f"model kind (default {defaults.model})")
     parser.add_argument("--image-size", type=int, default=defaults.image_size,
                         help=f"model input size (default {defaults.image_size})")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"training epochs (default {defaults.epochs})")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"training epochs of a pixel kind (default {defaults.epochs})")
     parser.add_argument("--train-images", type=int, default=defaults.train_images,
                         help=f"good training images (default {defaults.train_images})")
     parser.add_argument("--bench-seconds", type=float, default=defaults.bench_seconds,
                         help=f"measured seconds of the latency benchmark (default {defaults.bench_seconds})")
     args = parser.parse_args(argv)
-    return DemoConfig(out=args.out, product=args.product, image_size=args.image_size, epochs=args.epochs,
+    return DemoConfig(out=args.out, product=args.product, model=args.model, image_size=args.image_size, epochs=args.epochs,
                       train_images=args.train_images, bench_seconds=args.bench_seconds)
 
 

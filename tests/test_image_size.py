@@ -20,6 +20,7 @@ from runtime.bundle import open_bundle
 from runtime.cli import main as daad
 from runtime.preprocess import parse_image_size, prepare_batch, size_for_aspect
 from train import train_cli
+from train.families import family_for
 from train.checkpoint import load_checkpoint
 
 HEIGHT, WIDTH = 40, 100  # stored images: wider than high, 1 : 2.5 like a KolektorSDD strip on its side
@@ -71,8 +72,9 @@ def strips(tmp_path_factory) -> Path:
 
 
 def test_the_default_input_size_follows_the_training_images(strips, capsys) -> None:
-    assert train_cli.default_size(strips, resume=False) == (128, 320)
+    assert train_cli.default_size(strips, resume=False, family=family_for("daad+")) == (128, 320)
     assert "input size 128x320" in capsys.readouterr().err
+    assert train_cli.default_size(strips, resume=False, family=family_for("patchcore")) == (224, 560)
 
 
 def test_a_non_square_part_trains_exports_and_runs_at_its_aspect(strips, tmp_path, capsys) -> None:

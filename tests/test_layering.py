@@ -21,10 +21,11 @@ PACKAGES = sorted(path.parent.name for path in ROOT.glob("*/__init__.py") if pat
 ALLOWED = {
     "runtime": {"runtime"},
     "calibration": {"runtime", "calibration"},
-    "train": {"runtime", "calibration", "train"},
-    "export": {"runtime", "calibration", "train", "export"},
+    "patchmemory": {"runtime", "patchmemory"},
+    "train": {"runtime", "calibration", "patchmemory", "train"},
+    "export": {"runtime", "calibration", "patchmemory", "train", "export"},
 }
-TORCH_FREE = ("runtime", "calibration")
+TORCH_FREE = ("runtime", "calibration", "patchmemory")
 IMPORT_CALLS = {"import_module", "__import__", "find_spec", "require"}
 MODULE_STRING = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_][\w.]*)?")
 

@@ -40,6 +40,7 @@ class ModelConfigLike(Protocol):
 
 class Family(Protocol):
     default_short_side: int  # input size when --image-size is not given
+    trains_by_steps: bool  # gradient steps (--steps, --epochs, --lr apply), or one fitting pass
 
     def config_from_dict(self, data: dict[str, Any], saved: bool = False) -> ModelConfigLike:
         """The kind's config from a config file's "model" section (saved: from a checkpoint)."""

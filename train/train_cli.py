@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     check_output_folder(args.out)  # now, not when the first epoch's checkpoint is written
     sections = read_config_file(args.config) if args.config else {}
     family = family_for(args.model)
+    ignored = [flag for flag, value in (("--steps", args.steps), ("--epochs", args.epochs), ("--lr", args.lr),
+                                        ("--validate-every", args.validate_every)) if value is not None]  # fmt: skip
+    if ignored and not family.trains_by_steps:
+        print(f"warning: {args.model} is fitted in one pass; {', '.join(ignored)} has no effect", file=sys.stderr)
     model_config = family.config_from_dict({**sections.get("model", {}), "kind": args.model})
     train_config = with_overrides(
         TrainConfig.from_dict(sections.get("train", {})),

@@ -39,11 +39,14 @@ class PatchCoreFamily:
     """`patchcore`: nearest neighbour over a greedy coreset of the good images' patch features."""
 
     default_short_side = FEATURE_SHORT_SIDE
+    trains_by_steps = False
 
     def config_from_dict(self, data: dict[str, Any], saved: bool = False) -> PatchCoreConfig:
         return _config(PatchCoreConfig, data)
 
     def preprocess(self, height: int, width: int, channels: int) -> PreprocessConfig:
+        if height % 16 or width % 16:
+            raise ConfigError(f"image size {height}x{width} must be a multiple of 16 (the backbone's stride-16 level)")
         return feature_preprocess(height, width, channels)
 
     def build(self, config: PatchCoreConfig, preprocess: PreprocessConfig) -> PatchCoreModel:

@@ -19,6 +19,7 @@ class PixelFamily:
     """ae, memae, daad and daad+: ModelConfig, AnomalyModel, the Adam trainer."""
 
     default_short_side = DEFAULT_SHORT_SIDE
+    trains_by_steps = True
 
     def config_from_dict(self, data: dict[str, Any], saved: bool = False) -> ModelConfig:
         # Checkpoints from before map_normalisation existed scored the raw map.
