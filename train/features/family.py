@@ -62,7 +62,7 @@ class PatchCoreFamily:
         images, meta = load_good_images(Path(data_root), preprocess, progress)
         model = self.build(config, preprocess).to(resolve_device(train_config.device))
         rows = patch_rows(extract_features(model, images, train_config, progress))
-        tqdm = require("tqdm", "train", "progress bars").tqdm
+        tqdm = require("tqdm", "progress bars").tqdm
         size = min(config.memory_size, len(rows))
         with tqdm(total=size, desc="coreset", unit="patch", file=sys.stderr, disable=not progress) as bar:
             chosen = greedy_coreset(rows, size, seed=train_config.seed, progress=lambda done, _: bar.update(done - bar.n))

@@ -29,7 +29,7 @@ def patch_rows(features: torch.Tensor) -> np.ndarray:
 
 def extract_features(model: Any, images: np.ndarray, train_config: TrainConfig, progress: bool) -> torch.Tensor:
     """Every good image's patch features, N x D x h x w, a batch at a time with a progress bar."""
-    tqdm = require("tqdm", "train", "progress bars").tqdm
+    tqdm = require("tqdm", "progress bars").tqdm
     device = next(model.buffers()).device
     chunks = []
     with torch.inference_mode(), tqdm(total=len(images), desc="features", unit="image", file=sys.stderr,
