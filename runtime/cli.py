@@ -13,9 +13,12 @@ import ast
 import importlib.util
 import re
 import sys
+import threading
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Callable
+
+from runtime.signals import hold, release
 
 VERB_GROUP = "daad.verbs"
 USAGE = "usage: daad <verb> [options]   (daad <verb> --help for details)"
@@ -52,19 +55,34 @@ def usage(registered: dict[str, EntryPoint]) -> str:
 
 
 def run_verb(entry: EntryPoint, argv: list[str]) -> int:
-    """Import the verb and run it; a third-party module it lacks names the extra to install."""
+    """Import the verb and run it; a third-party module it lacks names the extra to install.
+
+    Stop signals are held while it imports (runtime.signals); a verb module that takes held
+    signals gets them, any other has them delivered once it is imported.
+    """
     from runtime.optional import extras_needed
 
     own = {"runtime", *(e.module.split(".")[0] for e in entry_points(group=VERB_GROUP))}
     with extras_needed(entry.extras, f"daad {entry.name}", own):
-        return int(entry.load()(argv) or 0)
+        verb = entry.load()
+        if not getattr(sys.modules[entry.module], "TAKES_HELD_SIGNALS", False):
+            release()
+        return int(verb(argv) or 0)
 
 
 def main(argv: list[str] | None = None, package: str | None = None) -> int:
     """Run one verb; with `package`, only the verbs that package implements (python -m PACKAGE)."""
+    if threading.current_thread() is threading.main_thread():
+        hold()  # the verb's imports take a while; a stop signal meanwhile waits for it (runtime.signals)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv), package)
+    finally:
+        release()
+
+
+def _main(args: list[str], package: str | None) -> int:
     from runtime.errors import DaadError
 
-    args = list(sys.argv[1:] if argv is None else argv)
     registered = verbs(package)
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage(registered))

@@ -222,3 +222,47 @@ def test_an_events_file_deleted_mid_run_is_recreated_and_the_summary_says_what_w
     assert summary["events_lost"] >= 20 and summary["frames"] == summary["events_lost"] + len(read_events(events))
     assert any("was deleted or replaced during the run" in warning for warning in summary["warnings"])
     assert "was deleted or replaced during the run" in err
+
+
+PAUSED_IMPORT = """
+import sys
+from importlib.metadata import EntryPoint
+import runtime.cli
+
+load, paused = EntryPoint.load, []
+def paused_load(self):  # the verb's import waits for the test, which signals meanwhile
+    if not paused:
+        paused.append(self.name)
+        with open(sys.argv[1]) as fifo:
+            fifo.read()
+    return load(self)
+EntryPoint.load = paused_load
+sys.exit(runtime.cli.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("verb, stops", [("run", "with a summary"), ("bench", "as the signal says")])
+def test_a_sigterm_while_the_verb_is_still_importing_waits_for_it(verb, stops, tiny_bundle, video, tmp_path) -> None:
+    """The first 0.2-0.5 s of `daad run` are imports: a SIGTERM there still ends with a summary; other verbs
+    get the signal as before, once imported."""
+    fifo, summary = tmp_path / "import.fifo", tmp_path / "summary.json"
+    os.mkfifo(fifo)
+    argv = {"run": ["run", "--bundle", str(tiny_bundle), "--source", str(video), "--loop", "--threshold", "0.3",
+                    "--events", str(tmp_path / "events.jsonl"), "--summary", str(summary), "--threads", "1"],
+            "bench": ["bench", "--bundle", str(tiny_bundle)]}[verb]
+    process = subprocess.Popen([sys.executable, "-c", PAUSED_IMPORT, str(fifo), *argv], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        handle = open_when_read(fifo, process)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)  # the handler runs while the import waits
+        os.close(handle)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    if verb == "bench":
+        assert process.returncode == -signal.SIGTERM and not out
+        return
+    assert process.returncode == 0, err
+    written = json.loads(summary.read_text())
+    assert written == json.loads(out) and written["stopped_by"] == "SIGTERM" and written["frames"] == 0

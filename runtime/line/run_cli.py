@@ -34,7 +34,10 @@ from runtime.line.sources import MODES, FrameReader, Source, open_source, source
 from runtime.paths import OutputPathError, check_outputs
 from runtime.plant.options import add_plant_options, add_plant_outputs
 from runtime.score_scale import ScoreScale
+from runtime.signals import STOP_SIGNALS, take
 from runtime.threshold import check_binding, read_threshold
+
+TAKES_HELD_SIGNALS = True  # a stop signal during start-up ends the run with its summary (runtime.signals)
 
 
 def build_parser(extensions: list[RunExtension] = ()) -> argparse.ArgumentParser:
@@ -123,12 +126,16 @@ def summary_path(args: argparse.Namespace) -> Path | None:
 
 @contextmanager
 def stop_on_signals(stop: threading.Event, reason: dict[str, str]) -> Iterator[None]:
-    """SIGINT/SIGTERM set `stop`, so the loop finishes the frame in hand and the logs are closed properly."""
+    """SIGINT/SIGTERM set `stop`, so the loop finishes the frame in hand and the logs are closed properly;
+    one that came while `daad` was still importing this verb (held by runtime.signals) counts the same."""
     def handle(signum: int, _frame: Any) -> None:
         reason["stopped_by"] = signal.Signals(signum).name
         stop.set()
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    held = take()
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    for signum in held[:1]:
+        handle(signum, None)
     try:
         yield
     finally:
