@@ -11,6 +11,7 @@ import itertools
 import json
 import re
 import secrets
+import sys
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from calibration.save import part_counts, save_calibration, threshold_record
 from calibration.scoring import ScoredParts, check_enough_good, score_folder
 from console.errors import NotFound, Refused, StaleModel, Unauthorised
 from console.line_view import LineView
+from console.review import PendingReview
 from console.validate import checked, field
 from runtime.atomic import atomic_write_bytes
 from runtime.backends.options import BackendOptions
@@ -33,7 +35,6 @@ from runtime.bundle import Bundle, file_sha256
 from runtime.errors import ThresholdError
 from runtime.images import list_images
 from runtime.line.live_threshold import LiveThreshold, in_force
-from runtime.optional import cv2
 from runtime.threshold import (
     HISTORY_DIR,
     ThresholdRecord,
@@ -108,14 +109,16 @@ class ProposalRequest:
 class Console:
     """One bundle's console; `line` and `threshold` are the running loop's, or None without a camera."""
 
-    def __init__(self, bundle: Bundle, backend: BackendOptions, token: str,
-                 line: LineView | None = None, threshold: LiveThreshold | None = None) -> None:
-        """`backend`: what the line scores with (a resolved name, not "auto"); folders are scored the same way."""
+    def __init__(self, bundle: Bundle, backend: BackendOptions, token: str, line: LineView | None = None,
+                 threshold: LiveThreshold | None = None, review: PendingReview | None = None) -> None:
+        """`backend`: what the line scores with (a resolved name, not "auto"); folders are scored the same way.
+        `review`: where the line keeps NG frames for review; without one, the console only reads that
+        folder (it adds nothing, so it removes nothing)."""
         self.bundle, self.backend, self.token = bundle, backend, token
         self.line, self.threshold = line, threshold
+        self.review = review or PendingReview(bundle.root / REVIEW_DIR, sys.maxsize)
         self._proposals: dict[int, Proposal] = {}
         self._proposal_ids = itertools.count(1)
-        self._copies: dict[int, Path] = {}  # NG picture id -> the review copy the console wrote
         self._lock = threading.Lock()  # one change at a time: history and review copies stay consistent
 
     # -- guards ---------------------------------------------------------------------------------------
@@ -180,11 +183,13 @@ class Console:
         return rows
 
     def review_folders(self) -> dict[str, dict[str, Any]]:
-        """The review folders and how many images each holds, for the calibrate page to offer."""
+        """The review folders and how many images each holds, for the calibrate page to offer (and
+        where frames wait for review)."""
         folders = {}
         for label in LABELS:
             folder = self.bundle.root / REVIEW_DIR / label
             folders[label] = {"path": str(folder), "images": len(list_images(folder)) if folder.is_dir() else 0}
+        folders["pending"] = {"path": str(self.review.folder)}
         return folders
 
     def drift(self, parts: int) -> dict[str, Any]:
@@ -266,28 +271,22 @@ class Console:
             write_threshold(self.bundle, record)
             return self._go_live(f"console roll back by {saved_by or 'unnamed'} to {earlier.created}")
 
-    def mark(self, picture_id: int, label: str) -> Path:
-        """Copy an NG frame, as the camera took it, into BUNDLE/review/good (a false reject) or review/defect."""
+    def mark(self, frame_id: str, label: str) -> Path:
+        """Copy a frame waiting for review, as the camera took it, into BUNDLE/review/good (a false
+        reject) or review/defect; marked again with the other label, the copy moves."""
         if label not in LABELS:
             raise Refused(f"label must be one of {', '.join(LABELS)}, got {label!r}")
-        picture = None if self.line is None else self.line.ng_picture(picture_id)
-        if picture is None:
-            raise NotFound(f"NG picture {picture_id} is no longer kept: reload the review page")
         with self._lock:
+            entry = self.review.find(frame_id)
+            if entry is None:
+                raise NotFound(f"frame {frame_id!r} is no longer kept for review: reload the review page")
             self.check_model()
-            earlier = self._copies.get(picture_id)
-            if earlier is not None and picture.label == label:
-                return earlier
-            ok, encoded = cv2().imencode(".png", picture.outcome.frame.image)
-            if not ok:
-                raise Refused(f"OpenCV could not encode NG picture {picture_id} as PNG")
-            origin = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(picture.name).stem if picture.name else "frame")
-            stamp = picture.time.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
-            copy = self.bundle.root / REVIEW_DIR / label / f"{stamp}_{picture.frame:08d}_{origin}.png"
-            atomic_write_bytes(copy, encoded.tobytes())
-            if earlier is not None:  # re-marked: the copy under the other label was the console's own
-                earlier.unlink(missing_ok=True)
-            self._copies[picture_id], picture.label = copy, label
+            copy = self.bundle.root / REVIEW_DIR / label / f"{entry.id}.png"
+            if entry.label != label or not copy.is_file():
+                atomic_write_bytes(copy, self.review.frame_file(entry.id).read_bytes())
+            if entry.label not in (None, label):  # re-marked: the copy under the other label was the console's own
+                (self.bundle.root / REVIEW_DIR / entry.label / f"{entry.id}.png").unlink(missing_ok=True)
+            self.review.mark(entry.id, label)
         return copy
 
     def _parts(self, request: ProposalRequest) -> tuple[ScoredParts, ScoredParts | None]:

@@ -7,24 +7,38 @@ returned sink and the console's saves and roll backs reach the loop through its 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from console.server import Address, ConsoleServer, announce, console_token, parse_address
-from runtime.backends.options import BackendOptions
+from runtime.backends.options import BackendOptions, positive
 from runtime.line.extensions import RunContext
 from runtime.line.loop import Outcome
 
+if TYPE_CHECKING:  # imported when --console is given, not by every `daad run`
+    from console.line_view import LineView
+    from runtime.line.artefacts import ArtefactWriter
+
+DEFAULT_REVIEW_MB = 200.0  # about 60 NG frames of 1920x1080 with their pictures
 
 
 class AttachedConsole:
-    """Sink: feeds the console's LineView; closing it stops the web server."""
+    """Sink: feeds the console's LineView, and its NG frames to the review folder through a picture
+    writer's queue (never the loop's time); closing it writes what is queued and stops the web server."""
 
-    def __init__(self, view, server: ConsoleServer) -> None:
-        self.view, self.server = view, server
+    def __init__(self, view: "LineView", keeper: "ArtefactWriter", server: ConsoleServer) -> None:
+        self.view, self.keeper, self.server = view, keeper, server
 
     def emit(self, outcome: Outcome) -> None:
         self.view.emit(outcome)
+        self.keeper.emit(outcome)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Frames kept for review, removed over the cap, dropped behind a full queue, failed to write."""
+        return {**self.keeper.sinks[0].counts, "review_dropped": self.keeper.dropped}
 
     def close(self) -> None:
+        self.keeper.close()
         self.server.close()
 
 
@@ -35,21 +49,28 @@ class ConsoleExtension:
                            help="serve the technician's console on this address (host default 127.0.0.1)")
         group.add_argument("--console-token", default=None, metavar="SECRET",
                            help="token that changes (save, roll back, mark) must send; default: made up and printed")
+        group.add_argument("--console-review-mb", type=positive(float), default=DEFAULT_REVIEW_MB, metavar="MB",
+                           help=f"disk cap of the NG frames kept for the Review page in BUNDLE/review/pending; the "
+                           f"oldest of its own go first (default {DEFAULT_REVIEW_MB:g})")
 
     def start(self, args: argparse.Namespace, run: RunContext) -> AttachedConsole | None:
         if args.console is None:
             return None
-        return attach(args.console, args.console_token, run)
+        return attach(args.console, args.console_token, int(args.console_review_mb * 1024 * 1024), run)
 
 
-def attach(address: Address, token: str | None, run: RunContext) -> AttachedConsole:
-    from console.actions import Console
+def attach(address: Address, token: str | None, review_bytes: int, run: RunContext) -> AttachedConsole:
+    from console.actions import REVIEW_DIR, Console
     from console.line_view import LineView
+    from console.review import KeepForReview, PendingReview
     from console.routes import build_app
+    from runtime.line.artefacts import ArtefactWriter
 
     secret = console_token(address, token)
-    view = LineView(run.bundle.preprocess, run.counters)
-    console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold)
+    view = LineView(run.bundle.preprocess, run.counters, run_id=run.run_id)
+    review = PendingReview(run.bundle.root / REVIEW_DIR, review_bytes)
+    console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold, review)
     server = ConsoleServer(build_app(console), address)
+    keeper = ArtefactWriter([KeepForReview(review, view.picture_image, run.run_id)])
     announce(server.address, secret, generated=token is None)  # only once it answers there
-    return AttachedConsole(view, server)
+    return AttachedConsole(view, keeper, server)

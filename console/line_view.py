@@ -1,23 +1,20 @@
 """What the console sees of the running line: a sink that only keeps references and counts.
 
 `emit` runs in the loop's thread, so it does no image work: it keeps the latest outcome, a
-bounded trend of scores and latencies, the latest NG frames, and the parts being collected for
-calibration. The NG frames are kept as the camera took them (a marked one is copied for
-calibration): keep_ng recent ones plus at most keep_ng that a page listed and nobody marked yet,
-so memory stays bounded (2 x 20 frames of 1920x1080 = 250 MB). Drawing and encoding the picture happens in the web server's thread, on a frame
-shrunk to PICTURE_WIDTH, at most `max_fps` times a second however often browsers ask: that is
-what keeps the console's cost to the loop small (docs/CONSOLE.md has the measurement).
+bounded trend of scores and latencies, and the parts being collected for calibration (NG frames
+for review go to disk from a picture writer's thread: console/review.py). Drawing and encoding
+the picture happens in the web server's thread, on a frame shrunk to PICTURE_WIDTH, at most
+`max_fps` times a second however often browsers ask: that is what keeps the console's cost to
+the loop small (docs/CONSOLE.md has the measurement).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from typing import Callable
 
 import numpy as np
@@ -32,20 +29,6 @@ from runtime.preprocess import PreprocessConfig
 TREND = 300  # scores kept for the trend plot and the drift check
 JPEG_QUALITY = 80
 PICTURE_WIDTH = 640  # pixels; the heat map is drawn on a frame shrunk to this, not on a 1080p original
-
-
-@dataclass
-class NgPicture:
-    """One NG frame kept for review: the camera image as captured, and its anomaly map."""
-
-    id: int
-    frame: int
-    name: str | None
-    score: float
-    threshold: float
-    time: str
-    outcome: Outcome
-    label: str | None = None  # "good" (a false reject) or "defect", once a technician marked it
 
 
 @dataclass
@@ -65,8 +48,8 @@ class LineView:
     """Sink: the live state of the line, read by the console's routes from other threads."""
 
     def __init__(self, config: PreprocessConfig, counters: Callable[[], dict[str, int]] = dict,
-                 keep_ng: int = 20, max_fps: float = 2.0) -> None:
-        self.config, self.counters = config, counters
+                 max_fps: float = 2.0, run_id: str | None = None) -> None:
+        self.config, self.counters, self.run_id = config, counters, run_id
         self.min_interval = 1.0 / max_fps
         self._lock = threading.Lock()
         self._latest: Outcome | None = None
@@ -74,12 +57,6 @@ class LineView:
         self._trend: deque[tuple[int, float, float]] = deque(maxlen=TREND)  # frame, score, threshold
         self._latency: deque[float] = deque(maxlen=TREND)  # seconds from capture to verdict
         self._done_at: deque[float] = deque(maxlen=TREND)
-        self._ng: deque[NgPicture] = deque(maxlen=keep_ng)
-        # Pictures a page has listed stay markable after newer NGs push them out of _ng, until
-        # marked (at most keep_ng of them): a burst of rejects must not pull a card from under a click.
-        self._listed: OrderedDict[int, NgPicture] = OrderedDict()
-        self.keep_listed = keep_ng
-        self._ng_ids = itertools.count(1)
         self._collection: Collection | None = None
         self._jpeg: tuple[Outcome, float, bytes] | None = None  # the frame pictured, when encoded, JPEG
         self._encode_lock = threading.Lock()
@@ -97,10 +74,6 @@ class LineView:
                 if self._collection is not None and not self._collection.done:
                     self._collection.scores.append(score)
                     self._collection.names.append(frame.name or f"frame {frame.index}")
-            if outcome.verdict == NG and frame.image is not None:
-                stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                self._ng.append(NgPicture(next(self._ng_ids), frame.index, frame.name, score, outcome.threshold,
-                                          stamp, outcome))
 
     def close(self) -> None:
         """Nothing to release: the view holds references only."""
@@ -152,7 +125,12 @@ class LineView:
             return latest, image
 
     def picture(self, outcome: Outcome) -> bytes | None:
-        """JPEG of the frame, shrunk to PICTURE_WIDTH, with its heat map and verdict; None without pixels."""
+        """JPEG of `picture_image`; None without pixels."""
+        image = self.picture_image(outcome)
+        return None if image is None else encode_jpeg(image)
+
+    def picture_image(self, outcome: Outcome) -> np.ndarray | None:
+        """The frame shrunk to PICTURE_WIDTH with its heat map and verdict; None without pixels."""
         image = outcome.frame.image
         if image is None or image.size == 0:
             return None
@@ -160,7 +138,7 @@ class LineView:
             height = max(1, round(image.shape[0] * PICTURE_WIDTH / image.shape[1]))
             image = cv2().resize(image, (PICTURE_WIDTH, height), interpolation=cv2().INTER_AREA)
             outcome = replace(outcome, frame=replace(outcome.frame, image=image))
-        return encode_jpeg(render(outcome, self.config))
+        return render(outcome, self.config)
 
     def collect(self, wanted: int) -> None:
         """Start taking the next `wanted` parts as good ones (replacing a collection under way)."""
@@ -174,24 +152,6 @@ class LineView:
             if self._collection is None:
                 return None
             return Collection(self._collection.wanted, list(self._collection.scores), list(self._collection.names))
-
-    def ng_pictures(self) -> list[NgPicture]:
-        """The latest NG frames and those listed before and not yet marked, newest first."""
-        with self._lock:
-            for picture in self._ng:
-                self._listed[picture.id] = picture
-                self._listed.move_to_end(picture.id)
-            for picture_id in [key for key, picture in self._listed.items() if picture.label is not None]:
-                if all(picture.id != picture_id for picture in self._ng):
-                    del self._listed[picture_id]
-            while len(self._listed) > self.keep_listed + len(self._ng):
-                self._listed.popitem(last=False)
-            return sorted(self._listed.values(), key=lambda picture: picture.id, reverse=True)
-
-    def ng_picture(self, picture_id: int) -> NgPicture | None:
-        with self._lock:
-            kept = next((picture for picture in self._ng if picture.id == picture_id), None)
-            return kept or self._listed.get(picture_id)
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:

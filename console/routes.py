@@ -13,7 +13,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -57,8 +57,8 @@ def build_app(console: Console) -> Starlette:
         Route("/api/history", history),
         Route("/api/rollback", roll_back, methods=["POST"]),
         Route("/api/review", review),
-        Route("/api/review/{id:int}.jpg", review_jpeg),
-        Route("/api/review/{id:int}", mark, methods=["POST"]),
+        Route("/api/review/{id}.png", review_picture),
+        Route("/api/review/{id}", mark, methods=["POST"]),
         Route("/api/drift", drift),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
@@ -172,18 +172,20 @@ async def drift(request: Request) -> JSONResponse:
 # -- review -------------------------------------------------------------------------------------------
 
 async def review(request: Request) -> JSONResponse:
-    line = _console(request).line
-    pictures = [] if line is None else line.ng_pictures()
-    return JSONResponse([{"id": p.id, "frame": p.frame, "name": p.name, "score": p.score, "threshold": p.threshold,
-                          "time": p.time, "label": p.label} for p in pictures], headers=NO_STORE)
-
-
-async def review_jpeg(request: Request) -> Response:
+    """The frames waiting for review, newest first, of this run and earlier ones (`earlier`: from another run)."""
     console = _console(request)
-    picture = None if console.line is None else console.line.ng_picture(request.path_params["id"])
-    if picture is None:
-        raise NotFound(f"NG picture {request.path_params['id']} is no longer kept")
-    return Response(await run_in_threadpool(console.line.picture, picture.outcome), media_type="image/jpeg")
+    pending = await run_in_threadpool(console.review.pending)
+    current = console.line.run_id if console.line is not None else None
+    return JSONResponse([{**entry.to_dict(), "earlier": entry.run_id != current} for entry in pending],
+                        headers=NO_STORE)
+
+
+async def review_picture(request: Request) -> Response:
+    review = _console(request).review
+    entry = await run_in_threadpool(review.find, request.path_params["id"])
+    if entry is None:
+        raise NotFound(f"frame {request.path_params['id']!r} is no longer kept for review")
+    return FileResponse(review.picture_file(entry.id), media_type="image/png", headers=NO_STORE)
 
 
 async def mark(request: Request) -> JSONResponse:

@@ -24,6 +24,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from console.actions import Console  # noqa: E402
 from console.line_view import LineView  # noqa: E402
+from console.review import KeepForReview, PendingReview  # noqa: E402
 from runtime.score_scale import ScoreScale  # noqa: E402
 from console.routes import TOKEN_HEADER, build_app  # noqa: E402
 from console.server import Address, console_token, parse_address  # noqa: E402
@@ -56,10 +57,12 @@ class Line:
     """A real line running in its own thread: frames scored by ONNX Runtime in run_loop, judged by a
     LiveThreshold, seen by a LineView and logged; `run` feeds it frames and waits until they are judged."""
 
-    def __init__(self, bundle_root, events_path) -> None:
+    def __init__(self, bundle_root, events_path, run_id: str = "run1", review_bytes: int = 10**9) -> None:
         self.bundle = open_bundle(bundle_root)
         self.threshold = LiveThreshold(0.3, "test")
-        self.view = LineView(self.bundle.preprocess)
+        self.view = LineView(self.bundle.preprocess, run_id=run_id)
+        self.review = PendingReview(self.bundle.root / "review", review_bytes)
+        self.run_id = run_id
         self.events_path = events_path
         self.rng = np.random.default_rng(0)
         self.frames: queue.Queue = queue.Queue()
@@ -78,7 +81,7 @@ class Line:
 
         with ONE_THREAD.open(self.bundle) as backend, EventLog(self.events_path) as events:
             run_loop(iter(self.frames.get, None), backend, self.bundle.preprocess, self.threshold, "test", events,
-                     [self.view, Signal()])
+                     [self.view, KeepForReview(self.review, self.view.picture_image, self.run_id), Signal()])
 
     def run(self, count: int, defect_every: int = 0) -> None:
         for _ in range(count):
@@ -112,7 +115,7 @@ def line(tiny_bundle, tmp_path) -> Iterator[Line]:
 
 @pytest.fixture
 def console(line) -> Console:
-    return Console(line.bundle, ONE_THREAD, TOKEN, line.view, line.threshold)
+    return Console(line.bundle, ONE_THREAD, TOKEN, line.view, line.threshold, line.review)
 
 
 @pytest.fixture
@@ -260,9 +263,13 @@ def test_history_and_roll_back(client, line, tiny_bundle) -> None:
 
 def test_review_marks_copy_the_camera_frame(client, line, tiny_bundle) -> None:
     pictures = client.get("/api/review").json()
-    assert [picture["frame"] for picture in pictures] == [39, 29, 19, 9]
-    assert client.get(f"/api/review/{pictures[0]['id']}.jpg").headers["content-type"] == "image/jpeg"
-    assert client.get("/api/review/999.jpg").status_code == 404
+    assert [picture["frame"] for picture in pictures] == [39, 29, 19, 9] and not any(p["earlier"] for p in pictures)
+    picture = client.get(f"/api/review/{pictures[0]['id']}.png")
+    assert picture.headers["content-type"] == "image/png"
+    shown = cv2().imdecode(np.frombuffer(picture.content, np.uint8), cv2().IMREAD_COLOR)
+    assert shown.shape == (SIZE, SIZE, 3) and shown[SIZE // 2, SIZE // 2].tolist() != [255, 255, 255]  # the heat map
+    for unknown in ("999", "..%2Fthreshold", "run1_00000039_part0039.heat"):
+        assert client.get(f"/api/review/{unknown}.png").status_code == 404, unknown
 
     copied = client.post(f"/api/review/{pictures[0]['id']}", json={"label": "good"}, headers=AUTH).json()["copied_to"]
     written = cv2().imread(copied)
@@ -319,14 +326,56 @@ def test_daad_run_refuses_an_open_console_without_a_token(tiny_bundle, tmp_path,
     assert "--console-token" in capsys.readouterr().err
 
 
-def test_a_listed_picture_stays_markable_while_newer_rejects_arrive(client, line) -> None:
-    listed = client.get("/api/review").json()
-    line.run(30, defect_every=1)  # 30 new NG frames push all four out of the 20 kept
-    pictures = client.get("/api/review").json()
-    assert len(pictures) == 24 and [p["id"] for p in pictures[-4:]] == [p["id"] for p in listed]
-    oldest = listed[-1]["id"]
-    assert client.post(f"/api/review/{oldest}", json={"label": "defect"}, headers=AUTH).status_code == 200
-    assert oldest not in [p["id"] for p in client.get("/api/review").json()]  # marked and out of the recent ones
+def test_frames_waiting_for_review_survive_a_restart(tiny_bundle, tmp_path) -> None:
+    first = Line(tiny_bundle, tmp_path / "first.jsonl", run_id="run1")
+    first.run(20, defect_every=10)  # NG frames 9 and 19
+    marked = TestClient(build_app(Console(first.bundle, ONE_THREAD, TOKEN, first.view, first.threshold, first.review)))
+    assert marked.post("/api/review/run1_00000019_part0019", json={"label": "good"}, headers=AUTH).status_code == 200
+    first.stop()
+
+    second = Line(tiny_bundle, tmp_path / "second.jsonl", run_id="run2")  # the station restarted
+    try:
+        second.run(10, defect_every=10)  # NG frame 9 of run2
+        client = TestClient(build_app(Console(second.bundle, ONE_THREAD, TOKEN, second.view, second.threshold,
+                                              second.review)))
+        pictures = client.get("/api/review").json()
+        assert [(p["run_id"], p["frame"], p["earlier"], p["label"]) for p in pictures] == [
+            ("run2", 9, False, None), ("run1", 19, True, "good"), ("run1", 9, True, None)]
+        assert client.get(f"/api/review/{pictures[2]['id']}.png").status_code == 200
+        copied = client.post(f"/api/review/{pictures[2]['id']}", json={"label": "defect"}, headers=AUTH)
+        assert copied.status_code == 200 and Path(copied.json()["copied_to"]).is_file()
+    finally:
+        second.stop()
+    without_camera = TestClient(build_app(Console(open_bundle(tiny_bundle), ONE_THREAD, TOKEN)))
+    assert [p["label"] for p in without_camera.get("/api/review").json()] == [None, "good", "defect"]
+
+
+def test_the_review_folder_keeps_the_ng_store_rules(tiny_bundle, tmp_path) -> None:
+    """Only its own files, a size cap, the oldest of its own removed first, counted."""
+    pending = tiny_bundle / "review" / "pending"
+    pending.mkdir(parents=True)
+    users = {name: bytes([index]) * 5000 for index, name in enumerate(["mine.png", "notes.txt", ".hidden.png"])}
+    for name, data in users.items():
+        (pending / name).write_bytes(data)
+    probe = Line(tiny_bundle, tmp_path / "probe.jsonl", run_id="probe")
+    probe.run(1, defect_every=1)
+    probe.stop()
+    one_frame = sum(path.stat().st_size for path in pending.glob("probe_*.png"))  # the frame and its picture
+
+    line = Line(tiny_bundle, tmp_path / "events.jsonl", run_id="run1", review_bytes=3 * one_frame)
+    try:
+        line.run(6, defect_every=1)  # six NG frames; room for three
+        kept = [entry.frame for entry in line.review.pending()]
+        own = list(pending.glob("run1_*.png"))
+        assert len(kept) >= 2 and kept == list(range(5, 5 - len(kept), -1))  # the newest, the oldest gone first
+        assert sum(path.stat().st_size for path in own) <= 3 * one_frame and not list(pending.glob("probe_*"))
+        keeper = KeepForReview(line.review, line.view.picture_image, "run1")
+        assert keeper.counts["review_saved"] == 12 and keeper.counts["review_removed"] == 2 + 12 - len(own)
+        assert all((pending / f"run1_{frame:08d}_part{frame:04d}{kind}.png").is_file()
+                   for frame in kept for kind in ("", ".heat"))
+    finally:
+        line.stop()
+    assert {name: (pending / name).read_bytes() for name in users} == users  # never counted, never removed
 
 
 def test_a_threshold_switch_is_its_own_event_for_the_plant() -> None:
@@ -493,3 +542,31 @@ def test_a_bundle_or_too_few_parts_are_refused_as_good_parts(client, tiny_bundle
                                                                 headers=AUTH))
     few = write_parts(tmp_path / "few", 5)
     assert "only 5 good part(s)" in one_line_refusal(client.post("/api/propose", json={"good": str(few)}, headers=AUTH))
+
+
+def test_a_restarted_console_lists_the_frames_of_the_run_before(tiny_bundle, tmp_path) -> None:
+    """Real processes: `daad run --console` judges two defects and ends; `daad console` started
+    afterwards lists both on its Review page and marks one."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    rng = np.random.default_rng(5)
+    for index in range(6):
+        cv2().imwrite(str(parts / f"p{index}.png"), part(index, rng, defect=index in (2, 4)))
+    run = subprocess.run([sys.executable, "-m", "runtime", "run", "--bundle", str(tiny_bundle), "--source", str(parts),
+                          "--threshold", "0.3", "--threads", "1", "--stats-every", "0", "--console", "0",
+                          "--console-token", TOKEN], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert (summary["review_saved"], summary["review_removed"], summary["review_dropped"]) == (4, 0, 0)
+
+    console = console_process("console", "--bundle", str(tiny_bundle), "--port", "0", "--console-token", TOKEN)
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+", console.stderr.readline())[0]
+        pictures = httpx.get(f"{url}/api/review", timeout=30).json()
+        assert [(p["frame"], p["name"], p["earlier"]) for p in pictures] == [(4, "p4.png", True), (2, "p2.png", True)]
+        assert pictures[0]["run_id"] == summary["run_id"] and pictures[0]["score"] > 0.3
+        marked = httpx.post(f"{url}/api/review/{pictures[1]['id']}", json={"label": "defect"}, headers=AUTH, timeout=30)
+        assert marked.status_code == 200 and Path(marked.json()["copied_to"]).parent == tiny_bundle / "review" / "defect"
+    finally:
+        console.send_signal(signal.SIGINT)
+        console.wait(timeout=60)

@@ -164,13 +164,13 @@ async function refreshReview() {
   $("pictures").replaceChildren(...pictures.map((picture) => {
     const card = document.createElement("figure");
     card.className = `picture ${picture.label || ""}`;
-    card.innerHTML = `<img src="/api/review/${picture.id}.jpg" alt="NG part">
+    card.innerHTML = `<img src="/api/review/${encodeURIComponent(picture.id)}.png" alt="NG part">
       <figcaption>#${picture.frame} score ${fmt(picture.score)} (threshold ${fmt(picture.threshold)})<br>${picture.time}
-      <b class="label">${markedText(picture.label)}</b><br>
+      ${picture.earlier ? "<i>earlier run</i>" : ""} <b class="label">${markedText(picture.label)}</b><br>
       <button data-label="good">False reject</button> <button data-label="defect">Real defect</button></figcaption>`;
     card.querySelectorAll("button").forEach((button) => button.onclick = async () => {
       try {  // update this card only: the others stay where the technician sees them
-        await change(`/api/review/${picture.id}`, { label: button.dataset.label });
+        await change(`/api/review/${encodeURIComponent(picture.id)}`, { label: button.dataset.label });
         card.className = `picture ${button.dataset.label}`;
         card.querySelector(".label").textContent = markedText(button.dataset.label);
         say("");

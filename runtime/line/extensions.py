@@ -33,6 +33,7 @@ class RunContext:
     counters: Callable[[], dict[str, int]]  # reads, drops, ... as the stats line shows them
     stop: threading.Event  # set it to end the run after the frame in hand
     events_path: Path | None
+    run_id: str  # the run's id, as on its event lines
 
 
 class RunExtension(Protocol):

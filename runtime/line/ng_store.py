@@ -17,7 +17,7 @@ import re
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -41,17 +41,21 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+\.png$")  # what the store writes; a ma
 class NgStore:
     """Writes PNGs into `folder` and keeps the total size of its own images under `max_bytes`."""
 
-    def __init__(self, folder: str | Path, max_bytes: int) -> None:
+    def __init__(self, folder: str | Path, max_bytes: int, in_bundle: bool = False) -> None:
+        """`in_bundle`: the folder may lie in a bundle (the console's own review area, BUNDLE/review/pending)."""
         self.folder, self.max_bytes = Path(folder), int(max_bytes)
         self.manifest = self.folder / MANIFEST
-        refuse_bundle(self.folder)
+        if not in_bundle:
+            refuse_bundle(self.folder)
         with writing(self.folder):
             self.folder.mkdir(parents=True, exist_ok=True)
             remove_orphan_temp_files(self.folder)  # images a kill left half-written (only stale temp files)
             with self._locked_manifest() as handle:
-                self._files = deque(self._own_files(handle.read()))
+                listed = self._own_files(handle.read())
                 # Keep the manifest as long as the images it lists (plus the ones this run adds).
-                atomic_write_text(self.manifest, "".join(json.dumps({"file": name}) + "\n" for name, _ in self._files))
+                atomic_write_text(self.manifest, "".join(json.dumps({"file": name, **about}) + "\n"
+                                                         for name, (_, about) in listed.items()))
+        self._files = deque((name, size) for name, (size, _) in listed.items())
         self.total_bytes = sum(size for _, size in self._files)
         self.saved = self.removed = 0
         self._evict()
@@ -76,21 +80,37 @@ class NgStore:
             finally:
                 handle.close()  # also releases the lock
 
-    def _own_files(self, manifest: str) -> list[tuple[str, int]]:
-        """(name, bytes) of the images the manifest lists that still exist, oldest first."""
-        files: dict[str, int] = {}
+    def _own_files(self, manifest: str) -> dict[str, tuple[int, dict[str, Any]]]:
+        """name -> (bytes, what its lines say about it) of the images the manifest lists that still
+        exist, oldest first; later lines about an image (`annotate`) add to the earlier ones."""
+        files: dict[str, tuple[int, dict[str, Any]]] = {}
         for line in manifest.splitlines():
             try:
-                name = json.loads(line)["file"]
-            except (ValueError, TypeError, KeyError):  # a line torn by a kill
+                record = json.loads(line)
+                name = str(record.pop("file"))
+            except (ValueError, TypeError, KeyError, AttributeError):  # a line torn by a kill
                 continue
-            path = self.folder / str(name)
-            if SAFE_NAME.match(str(name)) and path.is_file() and not path.is_symlink():
-                files[name] = path.stat().st_size
-        return list(files.items())
+            path = self.folder / name
+            if SAFE_NAME.match(name) and path.is_file() and not path.is_symlink():
+                files[name] = (path.stat().st_size, {**files.get(name, (0, {}))[1], **record})
+        return files
 
-    def save(self, image: np.ndarray, stem: str) -> Path:
-        """Encode `image` as PNG under a safe form of `stem`, then remove the oldest own files over the cap."""
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """The own images that exist now, oldest first, with what the manifest says about each:
+        this run's and those of other runs sharing the folder."""
+        with self._locked_manifest() as handle:
+            return {name: about for name, (_, about) in self._own_files(handle.read()).items()}
+
+    def annotate(self, name: str, about: dict[str, Any]) -> None:
+        """Record more about an own image (a line of its own, appended); its entry merges it in."""
+        with self._locked_manifest() as handle:
+            append_line(handle, json.dumps({**about, "file": name}))
+
+    def save(self, image: np.ndarray, stem: str, about: dict[str, Any] | None = None) -> Path:
+        """Encode `image` as PNG under a safe form of `stem`, then remove the oldest own files over the cap.
+
+        `about` (JSON values) goes into the image's manifest line, for a reader of `entries`.
+        """
         cv = cv2()
         ok, encoded = cv.imencode(".png", image)
         if not ok:
@@ -102,7 +122,7 @@ class NgStore:
         # (removed ones), so a line must never come before its image. A kill between the two steps
         # leaves one image the store will not count or remove: the safe side.
         with self._locked_manifest() as handle:
-            append_line(handle, json.dumps({"file": name}))
+            append_line(handle, json.dumps({**(about or {}), "file": name}))
         self._files.append((name, len(data)))
         self.total_bytes += len(data)
         self.saved += 1

@@ -235,13 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         events = stack.enter_context(EventLog(args.events, header["run_id"]))
         reader = open_reader(source, mode, bundle.preprocess, stop)
         sinks: list[Sink] = []
-        counters = lambda: run_counters(reader, source, sinks)  # noqa: E731
+        attached: list[Sink] = []  # the extensions' sinks (the console's): counted like the others
+        counters = lambda: run_counters(reader, source, sinks + attached)  # noqa: E731
         stats = RunStats(args.stats_every, counters=counters)
         live = LiveThreshold(calibration, threshold_from)
-        attached = start_extensions(extensions, args, RunContext(bundle, choice.name, args.precision, live,
-                                                                 stats.counters, stop, args.events), stack)
+        attached += start_extensions(extensions, args, RunContext(bundle, choice.name, args.precision, live,
+                                                                  stats.counters, stop, args.events, header["run_id"]),
+                                     stack)
         try:
-            with closing_all(sinks), reader:
+            with closing_all(attached), closing_all(sinks), reader:  # all closed before the summary counts them
                 open_sinks(sinks, args, bundle, source, live, stop, header, counters)
                 run_loop(reader, backend, bundle.preprocess, live, source.name, events, sinks + attached, stats,
                          args.max_frames)
