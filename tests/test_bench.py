@@ -23,6 +23,7 @@ from runtime.bundle import open_bundle
 from runtime.bench.environment import Environment
 from runtime.errors import DaadError, MissingDependency
 from runtime.line.latency import RELATIVE_ERROR
+from runtime.line.sources import Pacer
 
 STATISTICS = ("min", "mean", "median", "p90", "p95", "p99", "max", "cv", "count", "throughput")
 QUICK = ["--warmup-s", "0", "--duration-s", "0"]
@@ -222,7 +223,48 @@ def test_source_with_pictures_measures_them_behind_the_verdict(tiny_bundle, tmp_
     assert case["stages"]["outputs"]["status"] == "measured" and case["stages"]["end_to_end"]["count"] == 12
     counts = case["counts"]
     assert counts["ng_saved"] == len(list(ng.glob("*.png"))) and counts["ng_saved"] + counts["artefacts_dropped"] >= 3
-    assert overlay.is_file() and "Pictures: artefacts_dropped" in capsys.readouterr().out
+    assert overlay.is_file() and "Frames and pictures: read 12, dropped 0, artefacts_dropped" in capsys.readouterr().out
+
+
+def test_fps_paces_a_file_like_a_camera_in_realtime_mode(tiny_bundle, tmp_path, capsys) -> None:
+    """A 12-frame recording, looped and delivered at 30 frames/s for a second: about 30 reads, never the
+    hundreds an unpaced file gives; realtime mode, so a frame the loop missed is dropped and counted."""
+    from test_sources import part_frames, write_video
+
+    video = write_video(tmp_path / "line.avi", part_frames(12))
+    out = tmp_path / "bench.json"
+    assert bench_cli.main(["--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--source", str(video), "--fps",
+                           "30", "--warmup-s", "0", "--duration-s", "1", "--iterations", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    (case,) = report["cases"]
+    counts, judged = case["counts"], case["stages"]["end_to_end"]["count"]
+    assert report["config"]["fps"] == 30 and 12 < counts["read"] <= 30 * 1.5 + 2  # looped, and paced
+    assert judged + counts["dropped"] <= counts["read"] <= judged + counts["dropped"] + 1  # one may be in hand
+    assert "paced at 30 fps (realtime mode)" in capsys.readouterr().out
+
+
+def test_fps_needs_a_recording(tiny_bundle, tmp_path) -> None:
+    with pytest.raises(DaadError, match="--fps paces a recording: add --source"):
+        bench_cli.main(["--bundle", str(tiny_bundle), "--fps", "30", *QUICK])
+
+
+def test_a_pacer_holds_each_read_to_its_due_time_and_never_bursts_to_catch_up() -> None:
+    now, waits = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        waits.append(round(seconds, 6))
+        now[0] += seconds
+
+    pace = Pacer(10.0, clock=lambda: now[0], sleep=sleep)
+    pace()  # the first frame: at once
+    now[0] += 0.03  # it took 30 ms to decode
+    pace()  # the second is due at 100 ms
+    now[0] += 0.35  # the reader fell behind by a quarter second
+    pace()  # no wait: behind
+    pace()  # the next is due one interval later, not at once
+    assert waits == [0.07, 0.1]
+    with pytest.raises(DaadError, match="--fps must be a positive finite number"):
+        Pacer(0.0)
 
 
 def test_pictures_without_a_source_are_refused(tiny_bundle, tmp_path) -> None:

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import closing
 from dataclasses import replace
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Callable
 
 from runtime.atomic import check_output_file
 from runtime.backends.base import Backend
-from runtime.backends.options import BackendOptions, add_backend_options
+from runtime.backends.options import BackendOptions, add_backend_options, positive
 from runtime.bench.runner import BackendOpener, BenchConfig, BenchReport, run_bench
 from runtime.bench.report import render_markdown, write_json, write_markdown
 from runtime.bundle import Bundle, open_bundle
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default=None,
                         help="benchmark the whole camera loop on this video file, camera index or URI "
                         "(batch 1) instead of fixed 1280x720 frames")
+    parser.add_argument("--fps", type=positive(float), default=None, metavar="N",
+                        help="with --source FILE: deliver the file at N frames/s, as a camera would, in realtime mode "
+                        "(newest frame only, drops counted), to measure realtime latency and drops from a recording")
     parser.add_argument("--save-ng", default=None, metavar="DIR",
                         help="with --source: save NG pictures here as `daad run --save-ng` does, to measure their cost")
     parser.add_argument("--output", default=None, metavar="VIDEO",
@@ -126,13 +130,20 @@ def bench(args: argparse.Namespace) -> BenchReport:
         source=args.source,
         save_ng=args.save_ng,
         output=args.output,
+        fps=args.fps,
     )
     if (args.save_ng or args.output) and args.source is None:
         raise DaadError("--save-ng and --output measure the camera loop's pictures: add --source VIDEO")
     open_frames = None
     if args.source is not None:
-        open_source(args.source).close()  # a wrong source fails now, not after the first backend
-        open_frames = lambda: open_source(args.source)  # noqa: E731
+        with closing(open_source(args.source)) as source:  # a wrong source fails now, not after the first backend
+            if args.fps is not None and source.live:
+                raise DaadError(f"--fps paces a file like a camera; {args.source} is live and keeps its own rate: "
+                                "drop --fps")
+        # A paced file runs as a camera does, for the whole --duration-s: from its start again at its end.
+        open_frames = lambda: open_source(args.source, loop=args.fps is not None)  # noqa: E731
+    elif args.fps is not None:
+        raise DaadError("--fps paces a recording: add --source VIDEO (or an image folder)")
     options = BackendOptions(threads=args.threads, providers=args.providers)
     opener = make_opener(bundle, options, args.checkpoint)
     return run_bench(bundle, config, opener, collect_environment(), open_frames)

@@ -136,7 +136,8 @@ def stage_table(case: dict[str, Any]) -> list[str]:
 def render_markdown(report: dict[str, Any], title: str = "daad bench") -> str:
     config = report["config"]
     fixed = f"fixed camera-sized frames ({CAMERA_FRAME[1]}x{CAMERA_FRAME[0]} BGR)"
-    inputs = f"source {config['source']}" if config.get("source") else fixed
+    paced = f" paced at {config['fps']:g} fps (realtime mode)" if config.get("fps") else ""
+    inputs = f"source {config['source']}{paced}" if config.get("source") else fixed
     lines = [f"## {title}", "", f"Inputs: {inputs}; warm-up {config['warmup_s']} s, "
              f"then at least {config['duration_s']} s and {config['min_iterations']} iterations per case.", ""]
     lines += ["### Environment", "", *environment_lines(report["environment"]), ""]
@@ -166,7 +167,8 @@ def render_markdown(report: dict[str, Any], title: str = "daad bench") -> str:
             heading = f"### {case['backend']} {case['precision']} batch {case['batch']}: per stage"
             lines += [heading, "", *stage_table(case), ""]
             if case.get("counts"):
-                lines += ["Pictures: " + ", ".join(f"{name} {value}" for name, value in case["counts"].items()), ""]
+                lines += ["Frames and pictures: " + ", ".join(f"{name} {value}" for name, value in case["counts"].items()),
+                          ""]
     if report.get("warnings"):
         lines += ["### Warnings", "", *(f"- {warning}" for warning in report["warnings"]), ""]
     return "\n".join(lines)

@@ -32,7 +32,7 @@ from runtime.line.events import EventLog, judge
 from runtime.line.latency import LatencySummary, StageTimes
 from runtime.line.loop import RunStats, run_loop
 from runtime.preprocess import PreprocessConfig, prepare_batch
-from runtime.line.sources import Frame, FrameReader, Source
+from runtime.line.sources import Frame, FrameReader, Pacer, Source
 
 # In loop order; "inference" is the whole Backend.infer call (h2d + compute + d2h + its Python).
 # "end_to_end" ends at the verdict; "outputs" follows it (event line, verdict sinks, picture queue).
@@ -70,6 +70,7 @@ class BenchConfig:
     source: str | None = None  # None: fixed camera-sized frames; else the URI of a real source
     save_ng: str | None = None  # with a source: NG pictures into this folder, as `daad run --save-ng`
     output: str | None = None  # with a source: the overlay video, as `daad run --output`
+    fps: float | None = None  # with a file source: deliver it at this camera rate, in realtime mode
 
     def __post_init__(self) -> None:
         if not self.backends or not self.precisions or not self.batches:
@@ -229,24 +230,27 @@ def measure_fixed(
 def measure_loop(
     backend: Backend, source: Source, preprocess: PreprocessConfig, config: BenchConfig, run: int
 ) -> CaseResult:
-    """The whole camera loop (runtime.line.loop.run_loop, lossless for files) on a real source."""
+    """The whole camera loop (runtime.line.loop.run_loop, lossless for files) on a real source; a file
+    paced at `config.fps` runs in realtime mode, as a camera at that rate would (drops counted)."""
     supply = fixed_frames(1)
     run_for(config.warmup_s, 1, lambda: time_iteration(backend, supply, preprocess, config.threshold))
     stats = RunStats(every_s=0)
     threshold = math.inf if config.threshold is None else config.threshold
-    mode = "realtime" if source.live else "lossless"
+    mode = "realtime" if source.live or config.fps else "lossless"
+    pace = Pacer(config.fps) if config.fps else None
     pictures = ArtefactSettings(save_ng=Path(config.save_ng) if config.save_ng else None,
                                 output=Path(config.output) if config.output else None)
     artefacts = open_artefacts(pictures, preprocess, getattr(source, "fps", 0.0) or 15.0, threading.Event())
     try:
-        with FrameReader(source, mode) as reader, EventLog(None) as events:
+        with FrameReader(source, mode, pace=pace) as reader, EventLog(None) as events:
             frames = _for_duration(reader, config.duration_s, config.min_iterations)
             run_loop(frames, backend, preprocess, threshold, source.name, events, [artefacts] if artefacts else [],
                      stats)
     finally:
         if artefacts is not None:
             artefacts.close()
-    case = CaseResult(backend.name, backend.precision, 1, run, "measured", counts=artefacts.counts if artefacts else {})
+    counts = {"read": reader.produced, "dropped": reader.dropped, **(artefacts.counts if artefacts else {})}
+    case = CaseResult(backend.name, backend.precision, 1, run, "measured", counts=counts)
     if stats.frames == 0:
         case.status, case.reason = "skipped", f"source {source.name} delivered no frames"
         return case

@@ -324,6 +324,28 @@ def source_location(uri: str) -> Path | None:
 MODES = ("realtime", "lossless")
 
 
+class Pacer:
+    """Waits until the next frame of a camera running at `fps` is due: a file read like a camera.
+
+    The wait comes before a frame is read (FrameReader's `pace`), so a frame's capture time is its
+    decoding, as on a camera, not the wait. A reader that falls behind does not catch up in a burst:
+    the next frame is due one interval after the later of its schedule and now.
+    """
+
+    def __init__(self, fps: float, clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not fps > 0 or fps == float("inf"):
+            raise DataError(f"--fps must be a positive finite number of frames per second, got {fps}")
+        self.interval, self.clock, self.sleep = 1.0 / fps, clock, sleep
+        self._due: float | None = None
+
+    def __call__(self) -> None:
+        now = self.clock()
+        if self._due is not None and now < self._due:
+            self.sleep(self._due - now)
+        self._due = max(self._due if self._due is not None else now, now) + self.interval
+
+
 class FrameReader:
     """Reads a source on its own thread, so capture and decoding overlap inference.
 
@@ -335,15 +357,16 @@ class FrameReader:
 
     With `prepare` (e.g. runtime.preprocess.prepare_frame for the model), the reader also
     prepares each frame, so preprocessing overlaps inference too. Worth it in lossless mode; in
-    realtime mode it would be spent on frames that are then dropped.
+    realtime mode it would be spent on frames that are then dropped. With `pace` (a Pacer), each
+    read waits until its frame is due: a file delivered at a camera's rate.
     """
 
     def __init__(self, source: Source, mode: str = "lossless", stop: threading.Event | None = None,
                  depth: int = 4, prepare: Callable[[np.ndarray | None], np.ndarray] | None = None,
-                 stall_s: float = 60.0) -> None:
+                 stall_s: float = 60.0, pace: Callable[[], None] | None = None) -> None:
         if mode not in MODES:
             raise DataError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
-        self.source, self.mode, self.prepare, self.stall_s = source, mode, prepare, stall_s
+        self.source, self.mode, self.prepare, self.stall_s, self.pace = source, mode, prepare, stall_s, pace
         self.stop = stop or threading.Event()
         self._capacity = depth if mode == "lossless" else 1
         self._queue: deque[Frame] = deque()
@@ -363,6 +386,8 @@ class FrameReader:
     def _capture(self) -> None:
         try:
             while not self.stop.is_set():
+                if self.pace is not None:
+                    self.pace()
                 started = time.perf_counter()
                 frame = self.source.read()
                 if frame is None:
