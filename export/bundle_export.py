@@ -7,7 +7,10 @@ atomic rename. A failed export leaves the bundle folder as it was.
 
 from __future__ import annotations
 
+import re
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -20,13 +23,45 @@ from export.onnx_export import DEFAULT_OPSET, export_onnx, exporter_versions, wr
 from export.onnx_stats import flops_per_image, locate_memory_banks
 from export.parity import ParityReport, measure_parity, synthetic_frames
 from export.trt_support import assert_tensorrt_ready
-from runtime.atomic import atomic_write_bytes
+from runtime.atomic import STALE_TEMP_S, atomic_write_bytes, is_temp_file_name
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import MODEL_FILE, Bundle, BundleMetadata, file_sha256, write_metadata
 from runtime.errors import DaadError
 from runtime.preprocess import PreprocessConfig
 from train.families import family_for
 from train.torch_backend import TorchBackend
+
+
+STAGING_PREFIX = ".export-"  # tempfile adds 8 characters of [a-z0-9_]
+_STAGING_NAME = re.compile(r"^" + re.escape(STAGING_PREFIX) + r"[a-z0-9_]{8}$")
+
+
+def remove_stale_staging(folder: Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
+    """Delete the staging folders killed exports left in `folder` (beside their bundle); return them.
+
+    Only folders named as export names them, not touched for `older_than_s` (an export in flight,
+    here or in another process, keeps its own), and holding nothing but what export stages there
+    (model.onnx and its temp files): a folder of the user's that happens to match is left alone.
+    """
+    removed = []
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        if not _STAGING_NAME.match(path.name) or path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            entries = list(path.iterdir())
+            newest = max([path.stat().st_mtime] + [entry.lstat().st_mtime for entry in entries])
+            if newest > time.time() - older_than_s or not all(_staged(entry) for entry in entries):
+                continue
+            shutil.rmtree(path)
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            continue
+        removed.append(path)
+    return removed
+
+
+def _staged(entry: Path) -> bool:
+    """A file export writes into its staging folder: model.onnx, or a temp file of its write."""
+    return entry.is_file() and not entry.is_symlink() and (entry.name == MODEL_FILE or is_temp_file_name(entry.name))
 
 
 @dataclass
@@ -83,7 +118,7 @@ def export_bundle(
     images = parity_images or ParityImages(synthetic_frames(*preprocess.shape), None, "synthetic frames")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as staging:
+    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=out.parent) as staging:
         atomic_write_bytes(Path(staging) / MODEL_FILE, data)
         report = _parity(model, Bundle(Path(staging), draft), images, batch)
     draft.parity = report.to_dict()

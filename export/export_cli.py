@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle_export import ExportResult, ParityImages, export_bundle
+from export.bundle_export import ExportResult, ParityImages, export_bundle, remove_stale_staging
 from export.onnx_export import DEFAULT_OPSET
 from runtime.atomic import check_output_folder, remove_orphan_temp_files
 from runtime.dataset import find_samples, has_test_split, load_images
@@ -92,6 +92,10 @@ def export_checkpoint(
     if removed:
         print(f"removed {len(removed)} temp file(s) that killed writes left in {out}: "
               f"{', '.join(path.name for path in removed)}", file=sys.stderr)  # fmt: skip
+    staging = remove_stale_staging(Path(out).resolve().parent)
+    if staging:
+        print(f"removed {len(staging)} staging folder(s) that killed exports left in {Path(out).resolve().parent}: "
+              f"{', '.join(path.name for path in staging)}", file=sys.stderr)  # fmt: skip
     loaded = load_checkpoint(checkpoint, device="cpu")
     root = eval_data or _data_root(loaded.meta)
     images = _parity_images(root, loaded.preprocess, parity_limit) if root is not None else None

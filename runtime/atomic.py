@@ -145,7 +145,7 @@ def remove_orphan_temp_files(folder: str | os.PathLike, older_than_s: float = ST
     cutoff = time.time() - older_than_s
     removed = []
     for path in sorted(folder.iterdir()):
-        if not _TEMP_NAME.match(path.name) or path.is_symlink() or not path.is_file():
+        if not is_temp_file_name(path.name) or path.is_symlink() or not path.is_file():
             continue
         try:
             if path.stat().st_mtime > cutoff:
@@ -155,6 +155,11 @@ def remove_orphan_temp_files(folder: str | os.PathLike, older_than_s: float = ST
             continue
         removed.append(path)
     return removed
+
+
+def is_temp_file_name(name: str) -> bool:
+    """Whether `name` is one `atomic_write_bytes` gives its temp files."""
+    return _TEMP_NAME.match(name) is not None
 
 
 def _read_umask() -> int:

@@ -283,10 +283,15 @@ def test_export_cli_end_to_end_with_eval_set(tmp_path, capsys) -> None:
     orphan = tmp_path / "bundle" / ".model.onnx.k1ll3d_x.daad.tmp"  # a killed export's half-written model
     orphan.parent.mkdir()
     orphan.write_bytes(b"half")
-    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
+    staging = tmp_path / ".export-k1ll3d_x"  # a killed export's staging folder, beside the bundle
+    staging.mkdir()
+    (staging / "model.onnx").write_bytes(b"staged")
+    for stale in (orphan, staging / "model.onnx", staging):
+        os.utime(stale, (time.time() - 3600, time.time() - 3600))
     assert main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "bundle")]) == 0
     captured = capsys.readouterr()
     assert not orphan.exists() and ".model.onnx.k1ll3d_x.daad.tmp" in captured.err
+    assert not staging.exists() and "1 staging folder(s)" in captured.err and ".export-k1ll3d_x" in captured.err
     printed = captured.out
     assert "PASS" in printed and "image AUROC" in printed and "identical" in printed
     bundle = open_bundle(tmp_path / "bundle")
@@ -296,6 +301,30 @@ def test_export_cli_end_to_end_with_eval_set(tmp_path, capsys) -> None:
     assert parity["source"].endswith("test split")
     assert bundle.metadata.training["data"]["root"] == str(data)
     assert bundle.metadata.training["train_config"]["epochs"] == 1
+
+
+def test_only_stale_staging_folders_of_export_are_removed(tmp_path) -> None:
+    from export.bundle_export import remove_stale_staging
+
+    def folder(name: str, files: dict[str, bytes], age_s: float) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        for file, data in files.items():
+            (path / file).write_bytes(data)
+        for entry in [*path.iterdir(), path]:
+            os.utime(entry, (time.time() - age_s, time.time() - age_s))
+        return path
+
+    stale = folder(".export-abcd_123", {"model.onnx": b"x", ".model.onnx.qwertyui.daad.tmp": b"y"}, 3600)
+    empty = folder(".export-zzzzzzzz", {}, 3600)
+    in_flight = folder(".export-fresh123", {"model.onnx": b"x"}, 60)
+    users = [folder(".export-mine1234", {"notes.txt": b"mine"}, 3600),  # not what export stages
+             folder(".export-old", {"model.onnx": b"x"}, 3600),  # not export's name pattern
+             folder("export-abcd1234", {"model.onnx": b"x"}, 3600)]
+    (tmp_path / ".export-linked12").symlink_to(users[0])
+    assert remove_stale_staging(tmp_path) == [stale, empty]
+    assert in_flight.is_dir() and all(path.is_dir() for path in users) and (users[0] / "notes.txt").exists()
+    assert (tmp_path / ".export-linked12").is_symlink()
 
 
 def test_export_cli_rejects_bad_arguments(tmp_path) -> None:
