@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from runtime.backends import Backend
 from runtime.backends.options import BackendOptions, add_backend_options
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import DaadError, DataError, ThresholdError
+from runtime.lock import LockedError, LockHolder
 from runtime.threshold import HISTORY_DIR, LOCK_FILE, check_binding, read_threshold, threshold_lock
 
 SHOWN_NAMES = 5  # unreadable / NaN / outlier parts named on stderr before "and N more"
@@ -78,9 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-outliers", action="store_true",
                         help="keep good images that score far above the others in the threshold (by default they "
                         "are left out and named: one damaged image must not move the line)")
+    parser.add_argument("--wait", type=seconds, default=0.0, metavar="SECONDS",
+                        help="when another calibration of the bundle is running, wait up to this long for it to "
+                        "finish instead of stopping at once (default 0)")
     parser.add_argument("--note", default="", help="free text kept in threshold.json, e.g. who calibrated and why")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return parser
+
+
+def seconds(text: str) -> float:
+    """argparse type of --wait: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds, 0 or more (e.g. 600), got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,15 +117,25 @@ def run_calibration(args: argparse.Namespace, bundle: Bundle) -> int:
         raise DaadError(f"{exc}: see `daad calibrate --help`") from exc
     if args.method != "quantile" and args.defect is None:
         raise DaadError(f"--method {args.method} needs known defective parts: pass --defect DIR")
-    with threshold_lock(bundle) as died:
-        if died is not None:
-            _warn(f"took over {bundle.root / LOCK_FILE} from a calibration that is no longer running ({died})")
-        for folder in (bundle.root, bundle.root / HISTORY_DIR):
-            removed = remove_orphan_temp_files(folder)
-            if removed:
-                _warn(f"removed {len(removed)} temp file(s) that killed writes left in {folder}: "
-                      f"{_names([path.name for path in removed])}")  # fmt: skip
-        return _calibrate_locked(args, bundle, settings)
+    try:
+        with threshold_lock(bundle, args.wait, partial(_waiting, bundle, args.wait)) as died:
+            if died is not None:
+                _warn(f"took over {bundle.root / LOCK_FILE} from a calibration that is no longer running ({died})")
+            for folder in (bundle.root, bundle.root / HISTORY_DIR):
+                removed = remove_orphan_temp_files(folder)
+                if removed:
+                    _warn(f"removed {len(removed)} temp file(s) that killed writes left in {folder}: "
+                          f"{_names([path.name for path in removed])}")  # fmt: skip
+            return _calibrate_locked(args, bundle, settings)
+    except LockedError as exc:
+        if args.wait:
+            raise
+        raise LockedError(f"{exc} (or pass --wait SECONDS to wait for it)") from exc
+
+
+def _waiting(bundle: Bundle, wait_s: float, holder: LockHolder | None) -> None:
+    _warn(f"another calibration of {bundle.root} is running ({holder or 'holder unknown'}): "
+          f"waiting up to {wait_s:g} s for it to finish")
 
 
 def _calibrate_locked(args: argparse.Namespace, bundle: Bundle, settings: CalibrationSettings) -> int:

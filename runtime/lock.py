@@ -12,11 +12,12 @@ import fcntl
 import json
 import os
 import socket
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from runtime.atomic import writing
 from runtime.errors import DaadError
@@ -38,15 +39,20 @@ class LockHolder:
         return f"pid {self.pid} on {self.host}, started {self.started}"
 
 
+POLL_S = 0.1  # how often a waiting process tries the lock again
+
+
 @contextmanager
-def exclusive(path: str | os.PathLike, what: str) -> Iterator[LockHolder | None]:
+def exclusive(path: str | os.PathLike, what: str, wait_s: float = 0.0,
+              waiting: Callable[[LockHolder | None], None] | None = None) -> Iterator[LockHolder | None]:
     """Hold `path` exclusively while `what` runs; yield the holder that died holding it, or None.
 
-    Refuses at once (LockedError) when another process holds it: a second calibration should
-    not sit silently behind the first for minutes.
+    When another process holds it, waits up to `wait_s` seconds for it (telling `waiting` once,
+    with the holder, so the wait is never silent), then refuses (LockedError). The default is
+    to refuse at once: a second calibration should not sit behind the first unless asked to.
     """
     path = Path(path)
-    fd = _acquire(path, what)
+    fd = _acquire(path, what, wait_s, waiting)
     try:
         previous = _read_holder(fd)
         with writing(path):
@@ -58,7 +64,9 @@ def exclusive(path: str | os.PathLike, what: str) -> Iterator[LockHolder | None]
         os.close(fd)
 
 
-def _acquire(path: Path, what: str) -> int:
+def _acquire(path: Path, what: str, wait_s: float, waiting: Callable[[LockHolder | None], None] | None) -> int:
+    deadline = time.monotonic() + wait_s
+    told = False
     while True:
         with writing(path):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -67,8 +75,18 @@ def _acquire(path: Path, what: str) -> int:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            who = f" ({holder})" if holder else ""
-            raise LockedError(f"{path}: another {what} is running{who}: wait until it has finished, then run again")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                who = f" ({holder})" if holder else ""
+                if wait_s:
+                    raise LockedError(f"{path}: another {what} is still running after {wait_s:g} s of waiting{who}: "
+                                      "wait longer, or until it has finished")
+                raise LockedError(f"{path}: another {what} is running{who}: wait until it has finished, then run again")
+            if waiting is not None and not told:
+                waiting(holder)
+                told = True
+            time.sleep(min(POLL_S, left))
+            continue
         try:
             same_file = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

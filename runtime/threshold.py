@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from runtime.atomic import atomic_write_bytes, atomic_write_json
 from runtime.bundle import Bundle
@@ -184,13 +184,15 @@ def check_binding(
 
 
 @contextmanager
-def threshold_lock(bundle: Bundle) -> Iterator[LockHolder | None]:
+def threshold_lock(bundle: Bundle, wait_s: float = 0.0,
+                   waiting: Callable[[LockHolder | None], None] | None = None) -> Iterator[LockHolder | None]:
     """Hold the bundle's threshold lock (BUNDLE/threshold.lock) for a whole calibration.
 
-    A second calibration of the same bundle is refused while the first runs; one that finds the
-    lock of a calibration that died takes it over and gets that holder back, to say so.
+    A second calibration of the same bundle is refused while the first runs (or waits for it up
+    to `wait_s` seconds, see runtime.lock.exclusive); one that finds the lock of a calibration
+    that died takes it over and gets that holder back, to say so.
     """
-    with exclusive(bundle.root / LOCK_FILE, f"calibration of {bundle.root}") as previous:
+    with exclusive(bundle.root / LOCK_FILE, f"calibration of {bundle.root}", wait_s, waiting) as previous:
         yield previous
 
 

@@ -360,9 +360,9 @@ def test_the_written_record_binds_to_this_model_backend_and_precision(tiny_bundl
         check_binding(record, other, "onnxruntime", "fp32")
 
 
-def _start_calibration(bundle: Path, good: Path) -> subprocess.Popen:
+def _start_calibration(bundle: Path, good: Path, *more: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "calibration", "calibrate", "--bundle", str(bundle), "--good",
-                             str(good), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             str(good), "--no-progress", *more], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _wait_until_it_holds_the_lock(bundle: Path, process: subprocess.Popen) -> None:
@@ -390,8 +390,34 @@ def test_a_second_calibration_is_refused_while_the_first_runs(tiny_bundle, tmp_p
     out, _ = first.communicate(timeout=120)
     assert second.returncode == 2 and err.decode().count("\n") == 1 and "Traceback" not in err.decode()
     assert f"another calibration of {tiny_bundle} is running (pid {first.pid} on " in err.decode()
+    assert "--wait SECONDS" in err.decode()
     assert first.returncode == 0 and b"wrote" in out
     assert len(history_entries(open_bundle(tiny_bundle))) == 1 and not (tiny_bundle / LOCK_FILE).exists()
+
+
+def test_wait_takes_the_lock_once_the_first_calibration_ends(tiny_bundle, tmp_path) -> None:
+    parts = write_parts(tmp_path / "many", 600, seed=13)
+    first = _start_calibration(tiny_bundle, parts)
+    _wait_until_it_holds_the_lock(tiny_bundle, first)
+    first.send_signal(signal.SIGSTOP)  # holds the lock until it is let go on
+    try:
+        impatient = _start_calibration(tiny_bundle, parts, "--wait", "0.5")
+        _, refused = impatient.communicate(timeout=120)
+        patient = _start_calibration(tiny_bundle, parts, "--wait", "120")
+        told = patient.stderr.readline().decode()  # it says it waits, and for whom, before waiting
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert impatient.returncode == 2 and "still running after 0.5 s of waiting" in refused.decode()
+    assert f"pid {first.pid}" in told and "waiting up to 120 s" in told
+    assert first.wait(timeout=120) == 0 and patient.wait(timeout=120) == 0
+    assert len(history_entries(open_bundle(tiny_bundle))) == 2 and not (tiny_bundle / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_wait_takes_seconds(value, tiny_bundle, good, capsys) -> None:
+    with pytest.raises(SystemExit):
+        calibrate_cli.main(["--bundle", str(tiny_bundle), "--good", str(good), "--wait", value])
+    assert "expected seconds, 0 or more" in capsys.readouterr().err
 
 
 def test_a_calibration_killed_holding_the_lock_is_taken_over(tiny_bundle, tmp_path, good, capsys) -> None:
