@@ -10,6 +10,7 @@ import numpy as np
 from calibration.calibrate import Calibration
 from calibration.drift import DriftCheck
 from calibration.intervals import RateEstimate
+from calibration.outliers import upper_outliers
 from runtime.optional import require
 from runtime.score_scale import ScoreScale
 
@@ -74,41 +75,57 @@ def _counted(kind: str, counts: dict[str, int], outliers_kept: bool = False) -> 
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 
-def calibration_plot(good: np.ndarray, defect: np.ndarray | None, threshold: float, title: str = "") -> bytes:
-    """PNG of the score histograms with the threshold line, and the ROC curve when defects were given.
+def calibration_plot(good: np.ndarray, defect: np.ndarray | None, threshold: float, title: str = "",
+                     outliers_kept: bool = False) -> bytes:
+    """calibration.png: `calibration_figure` as PNG."""
+    buffer = io.BytesIO()
+    calibration_figure(good, defect, threshold, title, outliers_kept).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def calibration_figure(good: np.ndarray, defect: np.ndarray | None, threshold: float, title: str = "",
+                       outliers_kept: bool = False):
+    """The score histograms with the threshold line, and the ROC curve when defects were given.
 
     The score axis is asinh((score - typical good) / (threshold - typical good)): linear from
     the typical good part to the threshold, logarithmic beyond, so defects that score decades
     above the threshold do not squeeze every good part into one bar. Bottom ticks are raw
-    scores; the top axis reads the product's readable score (runtime.score_scale).
+    scores; the top axis reads the product's readable score (runtime.score_scale). Good parts
+    the outlier rule flags (calibration/outliers.py) are not in the green bars, where one of them
+    would look like a good part: they are a series of their own, marked on the axis and named
+    in the legend as kept or left out.
     """
     require("matplotlib", "calibration.png")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     scale = ScoreScale(threshold, float(np.median(good)))
+    flagged = upper_outliers(good)
+    usual, outliers = good[~flagged], good[flagged]
     figure = Figure(figsize=(11 if defect is not None else 7, 4.8), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2 if defect is not None else 1, squeeze=False)[0]
-    everything = good if defect is None else np.concatenate([good, defect])
+    everything = usual if defect is None else np.concatenate([usual, defect])
     bins = np.histogram_bin_edges(score_position(np.append(everything, threshold), scale),
                                   bins=min(60, max(10, everything.size // 5)))  # fmt: skip
     histogram = axes[0]
-    histogram.hist(score_position(good, scale), bins=bins, color="tab:green", alpha=0.6, label=f"good ({good.size})")
+    histogram.hist(score_position(usual, scale), bins=bins, color="tab:green", alpha=0.6, label=f"good ({usual.size})")
     if defect is not None:
         histogram.hist(score_position(defect, scale), bins=bins, color="tab:red", alpha=0.6, label=f"defect ({defect.size})")
+    if outliers.size:
+        histogram.plot(score_position(outliers, scale), np.zeros(outliers.size), linestyle="none", marker="^",
+                       markersize=10, color="darkorange", markeredgecolor="black", clip_on=False,
+                       label=f"good outliers, {'kept' if outliers_kept else 'left out'} ({outliers.size})")
     histogram.axvline(score_position(threshold, scale), color="black", linestyle="--", label=f"threshold {threshold:.4g}")
     histogram.set_ylabel("parts")
     histogram.legend()
     _score_ticks(histogram, scale)
     if defect is not None:
-        _plot_roc(axes[1], good, defect, threshold)
+        _plot_roc(axes[1], good if outliers_kept else usual, defect, threshold)  # the parts the rates are of
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure
 
 
 def score_position(scores: Any, scale: ScoreScale) -> np.ndarray:

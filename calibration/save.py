@@ -66,6 +66,7 @@ def save_calibration(bundle: Bundle, record: ThresholdRecord, good: np.ndarray, 
         f"{bundle.root.name}: {record.method} threshold {record.threshold:.4g} "
         f"({record.backend} {record.precision}, {record.created})"
     )
-    with staged_write(bundle.root / PLOT_FILE, calibration_plot(good, defect, record.threshold, title)) as plot:
+    picture = calibration_plot(good, defect, record.threshold, title, record.targets.get("good_outliers") == "kept")
+    with staged_write(bundle.root / PLOT_FILE, picture) as plot:
         written = write_threshold(bundle, record)
     return Saved(record, written, plot)

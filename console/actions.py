@@ -232,7 +232,8 @@ class Console:
         counts = part_counts(result, good, defect)
         defect_scores = None if defect is None else defect.scores
         proposal = Proposal(next(self._proposal_ids), result, counts, good.scores, defect_scores,
-                            calibration_plot(good.scores, defect_scores, result.threshold))
+                            calibration_plot(good.scores, defect_scores, result.threshold,
+                                             outliers_kept=settings.keep_outliers))
         with self._lock:
             self._proposals[proposal.id] = proposal
             for old in sorted(self._proposals)[:-KEEP_PROPOSALS]:

@@ -152,3 +152,22 @@ def test_outliers_are_far_above_the_skewed_tail_of_good_scores() -> None:
     assert result.threshold == pytest.approx(1.99, abs=1e-3) and result.good_outliers == [("p100.jpg", 77.8)]
     assert result.false_reject.total == 100 and "p100.jpg (77.8)" in result.warnings[0]
     assert calibrate(one_bad, None, CalibrationSettings(target_frr=0.01, keep_outliers=True)).threshold == 2.0
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_calibration_png_draws_outliers_as_their_own_marked_series(kept) -> None:
+    from calibration.report import calibration_figure, score_position
+    from runtime.score_scale import ScoreScale
+
+    good = np.append(np.random.default_rng(0).normal(1.0, 0.05, 60), [40.0, 500.0])  # two damaged images
+    figure = calibration_figure(good, np.array([2.0, 3.0, 2.5]), 1.2, outliers_kept=kept)
+    histogram = figure.axes[0]
+    bars = {label: sum(patch.get_height() for patch in container.patches)
+            for container, label in zip(histogram.containers, ["good", "defect"])}
+    assert bars == {"good": 60, "defect": 3}  # the outliers are in no bar
+    marked = next(line for line in histogram.get_lines() if "outlier" in str(line.get_label()))
+    assert marked.get_label() == f"good outliers, {'kept' if kept else 'left out'} (2)"
+    scale = ScoreScale(1.2, float(np.median(good)))
+    assert list(marked.get_xdata()) == pytest.approx(list(score_position([40.0, 500.0], scale)))
+    assert marked.get_marker() == "^" and histogram.get_xlim()[1] >= score_position(500.0, scale)
+    assert any("good outliers" in text.get_text() for text in histogram.get_legend().get_texts())
