@@ -190,20 +190,25 @@ def _prepare_mask(raw: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return resized.astype(bool)
 
 
-def median_aspect(samples: list[Sample], config: PreprocessConfig, count: int = 16) -> float:
-    """Median height / width of (the centre crop of) up to `count` images spread over
-    `samples`, unreadable ones skipped: the aspect a default input size follows."""
+def sampled_sizes(samples: list[Sample], config: PreprocessConfig, count: int = 16) -> list[tuple[int, int]]:
+    """(height, width) of (the centre crop of) up to `count` images spread over `samples`,
+    unreadable ones skipped: what a default input size follows and a chosen one is checked against."""
     picks = [samples[i] for i in np.linspace(0, len(samples) - 1, min(count, len(samples))).astype(int)] if samples else []
-    aspects = []
+    sizes = []
     for sample in picks:
         image = read_image(sample.path)
         if image is not None and image.size:
-            height, width = center_crop(image, config.center_crop).shape[:2]
-            aspects.append(height / width)
-    if not aspects:
+            sizes.append(center_crop(image, config.center_crop).shape[:2])
+    return sizes
+
+
+def median_aspect(samples: list[Sample], config: PreprocessConfig, count: int = 16) -> float:
+    """Median height / width of `sampled_sizes`: the aspect a default input size follows."""
+    sizes = sampled_sizes(samples, config, count)
+    if not sizes:
         first = samples[0].path.parent if samples else "the data set"
         raise DataError(f"no readable image in {first} to take the input size from: pass --image-size HxW")
-    return float(np.median(aspects))
+    return float(np.median([height / width for height, width in sizes]))
 
 
 def summarize(root: Path) -> dict[str, Any]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from runtime.atomic import check_output_folder
-from runtime.dataset import find_samples, median_aspect
+from runtime.dataset import find_samples, median_aspect, sampled_sizes
 from runtime.paths import check_outputs
-from runtime.preprocess import PreprocessConfig, parse_image_size, size_for_aspect
-from train.config import TrainConfig, read_config_file, with_overrides
+from runtime.preprocess import MAX_ENLARGEMENT, PreprocessConfig, parse_image_size, size_for_aspect
+from train.config import ConfigError, TrainConfig, read_config_file, with_overrides
 from train.families import DEFAULT_KIND, KINDS, Family, family_for
 
 
@@ -55,6 +56,29 @@ def default_size(data: Path, resume: bool, family: Family) -> tuple[int, int]:
     return height, width
 
 
+def check_size_fits(size: tuple[int, int], data: Path, channels: int, batch: int) -> None:
+    """Refuse an --image-size the training images or this machine's memory cannot serve, before any
+    image is loaded: a side more than MAX_ENLARGEMENT times the largest sampled image's (the loader
+    would skip every image as too small), or the training images at that size as uint8 and one
+    batch as float32 (a lower bound of what training holds) beyond the memory free now."""
+    height, width = size
+    samples = find_samples(Path(data), "train")
+    sizes = sampled_sizes(samples, PreprocessConfig())
+    if sizes:
+        tallest, widest = max(h for h, _ in sizes), max(w for _, w in sizes)
+        if height > MAX_ENLARGEMENT * tallest or width > MAX_ENLARGEMENT * widest:
+            raise ConfigError(
+                f"--image-size {height}x{width} would enlarge the training images (at most {tallest}x{widest} px among "
+                f"those sampled) more than {MAX_ENLARGEMENT}x: choose at most "
+                f"{MAX_ENLARGEMENT * tallest}x{MAX_ENLARGEMENT * widest}, or leave it out for the default")
+    needed = height * width * channels * (len(samples) + 4 * batch)
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if needed > free:
+        raise ConfigError(f"--image-size {height}x{width} needs at least {needed / 2**30:.1f} GiB for {len(samples)} "
+                          f"training images and a batch of {batch}, more than the {free / 2**30:.1f} GiB of memory free: "
+                          "choose a smaller size")
+
+
 def main(argv: list[str] | None = None) -> int:
     from train.fitting import detect_channels
 
@@ -79,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
     )
     height, width = args.image_size or default_size(args.data, args.resume, family)
-    preprocess = family.preprocess(height, width, args.channels or detect_channels(args.data))
+    channels = args.channels or detect_channels(args.data)
+    preprocess = family.preprocess(height, width, channels)  # the family's own bounds (its stride) first
+    if args.image_size:
+        check_size_fits(args.image_size, args.data, channels, train_config.batch_size)
     result = family.fit(args.data, args.out, model_config, train_config, preprocess, args.resume, not args.quiet)
     print(result.summary)
     return 0
