@@ -18,7 +18,8 @@ from pathlib import Path
 
 from runtime.bundle import Bundle
 from runtime.score_scale import ScoreScale
-from runtime.threshold import ThresholdRecord, history_entries
+from runtime.errors import ThresholdError
+from runtime.threshold import ThresholdRecord, history_entries, load_record
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ def in_force(bundle: Bundle, record: ThresholdRecord) -> Calibration:
 def filed_record(path: Path) -> ThresholdRecord | None:
     """A history entry's record; None when it cannot be read (it then names no calibration)."""
     try:
-        return ThresholdRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, AttributeError):
+        return load_record(path, path.parent)
+    except ThresholdError:
         return None
 
 
