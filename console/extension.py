@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from console.server import Address, ConsoleServer, announce, console_token, parse_address
 from runtime.backends.options import BackendOptions, positive
+from runtime.line.events import NG
 from runtime.line.extensions import RunContext
 from runtime.line.loop import Outcome
 
@@ -30,7 +31,8 @@ class AttachedConsole:
 
     def emit(self, outcome: Outcome) -> None:
         self.view.emit(outcome)
-        self.keeper.emit(outcome)
+        if outcome.verdict == NG:  # only NG frames take the queue's places: an OK part must not crowd one out
+            self.keeper.emit(outcome)
 
     @property
     def counts(self) -> dict[str, int]:

@@ -550,8 +550,8 @@ def test_a_restarted_console_lists_the_frames_of_the_run_before(tiny_bundle, tmp
     parts = tmp_path / "parts"
     parts.mkdir()
     rng = np.random.default_rng(5)
-    for index in range(6):
-        cv2().imwrite(str(parts / f"p{index}.png"), part(index, rng, defect=index in (2, 4)))
+    for index in range(40):  # the last defect comes after many good parts: none may crowd it out of the queue
+        cv2().imwrite(str(parts / f"p{index:02d}.png"), part(index, rng, defect=index in (2, 39)))
     run = subprocess.run([sys.executable, "-m", "runtime", "run", "--bundle", str(tiny_bundle), "--source", str(parts),
                           "--threshold", "0.3", "--threads", "1", "--stats-every", "0", "--console", "0",
                           "--console-token", TOKEN], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -563,7 +563,7 @@ def test_a_restarted_console_lists_the_frames_of_the_run_before(tiny_bundle, tmp
     try:
         url = re.search(r"http://127\.0\.0\.1:\d+", console.stderr.readline())[0]
         pictures = httpx.get(f"{url}/api/review", timeout=30).json()
-        assert [(p["frame"], p["name"], p["earlier"]) for p in pictures] == [(4, "p4.png", True), (2, "p2.png", True)]
+        assert [(p["frame"], p["name"], p["earlier"]) for p in pictures] == [(39, "p39.png", True), (2, "p02.png", True)]
         assert pictures[0]["run_id"] == summary["run_id"] and pictures[0]["score"] > 0.3
         marked = httpx.post(f"{url}/api/review/{pictures[1]['id']}", json={"label": "defect"}, headers=AUTH, timeout=30)
         assert marked.status_code == 200 and Path(marked.json()["copied_to"]).parent == tiny_bundle / "review" / "defect"

@@ -166,3 +166,53 @@ def test_watch_calibrate_from_the_line_save_and_the_loop_switches(running_line, 
                 browser.find_element(By.ID, "drift-button").click()
                 wait.until(lambda d: text_of(d, "drift-lines"))
             screenshot(browser, page)
+
+
+def test_after_a_restart_review_lists_the_earlier_run_and_a_damaged_threshold_offers_the_roll_back(
+        tmp_path, browser) -> None:
+    """A run ends; the station restarts with `daad console`: its Review page shows the run's NG parts
+    and marks one, and with threshold.json damaged by hand the History page says so and rolls back."""
+    from runtime.bundle import open_bundle
+    from runtime.threshold import ThresholdRecord, write_threshold
+
+    bundle = write_tiny_bundle(tmp_path / "bundle", 48, 64)
+    video = write_line_video(tmp_path / "line.avi", frames=60, defect_every=30)  # two defects
+    run = subprocess.run([sys.executable, "-m", "runtime", "run", "--bundle", str(bundle), "--source", str(video),
+                          "--threshold", "0.3", "--threads", "1", "--stats-every", "0", "--console", "0",
+                          "--console-token", TOKEN], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and json.loads(run.stdout)["review_saved"] == 4, run.stderr
+    opened = open_bundle(bundle)
+    for value in (0.25, 0.3):
+        write_threshold(opened, ThresholdRecord(threshold=value, model_sha256=opened.sha256, backend="onnxruntime",
+                                                precision="fp32", saved_by=f"at {value}"))
+    (bundle / "threshold.json").write_text((bundle / "threshold.json").read_text().replace('"threshold": 0.3',
+                                                                                            '"threshold": 1e308'))
+    port = free_port()
+    console = subprocess.Popen([sys.executable, "-m", "console", "console", "--bundle", str(bundle), "--port", str(port),
+                                "--console-token", TOKEN], stderr=subprocess.PIPE, text=True)
+    try:
+        assert f":{port}/" in console.stderr.readline()
+        wait = WebDriverWait(browser, WAIT_S)
+        browser.get(f"http://127.0.0.1:{port}/review#token={TOKEN}")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".picture")) == 2)
+        wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('.picture img')].every((i) => i.complete && i.naturalWidth > 0)"))
+        cards = browser.find_elements(By.CSS_SELECTOR, ".picture")
+        assert all("earlier run" in card.text for card in cards) and "#59" in cards[0].text
+        cards[0].find_element(By.CSS_SELECTOR, "button[data-label=defect]").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".picture .label")[0].text == "marked: real defect")
+        assert len(list((bundle / "review" / "defect").glob("*.png"))) == 1
+
+        browser.find_element(By.LINK_TEXT, "History").click()
+        wait.until(lambda d: "threshold.json" in text_of(d, "message") and "Roll back" in text_of(d, "message"))
+        buttons = browser.find_elements(By.XPATH, "//button[text()='Roll back']")
+        assert len(buttons) == 2  # nothing is active: both earlier thresholds are offered
+        buttons[0].click()
+        alert = wait.until(lambda d: d.switch_to.alert)
+        alert.send_keys("carl")
+        alert.accept()
+        wait.until(lambda d: "rolled back: the line now uses threshold 0.3000" in text_of(d, "message"))
+        assert json.loads((bundle / "threshold.json").read_text())["saved_by"] == "carl"
+    finally:
+        console.send_signal(signal.SIGINT)
+        console.wait(timeout=WAIT_S)
