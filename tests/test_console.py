@@ -570,3 +570,12 @@ def test_a_restarted_console_lists_the_frames_of_the_run_before(tiny_bundle, tmp
     finally:
         console.send_signal(signal.SIGINT)
         console.wait(timeout=60)
+
+
+@pytest.mark.parametrize("address", ["99999", "0.0.0.0:70000", "host:port"])
+def test_daad_run_refuses_a_console_address_out_of_range_in_one_line(address, tiny_bundle, tmp_path, capsys) -> None:
+    folder = write_parts(tmp_path / "parts", 3)
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(folder), "--threshold", "0.3", "--console", address]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "from 0 to 65535" in err and "http://" not in err
