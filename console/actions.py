@@ -8,7 +8,7 @@ the token and that model.onnx is still the one the console started with.
 from __future__ import annotations
 
 import itertools
-import json
+import math
 import re
 import secrets
 import sys
@@ -173,7 +173,7 @@ class Console:
                     "created": record.created, "threshold": record.threshold if problem is None else repr(record.threshold),
                     "method": record.method,
                     "note": record.note, "saved_by": record.saved_by, "backend": record.backend,
-                    "precision": record.precision, "rates": record.rates,
+                    "precision": record.precision, "rates": finite(record.rates),
                     "counts": {k: v for k, v in record.counts.items() if isinstance(v, int)},
                     "same_model": problem is None and (record.model_sha256, record.backend, record.precision)
                     == (self.bundle.sha256, self.backend.backend, self.backend.precision),
@@ -337,3 +337,14 @@ def _shown_anyway(path: Path) -> ThresholdRecord | None:
         return load_record(path, path.parent)
     except ThresholdError:
         return None
+
+
+def finite(value: Any) -> Any:
+    """`value` with NaN and infinities as None: a hand-edited history entry must not stop the page (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite(item) for item in value]
+    return value

@@ -414,6 +414,9 @@ def test_roll_back_refuses_a_history_entry_the_line_would_refuse(stats, client, 
     assert (tiny_bundle / "threshold.json").read_bytes() == active_before and len(list(entries[0].parent.iterdir())) == 2
     row = next(row for row in client.get("/api/history").json()["entries"] if row["file"] == entries[0].name)
     assert row["problem"] and not row["same_model"] and row["threshold"] == "1e+308"
+    entries[1].write_text(entries[1].read_text().replace('"estimate":', '"estimate": NaN, "was":'))  # JSON has no NaN
+    history = client.get("/api/history")
+    assert history.status_code == 200 and history.json()["entries"][0]["rates"]["false_reject"]["estimate"] is None
 
 
 @pytest.mark.parametrize("damage", ["1e308", "nested", "not json"])
