@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from torch.nn import functional as F
 
 from train.config import ConfigError
-from train.pixel.config import MemoryConfig
-from train.pixel.memory import BlockMemory, address, assemble, block_shape, divide, entropy
+from train.blockmemory import MemoryConfig
+from train.blockmemory import BlockMemory, address, assemble, block_shape, divide, entropy
 
 torch.set_num_threads(1)
 

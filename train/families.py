@@ -24,6 +24,7 @@ from train.fitting import TrainResult
 # kind -> "module:attribute" of its family, imported only when that kind is used.
 FAMILIES = {
     "patchcore": "train.features.family:PATCHCORE",
+    "daad-f": "train.features.family:DAAD_F",
     "daad+": "train.pixel.family:PIXEL",
     "daad": "train.pixel.family:PIXEL",
     "memae": "train.pixel.family:PIXEL",

@@ -10,6 +10,7 @@ image three times), so the graph reads the camera's frames as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,6 +55,17 @@ class FeatureConfig:
     @property
     def deepest_stride(self) -> int:
         return int(self.levels[-1][1:])
+
+
+def with_feature_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A family config dict with its "features" section (a plain dict in files) as a FeatureConfig."""
+    values = dict(data)
+    if isinstance(values.get("features"), dict):
+        features = dict(values["features"])
+        if "levels" in features:
+            features["levels"] = tuple(features["levels"])
+        values["features"] = FeatureConfig(**features)
+    return values
 
 
 def feature_preprocess(height: int, width: int, channels: int) -> PreprocessConfig:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from runtime.preprocess import PreprocessConfig
-from train.features.patch_features import FeatureConfig, FeatureConfigError, PatchFeatures
+from train.features.patch_features import FeatureConfig, FeatureConfigError, PatchFeatures, with_feature_config
 from train.pixel.model import GaussianBlur
 
 DEFAULT_MEMORY_SIZE = 2000
@@ -48,13 +48,7 @@ class PatchCoreConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PatchCoreConfig":
-        values = dict(data)
-        if "features" in values:
-            features = dict(values["features"])
-            if "levels" in features:
-                features["levels"] = tuple(features["levels"])
-            values["features"] = FeatureConfig(**features)
-        return cls(**values)
+        return cls(**with_feature_config(data))
 
 
 class PatchCoreModel(nn.Module):
@@ -93,7 +87,11 @@ class PatchCoreModel(nn.Module):
         return nearest.clamp_min(0.0).sqrt().reshape(n, 1, h, w)
 
     def score(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        patches = self.map_blur(self.distances(self.features(frames)))
+        return self.score_features(self.features(frames))
+
+    def score_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score, map) of patch features already computed (experiments score many memories on one pass)."""
+        patches = self.map_blur(self.distances(features))
         maps = F.interpolate(patches, scale_factor=self.config.features.stride, mode="bilinear", align_corners=False)
         return maps.amax(dim=(1, 2, 3)), maps
 

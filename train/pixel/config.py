@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from train.blockmemory import MemoryConfig
 from train.config import ConfigError, known_keys
 
 MODEL_KINDS = ("ae", "memae", "daad", "daad+")
@@ -19,30 +20,6 @@ def check_image_size(height: int, width: int) -> None:
         raise ConfigError(
             f"image size {height}x{width} must be a multiple of 16 (four 2x downsamplings), e.g. 128"
         )
-
-
-@dataclass(frozen=True)
-class MemoryConfig:
-    """One block-wise memory: blocks of block_h x block_w x block_c, a bank of `slots` rows.
-
-    block_c = 0 means all channels of the feature map (the paper's r_c = C).
-    shrink_threshold = 0 turns MemAE's hard shrinkage off.
-    """
-
-    block_h: int = 4
-    block_w: int = 4
-    block_c: int = 0
-    slots: int = 200
-    temperature: float = 0.1
-    shrink_threshold: float = 0.0
-
-    def __post_init__(self) -> None:
-        if min(self.block_h, self.block_w) < 1 or self.block_c < 0 or self.slots < 1:
-            raise ConfigError(f"memory block and slots must be positive, got {self}")
-        if self.temperature <= 0:
-            raise ConfigError(f"memory temperature must be positive, got {self.temperature}")
-        if not 0.0 <= self.shrink_threshold < 1.0:
-            raise ConfigError(f"shrink_threshold must be in [0, 1), got {self.shrink_threshold}")
 
 
 def _default_memories() -> tuple[MemoryConfig, ...]:

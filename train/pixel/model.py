@@ -24,7 +24,7 @@ from runtime.preprocess import PreprocessConfig
 from train.blur import GaussianBlur
 from train.pixel.config import SCALES, ModelConfig, check_image_size
 from train.pixel.discriminator import Discriminator, feature_distance
-from train.pixel.memory import BlockMemory, entropy
+from train.blockmemory import BlockMemory, entropy
 
 # "pixel" normalisation: the per-pixel std is floored at this fraction of the residual map's
 # overall std (docs/RESULTS-scoring.md, issue 11: 0.5 keeps synthetic image AUROC and ends the

@@ -1,5 +1,8 @@
 """Block-wise memory (DAAD): divide a feature map into blocks, address a bank, assemble back.
 
+The paper's central idea, shared by the pixel families (on the U-Net's skips) and daad-f (on a
+pretrained backbone's features).
+
 Everything here is written for export as well as training: divide/assemble are reshape +
 permute (never unfold/fold, whose Col2Im TensorRT cannot parse), tensors stay at rank <= 7,
 the batch dimension is always -1, and the cosine uses rsqrt instead of torch.norm.
@@ -13,9 +16,32 @@ import torch
 from torch import nn
 
 from train.config import ConfigError
-from train.pixel.config import MemoryConfig
 
 EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """One block-wise memory: blocks of block_h x block_w x block_c, a bank of `slots` rows.
+
+    block_c = 0 means all channels of the feature map (the paper's r_c = C).
+    shrink_threshold = 0 turns MemAE's hard shrinkage off.
+    """
+
+    block_h: int = 4
+    block_w: int = 4
+    block_c: int = 0
+    slots: int = 200
+    temperature: float = 0.1
+    shrink_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.block_h, self.block_w) < 1 or self.block_c < 0 or self.slots < 1:
+            raise ConfigError(f"memory block and slots must be positive, got {self}")
+        if self.temperature <= 0:
+            raise ConfigError(f"memory temperature must be positive, got {self.temperature}")
+        if not 0.0 <= self.shrink_threshold < 1.0:
+            raise ConfigError(f"shrink_threshold must be in [0, 1), got {self.shrink_threshold}")
 
 
 @dataclass(frozen=True)
