@@ -121,6 +121,6 @@ def fit_bank(model: DaadFModel, features: torch.Tensor, seed: int, batch_size: i
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
-        progress(1, float(loss))
+        progress(1, losses[-1])
     bank.requires_grad_(False)
     return losses
