@@ -29,7 +29,7 @@ from experiments.runs import products, train_and_evaluate
 from runtime.atomic import atomic_write_json, atomic_write_text
 from runtime.preprocess import PreprocessConfig, parse_image_size
 from train.config import TrainConfig, read_config_file
-from train.pixel.config import MODEL_KINDS, ModelConfig
+from train.families import KINDS, family_for
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
 COSTS = ("train_seconds", "gflops", "latency_ms", "fastest_ms")
@@ -120,21 +120,23 @@ def budget_text(args: argparse.Namespace, train_config: TrainConfig, rows: list[
     )
 
 
-def run_all(args: argparse.Namespace, base: ModelConfig, train_config: TrainConfig) -> list[dict[str, Any]]:
+def run_all(args: argparse.Namespace, sections: dict[str, Any], train_config: TrainConfig) -> list[dict[str, Any]]:
     """Train and evaluate every (data set, kind, seed); rows saved to --out as they come."""
     from train.train_cli import default_size
 
     rows: list[dict[str, Any]] = []
     for data in data_sets(args.data, args.products):
-        height, width = args.image_size or default_size(data, resume=False)
-        preprocess = PreprocessConfig(height=height, width=width, channels=3)
         for kind in args.models:
+            family = family_for(kind)
+            height, width = args.image_size or default_size(data, resume=False, family=family)
+            preprocess = PreprocessConfig(height=height, width=width, channels=3)
+            model_config = family.config_from_dict({**sections.get("model", {}), "kind": kind})
             for seed in args.seeds:
                 run = args.out / "runs" / data.name / kind / f"seed{seed}"
                 first = seed == args.seeds[0]
                 grid = args.out / "grids" / f"{data.name}-{kind}.png" if first else None
                 config = replace(train_config, seed=seed)
-                row = train_and_evaluate(data, run, replace(base, kind=kind), config, preprocess, args.reuse_runs, grid)
+                row = train_and_evaluate(data, run, model_config, config, preprocess, args.reuse_runs, grid)
                 row.update(seed=seed, image_size=f"{height}x{width}")
                 if first:
                     row.update(cost(run / "checkpoint.pt", run / "bundle", data, args.bench_seconds))
@@ -163,7 +165,7 @@ def _cell(value: list[float | None]) -> str:
 
 def _row_text(row: dict[str, Any]) -> str:
     values = ", ".join(f"{name} {row[name]:.3f}" for name in METRICS if row[name] is not None)
-    return f"{row['product']:>12} {row['kind']:>6} seed {row['seed']}: {values}, {row['train_seconds']:.0f} s"
+    return f"{row['product']:>12} {row['kind']:>9} seed {row['seed']}: {values}, {row['train_seconds']:.0f} s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, type=Path, nargs="+", help="folders of data sets (MVTec AD layout), or data sets")
     parser.add_argument("--out", required=True, type=Path, help="results folder (JSON, table, runs, grids)")
     parser.add_argument("--products", nargs="*", help="only the data sets with these folder names")
-    parser.add_argument("--models", nargs="*", default=list(MODEL_KINDS), choices=MODEL_KINDS)
+    parser.add_argument("--models", nargs="*", default=list(KINDS), choices=KINDS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=TrainConfig.steps, help="training budget in optimiser steps (default %(default)s)")
     parser.add_argument("--epochs", type=int, help="a fixed number of epochs instead of --steps")
@@ -188,12 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sections = read_config_file(args.config) if args.config else {}
-    base = ModelConfig.from_dict(sections.get("model", {}))
     train_config = TrainConfig.from_dict(
         {**sections.get("train", {}), "steps": args.steps, "epochs": args.epochs, "batch_size": args.batch_size, "validate_every": 0}
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = run_all(args, base, train_config)
+    rows = run_all(args, sections, train_config)
     synthetic = {data.name for data in data_sets(args.data, args.products) if (data / "synth.json").is_file()}
     summary = summarise(rows + synthetic_means(rows, synthetic))
     atomic_write_json(args.out / "summary.json", summary)

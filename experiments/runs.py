@@ -65,13 +65,17 @@ def train_and_evaluate(
     """
     from train.checkpoint import load_checkpoint
     from train.evaluate import evaluate, save_grid
+    from train.families import family_for
     from train.pixel.family import PIXEL
     from train.pixel.model import build_model
     from train.torch_backend import TorchBackend
     from train.fitting import batches, detect_channels, load_split
     from train.pixel.trainer import train
 
-    preprocess = replace(preprocess, channels=detect_channels(product), mean=preprocess.mean[:1], std=preprocess.std[:1])
+    family = family_for(model_config.kind)
+    preprocess = family.preprocess(preprocess.height, preprocess.width, detect_channels(product))
+    if not family.trains_by_steps:
+        return fit_and_evaluate(product, run, model_config, train_config, preprocess, grid)
     checkpoint = run / "checkpoint.pt"
     started = time.perf_counter()
     seconds = None
@@ -107,6 +111,28 @@ def train_and_evaluate(
         "train_seconds": round(seconds, 1),
         "epochs": loaded.state.get("epoch"),
         **curve_fields(run, train_config),
+    }
+
+
+def fit_and_evaluate(product: Path, run: Path, model_config: Any, train_config: TrainConfig,
+                     preprocess: PreprocessConfig, grid: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """A one-pass family (patchcore, daad-f): fit as `daad train` does, score the test split as `daad eval`."""
+    from train.checkpoint import load_checkpoint
+    from train.evaluate import evaluate, save_grid
+    from train.families import family_for
+    from train.torch_backend import TorchBackend
+
+    result = family_for(model_config.kind).fit(product, run, model_config, train_config, preprocess, False, False)
+    evaluation = evaluate(TorchBackend(load_checkpoint(result.checkpoint).model), product, preprocess)
+    if grid is not None:
+        save_grid(grid, evaluation)
+    metrics = evaluation.metrics
+    return {
+        "product": product.name,
+        "kind": model_config.kind,
+        **{name: metrics[name] for name in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "per_defect")},
+        "train_seconds": round(result.history[0]["fit_seconds"], 1),
+        "epochs": 1,
     }
 
 
