@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import secrets
+import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -96,12 +97,16 @@ class ConsoleServer:
         return asked
 
     def wait(self) -> None:
-        """Serve until Ctrl+C (or the server stops)."""
+        """Serve until Ctrl+C or SIGTERM (a service stopping), or until the server stops."""
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            while self.thread.is_alive():
-                self.thread.join(0.5)
+            while self.thread.is_alive() and not stop.wait(0.5):
+                pass
         except KeyboardInterrupt:
             pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def close(self) -> None:
         self.server.should_exit = True

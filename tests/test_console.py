@@ -520,7 +520,7 @@ def test_the_url_is_printed_after_the_bind_with_the_real_port(tiny_bundle) -> No
         assert taken.returncode == 2 and "daad console: http" not in err  # no URL announced
         assert f"could not listen on http://127.0.0.1:{port}" in err.splitlines()[-1] and "--host/--port" in err
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # as a service manager stops it
         process.wait(timeout=60)
     assert process.returncode == 0
 
