@@ -9,16 +9,17 @@ not installed says which one to install instead of ending in a traceback.
 
 from __future__ import annotations
 
-import ast
-import importlib.util
-import re
 import sys
 import threading
-from importlib.metadata import EntryPoint, entry_points
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from runtime.signals import hold, release
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+# importlib.metadata and the help's parsing are imported where used: `main` must hold stop
+# signals as soon after exec as it can (runtime.signals), and they take most of this module's import.
 
 VERB_GROUP = "daad.verbs"
 USAGE = "usage: daad <verb> [options]   (daad <verb> --help for details)"
@@ -26,6 +27,8 @@ USAGE = "usage: daad <verb> [options]   (daad <verb> --help for details)"
 
 def verbs(package: str | None = None) -> dict[str, EntryPoint]:
     """Registered verbs by name, in registration order; with `package`, only the ones it implements."""
+    from importlib.metadata import entry_points
+
     found = {entry.name: entry for entry in entry_points(group=VERB_GROUP)}
     if package is None:
         return found
@@ -34,6 +37,11 @@ def verbs(package: str | None = None) -> dict[str, EntryPoint]:
 
 def verb_help(entry: EntryPoint) -> str:
     """The first paragraph of the verb module's docstring, without importing the module."""
+    import ast
+    import importlib.util
+    import re
+    from pathlib import Path
+
     try:
         spec = importlib.util.find_spec(entry.module)
     except ImportError:
@@ -62,7 +70,7 @@ def run_verb(entry: EntryPoint, argv: list[str]) -> int:
     """
     from runtime.optional import extras_needed
 
-    own = {"runtime", *(e.module.split(".")[0] for e in entry_points(group=VERB_GROUP))}
+    own = {"runtime", *(e.module.split(".")[0] for e in verbs().values())}
     with extras_needed(entry.extras, f"daad {entry.name}", own):
         verb = entry.load()
         if not getattr(sys.modules[entry.module], "TAKES_HELD_SIGNALS", False):
