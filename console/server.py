@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import secrets
 import signal
+import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -63,6 +64,24 @@ def console_token(address: Address, given: str | None) -> str:
     return secrets.token_urlsafe(16)
 
 
+def listening_socket(address: Address, option: str) -> socket.socket:
+    """A TCP socket bound to `address`; DaadError in one line, with the system's reason, when it cannot be."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise DaadError(f"the console cannot listen on {address.url()}: {exc.strerror or exc}: choose another "
+                        f"address with {option}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn would: a restart reuses the port
+        sock.bind(where)
+    except OSError as exc:
+        sock.close()
+        raise DaadError(f"the console cannot listen on {address.url()}: {exc.strerror or exc}: choose another "
+                        f"port or address with {option}") from exc
+    return sock
+
+
 def announce(address: Address, token: str, generated: bool) -> None:
     """Tell the technician where the console is and, when it was made up here, the token."""
     tail = f"#token={token}" if generated else ""
@@ -73,28 +92,24 @@ def announce(address: Address, token: str, generated: bool) -> None:
 class ConsoleServer:
     """uvicorn serving `app` from a daemon thread; `close` stops it and waits.
 
-    Returns once the socket is bound: `address` is then where it listens (port 0 resolved to the
-    port the system gave), so the URL announced is one that answers.
+    The socket is bound here, before uvicorn starts: a port in use or an address this machine
+    lacks is one line with the system's reason, and `address` is where it listens (port 0
+    resolved to the port the system gave), so the URL announced is one that answers.
     """
 
     def __init__(self, app, address: Address, option: str = "--console HOST:PORT") -> None:
         uvicorn = require("uvicorn", "the web console")
-        config = uvicorn.Config(app, host=address.host, port=address.port, log_level="warning", access_log=False)
+        sock = listening_socket(address, option)
+        self.address = Address(address.host, sock.getsockname()[1])
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="daad-console", daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="daad-console",
+                                       daemon=True)
         self.thread.start()
         while not self.server.started:
             if not self.thread.is_alive():
-                raise DaadError(f"the console could not listen on {address.url()} (port in use, or an address "
-                                f"this machine does not have?): choose another with {option}")
+                raise DaadError(f"the console could not start on {self.address.url()}: see the line above")
             self.thread.join(0.05)
-        self.address = Address(address.host, self._bound_port(address.port))
-
-    def _bound_port(self, asked: int) -> int:
-        for server in self.server.servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        return asked
 
     def wait(self) -> None:
         """Serve until Ctrl+C or SIGTERM (a service stopping), or until the server stops."""

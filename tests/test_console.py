@@ -518,7 +518,8 @@ def test_the_url_is_printed_after_the_bind_with_the_real_port(tiny_bundle) -> No
         taken = console_process("console", "--bundle", str(tiny_bundle), "--port", str(port), "--console-token", "x")
         _, err = taken.communicate(timeout=60)
         assert taken.returncode == 2 and "daad console: http" not in err  # no URL announced
-        assert f"could not listen on http://127.0.0.1:{port}" in err.splitlines()[-1] and "--host/--port" in err
+        assert err.splitlines() == [f"daad console: error: the console cannot listen on http://127.0.0.1:{port}: "
+                                    "Address already in use: choose another port or address with --host/--port"]
     finally:
         process.send_signal(signal.SIGTERM)  # as a service manager stops it
         process.wait(timeout=60)
