@@ -256,6 +256,7 @@ def test_port_0_is_refused_not_taken_for_the_default(tiny_bundle, tmp_path, caps
     video, events = write_video(tmp_path / "line.avi", part_frames(2)), tmp_path / "events.jsonl"
     assert daad(run_argv(tiny_bundle, video, events, 0)) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert error[-1].startswith("daad run: error: --publish mqtt://127.0.0.1:0/plant: port 0 is no broker's port")
-    assert error[-1].endswith("e.g. mqtt://127.0.0.1:1883/plant")
+    assert len(error) == 1 and error[0].startswith("daad run: error: --publish mqtt://127.0.0.1:0/plant: port 0 is "
+                                                   "no broker's port")
+    assert error[0].endswith("e.g. mqtt://127.0.0.1:1883/plant") and not events.exists()  # before anything ran
     assert parse_publish_url("mqtt://broker/plant", "cap-1").port == 1883  # no port given: the default

@@ -32,7 +32,7 @@ from runtime.line.live_threshold import Calibration, LiveThreshold, in_force
 from runtime.line.loop import RunStats, Sink, open_reader, run_loop
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
 from runtime.paths import OutputPathError, check_outputs
-from runtime.plant.options import add_plant_options, add_plant_outputs
+from runtime.plant.options import PlantPlan, add_plant_options, add_plant_outputs, plan_plant_outputs
 from runtime.score_scale import ScoreScale
 from runtime.signals import STOP_SIGNALS, take
 from runtime.threshold import check_binding, read_threshold
@@ -160,13 +160,14 @@ def run_counters(reader: FrameReader, source: Source, sinks: list[Sink]) -> dict
     return counts
 
 
-def open_sinks(sinks: list[Sink], args: argparse.Namespace, bundle: Bundle, source: Source, live: LiveThreshold, stop: threading.Event, header: dict[str, Any],
+def open_sinks(sinks: list[Sink], args: argparse.Namespace, plant: PlantPlan, bundle: Bundle, source: Source,
+               live: LiveThreshold, stop: threading.Event, header: dict[str, Any],
                counters: Callable[[], dict[str, int]]) -> None:
     """The loop's outputs in the verdict's priority (reject pin, plant message, metrics), the input
     check, then the pictures' writer, which only enqueues; each is appended as it opens, so what
     opened is closed."""
     info = {key: str(header[key]) for key in ("station", "run_id", "model_sha256", "bundle", "backend", "precision")}
-    add_plant_outputs(sinks, args, info, lambda: live.value, counters)
+    add_plant_outputs(sinks, plant, info, lambda: live.value, counters)
     sinks.append(InputCheck(bundle.preprocess))
     pictures = ArtefactSettings(args.save_ng, args.save_ng_max_mb, args.output, args.display, args.artefact_queue,
                                 header["run_id"])
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     # model) is answered once the run is set up, with a summary, instead of a half-imported traceback.
     with stop_on_signals(stop, ending), ExitStack() as stack:
         check_run_outputs(args)
+        plant = plan_plant_outputs(args)
         bundle = open_bundle(args.bundle)
         options = BackendOptions.from_args(args)
         calibration, threshold_from = resolve_threshold(bundle, options, args.threshold)
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                                      stack)
         try:
             with closing_all(attached), closing_all(sinks), reader:  # all closed before the summary counts them
-                open_sinks(sinks, args, bundle, source, live, stop, header, counters)
+                open_sinks(sinks, args, plant, bundle, source, live, stop, header, counters)
                 run_loop(reader, backend, bundle.preprocess, live, source.name, events, sinks + attached, stats,
                          args.max_frames)
             if args.max_frames is not None and stats.frames >= args.max_frames:

@@ -1,17 +1,19 @@
-"""`daad run`'s plant options (--reject, --publish, --metrics-port) and the sinks they ask for, verdict first."""
+"""`daad run`'s plant options (--reject, --publish, --metrics-port), checked at start, and the sinks they ask
+for, opened verdict first."""
 
 from __future__ import annotations
 
 import argparse
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from runtime.errors import DaadError
 from runtime.plant.metrics import MetricsServer
-from runtime.plant.mqtt import MqttPublisher, parse_publish_url
-from runtime.plant.reject import FAULT_ACTIONS, open_reject, parse_reject
+from runtime.plant.mqtt import MqttPublisher, MqttSettings, parse_publish_url
+from runtime.plant.reject import FAULT_ACTIONS, RejectSpec, open_reject, parse_reject
 
 if TYPE_CHECKING:
     from runtime.line.loop import Sink
@@ -53,16 +55,21 @@ def read_password(path: Path | None) -> str | None:
         raise DaadError(f"--mqtt-password-file {path}: cannot read it ({exc.strerror})") from exc
 
 
-def add_plant_outputs(sinks: list["Sink"], args: argparse.Namespace, info: dict[str, str],
-                      threshold: Callable[[], float], counters: Callable[[], dict[str, int]]) -> None:
-    """Open the reject pin, the publisher and the metrics server that `args` ask for, in that order (the
-    verdict's priority), appending each to `sinks` as it opens, so the caller closes what did open."""
-    if args.reject is not None:
-        sinks.append(open_reject(parse_reject(args.reject), args.fault_action))
-        if args.fault_action == "pass":
-            print("daad run: warning: --fault-action pass: parts that could not be judged (FAULT) are NOT "
-                  "rejected and go on unjudged; use it only where something downstream reads the FAULT events",
-                  file=sys.stderr)
+@dataclass(frozen=True)
+class PlantPlan:
+    """The plant outputs a run was asked for, checked before anything is opened or written."""
+
+    reject: RejectSpec | None = None
+    fault_action: str = "reject"
+    publish: MqttSettings | None = None
+    events: Path | None = None  # the spool of --publish
+    metrics: tuple[int, str] | None = None  # (port, host)
+
+
+def plan_plant_outputs(args: argparse.Namespace) -> PlantPlan:
+    """Parse --reject, --publish and the metrics options: a mistake in them is one line before the model loads."""
+    reject = parse_reject(args.reject) if args.reject is not None else None
+    settings = None
     if args.publish is not None:
         if args.events is None:
             raise DaadError("--publish needs --events FILE.jsonl: the events file is the spool that keeps "
@@ -70,10 +77,27 @@ def add_plant_outputs(sinks: list["Sink"], args: argparse.Namespace, info: dict[
         settings = parse_publish_url(args.publish, args.station, username=args.mqtt_user,
                                      password=read_password(args.mqtt_password_file), ca_file=args.mqtt_ca,
                                      cert_file=args.mqtt_cert, key_file=args.mqtt_key)
-        sinks.append(MqttPublisher(settings, args.events))
+    metrics = (args.metrics_port, args.metrics_host) if args.metrics_port is not None else None
+    return PlantPlan(reject, args.fault_action, settings, args.events, metrics)
+
+
+def add_plant_outputs(sinks: list["Sink"], plan: PlantPlan, info: dict[str, str],
+                      threshold: Callable[[], float], counters: Callable[[], dict[str, int]]) -> None:
+    """Open the reject pin, the publisher and the metrics server of `plan`, in that order (the verdict's
+    priority), appending each to `sinks` as it opens, so the caller closes what did open."""
+    if plan.reject is not None:
+        sinks.append(open_reject(plan.reject, plan.fault_action))
+        if plan.fault_action == "pass":
+            print("daad run: warning: --fault-action pass: parts that could not be judged (FAULT) are NOT "
+                  "rejected and go on unjudged; use it only where something downstream reads the FAULT events",
+                  file=sys.stderr)
+    if plan.publish is not None:
+        settings = plan.publish
+        sinks.append(MqttPublisher(settings, plan.events))
         print(f"daad run: publishing to {settings.host}:{settings.port} {settings.verdict_topic}, spool "
-              f"{args.events}", file=sys.stderr)
-    if args.metrics_port is not None:
-        server = MetricsServer(args.metrics_port, args.metrics_host, info, threshold, counters)
+              f"{plan.events}", file=sys.stderr)
+    if plan.metrics is not None:
+        port, host = plan.metrics
+        server = MetricsServer(port, host, info, threshold, counters)
         sinks.append(server)
-        print(f"daad run: metrics on http://{args.metrics_host}:{server.port}/metrics", file=sys.stderr)
+        print(f"daad run: metrics on http://{host}:{server.port}/metrics", file=sys.stderr)
