@@ -184,7 +184,9 @@ def test_grey_and_tiny_images_are_counted_and_said_never_silent(tiny_bundle, tmp
 @pytest.mark.parametrize("flag, value, said", [
     ("--threads", "100000", "must be at most"), ("--threads", "0", "must be a positive finite number"),
     ("--save-ng-max-mb", "nan", "must be a positive finite number"),
-    ("--save-ng-max-mb", "inf", "must be a positive finite number")])
+    ("--save-ng-max-mb", "inf", "must be a positive finite number"),
+    ("--metrics-port", "99999", "must be a port from 0"), ("--metrics-port", "-1", "must be a port from 0"),
+    ("--stats-every", "nan", "must be a finite number of seconds"), ("--stats-every", "-5", "must be a finite")])
 def test_numeric_flags_out_of_bounds_are_one_line(flag, value, said, tiny_bundle, video, tmp_path, capsys) -> None:
     argv = ["run", "--bundle", str(tiny_bundle), "--source", str(video), "--threshold", "0.3",
             "--save-ng", str(tmp_path / "ng"), flag, value]

@@ -69,13 +69,22 @@ def build_parser(extensions: list[RunExtension] = ()) -> argparse.ArgumentParser
         f"dropped and counted, verdicts never (default {QUEUE_DEPTH})")
     add("--max-frames", type=positive(int), default=None, metavar="N", help="stop after this many frames")
     add("--loop", action="store_true", help="start a video file or image folder again at its end")
-    add("--stats-every", type=float, default=5.0, metavar="S", help="seconds between stats lines on stderr (0: none)")
+    add("--stats-every", type=not_negative, default=5.0, metavar="S",
+        help="seconds between stats lines on stderr (0: none)")
     add("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="Python logging level for stderr (default WARNING)")
     for extension in extensions:
         extension.add_arguments(parser)
     add_plant_options(parser)
     return parser
+
+
+def not_negative(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 or more."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, got {text}")
+    return value
 
 
 def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float | None) -> tuple[Calibration, str]:

@@ -41,9 +41,17 @@ def add_plant_options(parser: argparse.ArgumentParser) -> None:
     add("--mqtt-ca", type=Path, default=None, metavar="FILE", help="CA certificates for TLS (turns TLS on)")
     add("--mqtt-cert", type=Path, default=None, metavar="FILE", help="client certificate for TLS")
     add("--mqtt-key", type=Path, default=None, metavar="FILE", help="client key for TLS")
-    add("--metrics-port", type=int, default=None, metavar="N",
+    add("--metrics-port", type=port_number, default=None, metavar="N",
         help="serve Prometheus metrics on http://HOST:N/metrics (0: any free port); needs daad-edge[plant]")
     add("--metrics-host", default="0.0.0.0", metavar="ADDR", help="address the metrics server listens on")
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 (any free one) to 65535, got {text}")
+    return port
 
 
 def read_password(path: Path | None) -> str | None:
