@@ -137,7 +137,8 @@ class Recorder:
 def test_reject_spec_and_its_errors() -> None:
     assert parse_reject("gpio:7") == RejectSpec(7, 50.0, 0.0)
     assert parse_reject("gpio:12:40:350") == RejectSpec(12, 40.0, 350.0)
-    for text in ("gpio", "gpio:", "gpio:x", "plc:7", "gpio:7:40:350:1", "gpio:0", "gpio:7:0", "gpio:7:40:-1"):
+    for text in ("gpio", "gpio:", "gpio:x", "plc:7", "gpio:7:40:350:1", "gpio:0", "gpio:7:0", "gpio:7:40:-1",
+                 "gpio:7:nan", "gpio:7:inf", "gpio:7:40:nan", "gpio:7:40:inf"):
         with pytest.raises(DaadError, match="--reject"):
             parse_reject(text)
     assert math.isclose(parse_reject("gpio:7:2.5").pulse_ms, 2.5)

@@ -16,6 +16,7 @@ pin; `emit` only schedules, so the loop never waits for a pulse.
 from __future__ import annotations
 
 import heapq
+import math
 import logging
 import threading
 import time
@@ -82,8 +83,9 @@ def parse_reject(text: str) -> RejectSpec:
         spec = RejectSpec(int(parts[0]), *(float(part) for part in parts[1:]))
     except ValueError:
         raise DaadError(f"--reject {text}: expected gpio:PIN[:PULSE_MS[:DELAY_MS]], e.g. gpio:7:50:350") from None
-    if spec.pin < 1 or spec.pulse_ms <= 0 or spec.delay_ms < 0:
-        raise DaadError(f"--reject {text}: the pin must be positive, the pulse above 0 ms and the delay 0 ms or more")
+    if spec.pin < 1 or not 0 < spec.pulse_ms < math.inf or not 0 <= spec.delay_ms < math.inf:  # NaN fails both
+        raise DaadError(f"--reject {text}: the pin must be positive, the pulse above 0 ms and the delay 0 ms or more "
+                        f"(finite numbers)")
     return spec
 
 
