@@ -356,3 +356,12 @@ def test_a_full_disk_at_the_end_still_prints_the_measurement(tiny_bundle, small_
     assert f"cannot write {target}" in captured.err and "the disk is full" in captured.err
     errors = [line for line in captured.err.splitlines() if not line.startswith("daad bench: warning:")]
     assert len(errors) == 1 and "Traceback" not in captured.err and not target.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--duration-s", "inf"), ("--duration-s", "nan"), ("--warmup-s", "-1")])
+def test_durations_that_would_never_end_or_mean_nothing_are_one_line(flag, value, tiny_bundle, capsys) -> None:
+    """--duration-s inf measured forever; nan silently meant 0."""
+    with pytest.raises(SystemExit) as ended:
+        bench_cli.main(["--bundle", str(tiny_bundle), flag, value])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ended.value.code == 2 and f"argument {flag}: must be a finite number of seconds, 0 or more" in error

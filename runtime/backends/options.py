@@ -32,6 +32,14 @@ def positive(kind: type, most: float = math.inf, why: str = "") -> Callable[[str
     return parse
 
 
+def not_negative(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 or more (NaN would wait forever or never)."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, got {text}")
+    return value
+
+
 def max_threads() -> int:
     """More threads than 4 per core only add switching: 2,000 ran no frame in a minute, 100,000 ran out of memory."""
     return 4 * (os.cpu_count() or 1)

@@ -20,7 +20,7 @@ from typing import Callable
 
 from runtime.atomic import check_output_file
 from runtime.backends.base import Backend
-from runtime.backends.options import BackendOptions, add_backend_options, positive
+from runtime.backends.options import BackendOptions, add_backend_options, not_negative, positive
 from runtime.bench.runner import BackendOpener, BenchConfig, BenchReport, run_bench
 from runtime.bench.report import render_markdown, write_json, write_markdown
 from runtime.bundle import Bundle, open_bundle
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bundle", required=True, type=Path, help="bundle folder (from `daad export`)")
     add_backend_options(parser, compare=("onnxruntime", "tensorrt", *reference_backends()))
-    parser.add_argument("--warmup-s", type=float, default=1.0, help="warm-up per case, not measured (default: 1)")
-    parser.add_argument("--duration-s", type=float, default=5.0, help="measured time per case (default: 5)")
+    parser.add_argument("--warmup-s", type=not_negative, default=1.0, help="warm-up per case, not measured (default: 1)")
+    parser.add_argument("--duration-s", type=not_negative, default=5.0, help="measured time per case (default: 5)")
     parser.add_argument("--iterations", type=int, default=10,
                         help="measure at least this many iterations per case, like trtexec (default: 10)")
     parser.add_argument("--repeat", type=int, default=1,

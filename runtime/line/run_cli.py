@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from runtime.atomic import atomic_write_json, check_output_file
-from runtime.backends.options import BackendOptions, add_backend_options, positive
+from runtime.backends.options import BackendOptions, add_backend_options, not_negative, positive
 from runtime.bundle import Bundle, open_bundle
 from runtime.errors import ThresholdError
 from runtime.line.artefacts import QUEUE_DEPTH, ArtefactSettings, open_artefacts
@@ -77,14 +77,6 @@ def build_parser(extensions: list[RunExtension] = ()) -> argparse.ArgumentParser
         extension.add_arguments(parser)
     add_plant_options(parser)
     return parser
-
-
-def not_negative(text: str) -> float:
-    """An argparse type: a finite number of seconds, 0 or more."""
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, got {text}")
-    return value
 
 
 def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float | None) -> tuple[Calibration, str]:
