@@ -13,6 +13,7 @@ import math
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from calibration.drift import check_drift
 from calibration.methods import METHODS
 from calibration.outliers import upper_outliers
 from calibration.report import calibration_summary, drift_summary
-from calibration.save import part_counts, save_calibration, threshold_record
+from calibration.save import Saved, part_counts, save_calibration, threshold_record
 from calibration.scoring import ScoredParts, check_enough_good, score_folder, score_source
 from runtime.atomic import remove_orphan_temp_files
 from runtime.backends import Backend
@@ -125,7 +126,7 @@ def run_calibration(args: argparse.Namespace, bundle: Bundle) -> int:
                 removed = remove_orphan_temp_files(folder)
                 if removed:
                     _warn(f"removed {len(removed)} temp file(s) that killed writes left in {folder}: "
-                          f"{_names([path.name for path in removed])}")  # fmt: skip
+                          f"{name_list([path.name for path in removed])}")  # fmt: skip
             return _calibrate_locked(args, bundle, settings)
     except LockedError as exc:
         if args.wait:
@@ -141,18 +142,28 @@ def _waiting(bundle: Bundle, wait_s: float, holder: LockHolder | None) -> None:
 def _calibrate_locked(args: argparse.Namespace, bundle: Bundle, settings: CalibrationSettings) -> int:
     with BackendOptions.from_args(args).filled("auto", "fp32").open(bundle) as backend:
         good, defect = _score_parts(backend, bundle, args)
+    calibrate_and_save(bundle, good, defect, settings, backend, args.note)
+    return 0
+
+
+def calibrate_and_save(bundle: Bundle, good: ScoredParts, defect: ScoredParts | None, settings: CalibrationSettings,
+                       backend: Backend, note: str, warn: Callable[[str], None] | None = None) -> Saved:  # fmt: skip
+    """Threshold scored parts, print what it promises, save threshold.json (+ history) and calibration.png.
+
+    `daad calibrate` and `daad teach` end here; call under runtime.threshold.threshold_lock."""
+    warn = warn or _warn
     check_enough_good(good)
     result = calibrate(good.scores, _scores(defect), settings, good.names)
     if result.good_outliers:
         verdict = "kept (--keep-outliers)" if settings.keep_outliers else "left out of the threshold"
-        _warn(f"{len(result.good_outliers)} image(s) in {good.source} score far above the other good parts, "
-              f"{verdict}: {_names([name for name, _ in result.good_outliers])}")  # fmt: skip
+        warn(f"{len(result.good_outliers)} image(s) in {good.source} score far above the other good parts, "
+             f"{verdict}: {name_list([name for name, _ in result.good_outliers])}")  # fmt: skip
     counts = part_counts(result, good, defect)
-    record = threshold_record(bundle, result, counts, backend.name, backend.precision, args.note, getpass.getuser())
+    record = threshold_record(bundle, result, counts, backend.name, backend.precision, note, getpass.getuser())
     print("\n".join(calibration_summary(result, counts)), flush=True)  # before the writes: a failed one loses nothing
     saved = save_calibration(bundle, record, good.scores, _scores(defect))
     print(f"wrote {saved.threshold_path} and {saved.plot_path} (earlier thresholds are kept in {bundle.root / HISTORY_DIR})")
-    return 0
+    return saved
 
 
 def run_check(args: argparse.Namespace, bundle: Bundle) -> int:
@@ -169,7 +180,7 @@ def run_check(args: argparse.Namespace, bundle: Bundle) -> int:
     outliers = [name for name, flagged in zip(good.names, upper_outliers(good.scores)) if flagged]
     if outliers:
         _warn(f"{len(outliers)} image(s) in {good.source} score far above the other good parts (damaged images, "
-              f"another product?); they stay in the check: {_names(outliers)}")  # fmt: skip
+              f"another product?); they stay in the check: {name_list(outliers)}")  # fmt: skip
     result = check_drift(record, good.scores, _scores(defect))
     print("\n".join(drift_summary(result, record.threshold)))
     return 1 if result.drifted else 0
@@ -206,7 +217,7 @@ def _report_left_out(parts: ScoredParts) -> None:
     )
     for what, names in left_out:
         if names:
-            _warn(f"{len(names)} image(s) in {parts.source} {what}: {_names(names)}")
+            _warn(f"{len(names)} image(s) in {parts.source} {what}: {name_list(names)}")
     if parts.scores.size == 0:
         raise DataError(
             f"no usable score from {parts.source}: {len(parts.skipped)} unreadable or too small, "
@@ -216,7 +227,8 @@ def _report_left_out(parts: ScoredParts) -> None:
         )
 
 
-def _names(names: list[str]) -> str:
+def name_list(names: list[str]) -> str:
+    """The first SHOWN_NAMES names and how many more: a warning names parts without flooding the screen."""
     more = len(names) - SHOWN_NAMES
     return ", ".join(names[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
 

@@ -76,7 +76,7 @@ def score_folder(
     with warnings.catch_warnings():  # each skipped file is named once, by the caller, from `skipped`
         warnings.simplefilter("ignore", UserWarning)
         loaded = load_images(samples, config, progress=progress)
-    scored = _score(
+    scored = score_images(
         backend,
         loaded.images,
         [sample.path.name for sample in loaded.samples],
@@ -98,6 +98,12 @@ def score_source(
     progress: bool = False,
 ) -> ScoredParts:
     """The next `frames` frames of a camera, stream, video or image folder (fewer if it ends)."""
+    images, names, skipped = read_frames(uri, frames, config)
+    return score_images(backend, images, names, skipped, str(uri), batch_size, progress)
+
+
+def read_frames(uri: str, frames: int, config: PreprocessConfig) -> tuple[np.ndarray, list[str], list[str]]:
+    """The next `frames` prepared frames of a source (fewer if it ends), their names, and those skipped."""
     if frames < 1:
         raise DataError(f"--frames must be at least 1, got {frames}")
     source = open_source(uri)
@@ -117,10 +123,10 @@ def score_source(
         source.close()
     if not images:
         raise DataError(f"source {uri} delivered no usable frame ({len(skipped)} empty or unreadable)")
-    return _score(backend, np.stack(images), names, skipped, str(uri), batch_size, progress)
+    return np.stack(images), names, skipped
 
 
-def _score(
+def score_images(
     backend: Backend,
     images: np.ndarray,
     names: list[str],
@@ -129,6 +135,7 @@ def _score(
     batch_size: int,
     progress: bool,
 ) -> ScoredParts:
+    """Prepared uint8 images, scored a batch at a time; NaN and infinite scores set aside by name."""
     scores = infer_batches(backend, images, batch_size, progress, keep_maps=False).scores.astype(np.float64)
     finite = np.isfinite(scores)
     return ScoredParts(

@@ -12,7 +12,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from export.parity import ParityReport, measure_parity, synthetic_frames
 from export.trt_support import assert_tensorrt_ready
 from runtime.atomic import STALE_TEMP_S, atomic_write_bytes, is_temp_file_name
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-from runtime.bundle import MODEL_FILE, Bundle, BundleMetadata, file_sha256, write_metadata
+from runtime.bundle import MODEL_FILE, Bundle, BundleMetadata, file_sha256, package_version, write_metadata
 from runtime.errors import DaadError
 from runtime.preprocess import PreprocessConfig
 from train.families import family_for
@@ -112,8 +111,8 @@ def export_bundle(
             "flops_per_image": flops_per_image(proto),
             "memory_banks": locate_memory_banks(proto, banks),
         },
-        package_version=_package_version(),
-        exporter={**exporter_versions(), "onnxruntime": _package_version("onnxruntime")},
+        package_version=package_version(),
+        exporter={**exporter_versions(), "onnxruntime": package_version("onnxruntime")},
     )
     images = parity_images or ParityImages(synthetic_frames(*preprocess.shape), None, "synthetic frames")
     out = Path(out)
@@ -139,10 +138,3 @@ def _parity(model: nn.Module, staged: Bundle, images: ParityImages, batch: int |
         frames, labels = frames[keep], (labels[keep] if labels is not None else None)
     with TorchBackend(model) as reference, OnnxRuntimeBackend(staged) as candidate:
         return measure_parity(reference, candidate, frames, labels, source=images.source, batch=batch or 8)
-
-
-def _package_version(name: str = "daad-edge") -> str:
-    try:
-        return package_metadata.version(name)
-    except package_metadata.PackageNotFoundError:
-        return "unknown"

@@ -9,14 +9,18 @@ from typing import Any
 
 import numpy as np
 
+from export.backbone_export import export_backbone
 from export.bundle_export import ExportResult, ParityImages, export_bundle, remove_stale_staging
 from export.onnx_export import DEFAULT_OPSET
 from runtime.atomic import check_output_folder, remove_orphan_temp_files
 from runtime.dataset import find_samples, has_test_split, load_images
 from runtime.errors import DaadError
 from runtime.paths import check_outputs
-from runtime.preprocess import PreprocessConfig
+from patchmemory.backbone_part import BACKBONE_FILE, BACKBONE_METADATA
+from runtime.preprocess import PreprocessConfig, parse_image_size
 from train.checkpoint import load_checkpoint
+from train.features.backbone import WEIGHTS
+from train.features.patch_features import FeatureConfig, FeatureConfigError
 
 TENSORRT_8_MAX_OPSET = 17  # TensorRT 8.5/8.6 (JetPack 5.1/6.0) parse up to this opset
 
@@ -40,8 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
         "memory banks frozen as constants) and model.json. The graph is checked for TensorRT 8.5-10.x and "
         "compared with PyTorch (ONNX Runtime, CPU) before anything is written.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt written by `daad train`")
-    parser.add_argument("--out", required=True, type=Path, help="bundle folder to write (created if needed)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="checkpoint.pt written by `daad train`")
+    source.add_argument("--backbone", choices=list(WEIGHTS),
+                        help="instead of a bundle, write a backbone part (backbone.onnx + backbone.json: frames -> "
+                        "patch features) for `daad teach` on a device without PyTorch; see docs/TEACH.md")
+    parser.add_argument("--out", required=True, type=Path, help="bundle (or backbone part) folder to write (created if needed)")
+    part = parser.add_argument_group("backbone part (with --backbone)")
+    part.add_argument("--image-size", type=parse_image_size, metavar="HxW",
+                      help="the frames every product taught from this part takes, e.g. 224x224 (a multiple of 16)")
+    part.add_argument("--channels", type=int, choices=(1, 3), default=3, help="3: BGR colour cameras (default); 1: grey")
+    part.add_argument("--levels", default=",".join(FeatureConfig.levels),
+                      help=f"backbone levels of the patch features, comma-separated (default {','.join(FeatureConfig.levels)})")
+    part.add_argument("--aggregation", type=int, default=FeatureConfig.aggregation,
+                      help=f"local averaging window of the patch features (default {FeatureConfig.aggregation})")
     parser.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default 17: TensorRT 8.5/8.6 on JetPack 5.1/6.0)"
     )
@@ -65,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.opset > TENSORRT_8_MAX_OPSET:
         print(f"warning: opset {args.opset} needs TensorRT 10; JetPack 5.1/6.0 (TensorRT 8.5/8.6) parse up to "
               f"{TENSORRT_8_MAX_OPSET}", file=sys.stderr)  # fmt: skip
+    if args.backbone is not None:
+        return export_part(args)
     result = export_checkpoint(args.checkpoint, args.out, args.opset, args.batch, args.eval_data, args.parity_images)
     stats = result.metadata.model_stats
     print(f"wrote {result.root / 'model.onnx'} and model.json (opset {result.metadata.opset}, "
@@ -72,6 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result.metadata.model_kind}: {stats['parameters']:,} parameters, "
           f"{stats['flops_per_image'] / 1e9:.3f} GFLOPs per image, {len(stats['memory_banks'])} memory bank(s) frozen")  # fmt: skip
     print(result.parity.summary())
+    return 0
+
+
+def export_part(args: argparse.Namespace) -> int:
+    """`--backbone`: the backbone part `daad teach` takes."""
+    if args.image_size is None:
+        raise DaadError("--backbone needs --image-size HxW: the frame size of every product taught from the part")
+    try:
+        config = FeatureConfig(args.backbone, tuple(filter(None, args.levels.split(","))), args.aggregation)
+    except FeatureConfigError as exc:
+        raise DaadError(f"{exc}: see `daad export --help`") from exc
+    check_output_folder(args.out)
+    result = export_backbone(args.out, config, *args.image_size, args.channels, args.opset)
+    part = result.part
+    print(f"wrote {args.out / BACKBONE_FILE} and {BACKBONE_METADATA} ({config.backbone}, frames "
+          f"{part.preprocess['height']}x{part.preprocess['width']}x{args.channels} -> {part.feature_dim} x "
+          f"{part.grid[0]} x {part.grid[1]} patch features, {part.flops_per_image / 1e9:.3f} GFLOPs per image; "
+          f"ONNX Runtime within {result.max_feature_error:.1e} of PyTorch)")  # fmt: skip
+    print(f"teach a product from it: daad teach --backbone {args.out} --good GOOD_DIR --out BUNDLE")
     return 0
 
 

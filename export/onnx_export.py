@@ -44,18 +44,25 @@ def export_onnx(
     model: nn.Module, preprocess: PreprocessConfig, opset: int = DEFAULT_OPSET, batch: int | None = None
 ) -> onnx.ModelProto:
     """Trace `model.score` into an ONNX model; `batch` None means a dynamic batch axis."""
+    return trace_frames_graph(ScoringGraph(model), preprocess, OUTPUT_NAMES, opset, batch)
+
+
+def trace_frames_graph(
+    graph: nn.Module, preprocess: PreprocessConfig, output_names: tuple[str, ...], opset: int, batch: int | None
+) -> onnx.ModelProto:
+    """Trace any module of uint8 `frames` (the scoring graph, or a backbone part) at `opset`."""
     if batch is not None and batch < 1:
         raise DaadError(f"--batch must be 'dynamic' or a positive integer, got {batch}")
-    graph = ScoringGraph(model).eval()
+    graph = graph.eval()
     # Two frames when dynamic, so the tracer cannot specialise anything on a batch of one.
     example = torch.zeros((batch or 2, *preprocess.shape), dtype=torch.uint8)
-    dynamic_axes = None if batch else {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    dynamic_axes = None if batch else {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*will be removed.*")
         try:
-            _trace(graph, example, buffer, opset, dynamic_axes)
+            _trace(graph, example, buffer, opset, output_names, dynamic_axes)
         except torch.onnx.errors.OnnxExporterError as exc:
             raise DaadError(
                 f"the model cannot be exported to ONNX opset {opset}: {str(exc).splitlines()[0]} "
@@ -71,7 +78,8 @@ def export_onnx(
     return proto
 
 
-def _trace(graph: nn.Module, example: torch.Tensor, buffer: io.BytesIO, opset: int, dynamic_axes: dict | None) -> None:
+def _trace(graph: nn.Module, example: torch.Tensor, buffer: io.BytesIO, opset: int, output_names: tuple[str, ...],
+           dynamic_axes: dict | None) -> None:  # fmt: skip
     with torch.no_grad():
         torch.onnx.export(
             graph,
@@ -80,7 +88,7 @@ def _trace(graph: nn.Module, example: torch.Tensor, buffer: io.BytesIO, opset: i
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(output_names),
             dynamic_axes=dynamic_axes,
             do_constant_folding=True,
         )

@@ -10,10 +10,14 @@ within a few percent) to make each step cheap; the memory keeps the full feature
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 import numpy as np
 
+from runtime.optional import require
+
+DEFAULT_MEMORY_SIZE = 2000  # rows a patchcore memory keeps (`daad train` and `daad teach`): the search's cost lever
 PROJECTION_DIM = 128  # PatchCore's choice; features narrower than this are used as they are
 
 
@@ -68,3 +72,16 @@ def greedy_coreset(
         if progress is not None and (step + 1) % 250 == 0:
             progress(step + 1, size)
     return np.sort(chosen)
+
+
+def coreset_rows(features: np.ndarray, size: int, seed: int = 0, progress: bool = False) -> np.ndarray:
+    """The memory: `size` rows of `features` chosen by greedy_coreset, with a progress bar on stderr.
+
+    `daad train --model patchcore` and `daad teach` both keep their memory through here, so the
+    same features and seed give the same memory on either side."""
+    size = min(size, len(features))
+    tqdm = require("tqdm", "progress bars").tqdm
+    with tqdm(total=size, desc="coreset", unit="patch", file=sys.stderr, disable=not progress) as bar:
+        chosen = greedy_coreset(features, size, seed=seed, progress=lambda done, _: bar.update(done - bar.n))
+        bar.update(size - bar.n)
+    return np.asarray(features)[chosen]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import metadata as package_metadata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ class BundleMetadata:
     parity: dict[str, Any] = field(default_factory=dict)
     package_version: str = ""
     exporter: dict[str, Any] = field(default_factory=dict)
+    # Graphs beside model.onnx that together compute it (a taught bundle's backbone and memory
+    # head, docs/TEACH.md): role -> {"file", "sha256"}; empty for every exported bundle.
+    parts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def preprocess_config(self) -> PreprocessConfig:
@@ -97,6 +101,14 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def package_version(name: str = "daad-edge") -> str:
+    """The installed version of `name` for model.json ("unknown" when it is not installed)."""
+    try:
+        return package_metadata.version(name)
+    except package_metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def write_metadata(root: str | Path, metadata: BundleMetadata) -> Path:

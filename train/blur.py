@@ -3,20 +3,16 @@ Conv with an initializer and costs TensorRT nothing to parse."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from patchmemory import blur
+
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """A normalised 2-D Gaussian, 1 x 1 x k x k, k = 2 * ceil(3 sigma) + 1."""
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    line = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = torch.outer(line, line)
-    return (kernel / kernel.sum()).float()[None, None]
+    """A normalised 2-D Gaussian, 1 x 1 x k x k, k = 2 * ceil(3 sigma) + 1 (patchmemory.blur's numbers)."""
+    return torch.from_numpy(blur.gaussian_kernel(sigma))[None, None]
 
 
 class GaussianBlur(nn.Module):
@@ -31,8 +27,8 @@ class GaussianBlur(nn.Module):
         kernel = gaussian_kernel(sigma)
         self.register_buffer("kernel", kernel.repeat(channels, 1, 1, 1), persistent=False)
         self.padding = kernel.shape[-1] // 2
-        ones = torch.ones(1, channels, height, width)
-        self.register_buffer("border", 1.0 / self._convolve(ones), persistent=False)
+        border = torch.from_numpy(blur.border_weights(kernel[0, 0].numpy(), height, width))
+        self.register_buffer("border", border.expand(1, channels, height, width).clone(), persistent=False)
 
     def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.kernel, padding=self.padding, groups=self.channels)

@@ -7,6 +7,8 @@ the graph), so `infer` is one `session.run` and its only timed stage is `compute
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +38,29 @@ def resolve_providers(asked: list[str] | None, available: list[str]) -> list[str
     return names + ([] if "CPUExecutionProvider" in names else ["CPUExecutionProvider"])
 
 
+def open_session(
+    path: Path | bytes, threads: int | None = None, providers: list[str] | None = None, fix: str = "re-export the bundle with `daad export`"
+) -> tuple[Any, list[str]]:
+    """(InferenceSession over the graph at `path` (or serialised, before it is written), its
+    providers), with every backend's settings.
+
+    One sequential inter-op thread (a scoring graph is a chain), `threads` intra-op threads; a
+    graph ONNX Runtime cannot load is an error naming the file and `fix`."""
+    ort = require("onnxruntime", "the ONNX Runtime backend")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    names = resolve_providers(providers, ort.get_available_providers())
+    try:
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=names), names
+    except Exception as exc:  # ORT raises its own exception types for unloadable models
+        where = "the graph being written" if isinstance(path, bytes) else path
+        raise DaadError(f"ONNX Runtime cannot load {where} ({exc}): {fix}.") from exc
+
+
 class OnnxRuntimeBackend:
     """One InferenceSession over the bundle's model.onnx."""
 
@@ -54,21 +79,8 @@ class OnnxRuntimeBackend:
                 f"use --backend tensorrt for {precision} (after `daad build --bundle {bundle.root} "
                 f"--precision {precision}`), or --precision fp32."
             )
-        ort = require("onnxruntime", "the ONNX Runtime backend")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-        if threads is not None:
-            options.intra_op_num_threads = threads
         self.precision = precision
-        self.providers = resolve_providers(providers, ort.get_available_providers())
-        try:
-            self._session = ort.InferenceSession(str(bundle.onnx_path), options, providers=self.providers)
-        except Exception as exc:  # ORT raises its own exception types for unloadable models
-            raise DaadError(
-                f"ONNX Runtime cannot load {bundle.onnx_path} ({exc}): re-export the bundle with `daad export`."
-            ) from exc
+        self._session, self.providers = open_session(bundle.onnx_path, threads, providers)
         model_input = self._session.get_inputs()[0]
         self.input_name = model_input.name
         self.output_names = [output.name for output in self._session.get_outputs()]

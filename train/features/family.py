@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from patchmemory.coreset import greedy_coreset
+from patchmemory.coreset import coreset_rows
+from patchmemory.head import features_text, score_definition
 from runtime.errors import DaadError
 from runtime.optional import require
 from runtime.preprocess import PreprocessConfig
@@ -74,11 +75,6 @@ class FeatureFamily:
     def reconstructor(self, model: Any) -> ReconstructFn | None:
         return None  # the memory rebuilds features, not pictures
 
-    def _features_text(self, config: dict[str, Any]) -> str:
-        features = config.get("features", {})
-        window = features.get("aggregation")
-        return (f"EfficientNet-{features.get('backbone')} levels {', '.join(features.get('levels', []))} averaged "
-                f"over {window} x {window} and concatenated")  # fmt: skip
 
 
 def _bar(total: int, desc: str, unit: str, progress: bool) -> Any:
@@ -92,23 +88,15 @@ class PatchCoreFamily(FeatureFamily):
 
     def fit_memory(self, model: PatchCoreModel, features: torch.Tensor, train_config: TrainConfig, progress: bool) -> dict[str, Any]:
         rows = patch_rows(features)
-        size = min(model.config.memory_size, len(rows))
-        with _bar(size, "coreset", "patch", progress) as bar:
-            chosen = greedy_coreset(rows, size, seed=train_config.seed, progress=lambda done, _: bar.update(done - bar.n))
-            bar.update(size - bar.n)
-        model.set_memory(rows[chosen])
-        return {"patches": len(rows), "memory": len(chosen)}
+        memory = coreset_rows(rows, model.config.memory_size, seed=train_config.seed, progress=progress)
+        model.set_memory(memory)
+        return {"patches": len(rows), "memory": len(memory)}
 
     def describe(self, record: dict[str, Any]) -> str:
         return f"{record['memory']} of {record['patches']:,} patches"
 
     def score_definition(self, config: dict[str, Any]) -> str:
-        return (
-            f"score = max over pixels of anomaly_map; anomaly_map = Euclidean distance of each patch feature to its "
-            f"nearest neighbour among {config.get('memory_size')} good patches (greedy coreset), patch features = "
-            f"{self._features_text(config)}, Gaussian-smoothed (sigma {config.get('map_sigma')} px) and bilinearly "
-            "upsampled to the input"
-        )
+        return score_definition(config)
 
 
 class DaadFFamily(FeatureFamily):
@@ -136,7 +124,7 @@ class DaadFFamily(FeatureFamily):
             f"score = max over pixels of anomaly_map; anomaly_map = Euclidean distance of each patch feature to its "
             f"rebuild by a block-wise memory (blocks of {shape}, {config.get('slots')} learned normal blocks, softmax "
             f"of cosine similarity at temperature {config.get('temperature')}), patch features = "
-            f"{self._features_text(config)}, Gaussian-smoothed (sigma {config.get('map_sigma')} px) and bilinearly "
+            f"{features_text(config)}, Gaussian-smoothed (sigma {config.get('map_sigma')} px) and bilinearly "
             "upsampled to the input"
         )
 

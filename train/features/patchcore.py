@@ -21,11 +21,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from patchmemory.coreset import DEFAULT_MEMORY_SIZE
+from patchmemory.head import DEFAULT_MAP_SIGMA
 from runtime.preprocess import PreprocessConfig
 from train.features.patch_features import FeatureConfig, FeatureConfigError, PatchFeatures, with_feature_config
 from train.pixel.model import GaussianBlur
-
-DEFAULT_MEMORY_SIZE = 2000
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class PatchCoreConfig:
     kind: str = "patchcore"
     features: FeatureConfig = field(default_factory=FeatureConfig)
     memory_size: int = DEFAULT_MEMORY_SIZE  # coreset rows: the cost lever of the search
-    map_sigma: float = 4.0  # input pixels
+    map_sigma: float = DEFAULT_MAP_SIGMA  # input pixels
 
     def __post_init__(self) -> None:
         if self.memory_size < 1:

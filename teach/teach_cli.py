@@ -1,0 +1,170 @@
+"""`daad teach`: teach a product from good parts on the device, without PyTorch, into a calibrated bundle.
+
+Features of the good parts through the backbone part on ONNX Runtime, a greedy coreset of the
+kept parts' patches (numpy), the memory written as constants of a head graph fused onto the
+backbone, then the threshold from the held-out parts through `daad calibrate`'s own code. The
+bundle, its threshold and its history are those `daad export` + `daad calibrate` would write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from calibration.calibrate import CalibrationSettings
+from calibration.calibrate_cli import calibrate_and_save, name_list
+from calibration.scoring import score_images
+from patchmemory.backbone_part import read_backbone_part
+from patchmemory.coreset import DEFAULT_MEMORY_SIZE, coreset_rows
+from patchmemory.head import DEFAULT_MAP_SIGMA
+from runtime.atomic import check_output_folder, remove_orphan_temp_files
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.backends.options import max_threads, positive
+from runtime.bundle import open_bundle
+from runtime.errors import DaadError
+from runtime.lock import exclusive
+from runtime.paths import check_outputs
+from runtime.threshold import HISTORY_DIR, LOCK_FILE
+from teach.features import BackboneRunner
+from teach.parts import GoodParts, check_enough_parts, holdout_mask, read_good_parts
+from teach.product import TAUGHT_BY, ProductSettings, check_replaceable, head_scores, product_graphs, write_product
+
+DEFAULT_HOLDOUT = 0.2  # every 5th part calibrates (teach/parts.py says why a held-out share)
+
+EPILOG = """\
+examples:
+  daad teach --backbone parts/lite0-224 --good good_parts/ --out products/cap
+      every image in good_parts/: 4 in 5 kept in the memory, every 5th sets the threshold
+  daad teach --backbone parts/lite0-224 --good 0 --parts 200 --out products/cap --name "cap, line 3"
+      the next 200 frames of camera 0 (only good parts must pass while it takes them)
+
+Make the backbone part once, where PyTorch is: daad export --backbone lite0 --image-size 224x224 --out parts/lite0-224
+See docs/TEACH.md.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daad teach",
+        description="Teach a product from good parts, without PyTorch: writes an ordinary, calibrated bundle "
+        "(model.onnx, model.json, threshold.json, calibration.png) plus the backbone and the product's memory "
+        "head as separate graphs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--backbone", required=True, type=Path, metavar="PART",
+                        help="backbone part folder (backbone.onnx + backbone.json) from `daad export --backbone`, "
+                        "or a bundle taught from one")
+    parser.add_argument("--good", required=True, metavar="DIR_OR_SOURCE",
+                        help="folder of images of good parts (or an MVTec AD data set: its train/good), or a camera, "
+                        "stream or video as `daad run --source` takes it (then --parts is needed)")
+    parser.add_argument("--parts", type=positive(int), default=None, metavar="N",
+                        help="how many good parts to take (default: every image in the folder)")
+    parser.add_argument("--out", required=True, type=Path, metavar="BUNDLE", help="bundle folder to write")
+    parser.add_argument("--name", default=None, metavar="PRODUCT", help="the product's name (default: the folder name of --out)")
+    parser.add_argument("--memory-size", type=positive(int), default=DEFAULT_MEMORY_SIZE, metavar="K",
+                        help=f"patches the memory keeps (default {DEFAULT_MEMORY_SIZE}, as daad train)")
+    parser.add_argument("--map-sigma", type=float, default=DEFAULT_MAP_SIGMA, metavar="PX",
+                        help=f"smoothing of the anomaly map in input pixels (default {DEFAULT_MAP_SIGMA:g}, as daad train)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the coreset: the same parts and seed keep the same memory")
+    parser.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT, metavar="FRACTION",
+                        help=f"share of the parts kept out of the memory to set the threshold (default {DEFAULT_HOLDOUT:g})")
+    parser.add_argument("--target-frr", type=float, default=0.005,
+                        help="false-reject rate the threshold aims at, as daad calibrate (default 0.005)")
+    parser.add_argument("--threads", type=positive(int, max_threads(), "4 per core"), default=None, metavar="N",
+                        help="ONNX Runtime CPU threads (default: all cores)")
+    parser.add_argument("--batch", type=positive(int), default=8, metavar="N", help="frames per inference call (default 8)")
+    parser.add_argument("--note", default="", help="free text kept in threshold.json, e.g. who taught it and why")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    begun = time.perf_counter()
+    good_folder = Path(args.good) if Path(args.good).exists() else None
+    check_outputs(inputs={"--backbone": args.backbone, "--good": good_folder}, outputs={"--out": args.out})
+    try:
+        settings = ProductSettings(args.memory_size, args.map_sigma, args.seed)
+        calibration = CalibrationSettings(target_frr=args.target_frr)
+    except ValueError as exc:
+        raise DaadError(f"{exc}: see `daad teach --help`") from exc
+    if not np.isfinite(args.map_sigma) or args.map_sigma < 0:
+        raise DaadError(f"--map-sigma must be 0 or more pixels, got {args.map_sigma}")
+    part = read_backbone_part(args.backbone)
+    check_output_folder(args.out)
+    check_replaceable(args.out)
+    parts = read_good_parts(args.good, args.parts, part.preprocess_config)
+    _report_left_out(parts)
+    check_enough_parts(parts, args.holdout)
+    held = holdout_mask(len(parts.names), args.holdout)
+    progress = not args.no_progress
+
+    runner = BackboneRunner(args.backbone, part, args.threads)
+    rows = runner.rows(parts.images, args.batch, progress)
+    runner.close()
+    per_image = part.grid[0] * part.grid[1]
+    by_image = np.repeat(held, per_image)
+    memory = coreset_rows(rows[~by_image], settings.memory_size, settings.seed, progress)
+    graphs = product_graphs(args.backbone, part, memory, settings.map_sigma)
+    scores = head_scores(graphs.head, rows[by_image], part, args.batch)
+    fit_seconds = time.perf_counter() - begun
+    training = {
+        "taught_by": TAUGHT_BY,
+        "product": args.name or Path(args.out).resolve().name,
+        "source": parts.source,
+        "backbone_part": {"folder": str(Path(args.backbone).resolve()), "sha256": part.onnx_sha256},
+        "parts": len(parts.names),
+        "holdout": args.holdout,
+        "memory_parts": [name for name, out in zip(parts.names, held) if not out],
+        "calibration_parts": [name for name, out in zip(parts.names, held) if out],
+        "skipped_images": parts.skipped,
+        "grey_images": parts.grey,
+        "seed": settings.seed,
+        "patches": int((~by_image).sum()),
+        "memory": len(memory),
+        "fit_seconds": fit_seconds,
+    }
+    score_stats = {"min": float(scores.min()), "median": float(np.median(scores)), "max": float(scores.max()),
+                   "images": int(held.sum())}  # fmt: skip
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out / LOCK_FILE, f"teaching of {out}") as died:
+        if died is not None:
+            _warn(f"took over {out / LOCK_FILE} from a calibration or teaching that is no longer running ({died})")
+        for folder in (out, out / HISTORY_DIR):
+            remove_orphan_temp_files(folder)
+        write_product(out, part, graphs, settings, training, score_stats)
+        bundle = open_bundle(out)
+        with OnnxRuntimeBackend(bundle, threads=args.threads) as backend:
+            names = training["calibration_parts"]
+            good = score_images(backend, parts.images[held], names, [], f"{parts.source} (held-out parts)",
+                                args.batch, progress)  # fmt: skip
+            print(f"taught {training['product']}: {len(memory)} of {training['patches']:,} patches from "
+                  f"{len(parts.names) - len(names)} parts; {len(names)} held-out parts set the threshold "
+                  f"({fit_seconds:.0f} s to the memory)")  # fmt: skip
+            note = args.note or f"taught from {parts.source}"
+            calibrate_and_save(bundle, good, None, calibration, backend, note, _warn)
+    print(f"wrote {out} in {time.perf_counter() - begun:.0f} s: run it with `daad run --bundle {out} --source SRC`")
+    return 0
+
+
+def _report_left_out(parts: GoodParts) -> None:
+    """Name every part that could not be used, and a source that gave fewer parts than asked for."""
+    if parts.skipped:
+        _warn(f"{len(parts.skipped)} image(s) in {parts.source} skipped: {name_list(parts.skipped)}")
+    if parts.grey:
+        _warn(f"{len(parts.grey)} image(s) in {parts.source} are grey, given to a colour backbone: used with the grey "
+              f"in all three channels: {name_list(parts.grey)}")  # fmt: skip
+    if parts.wanted is not None:
+        _warn(f"{parts.source} gave {len(parts.names) + len(parts.skipped)} parts, not the {parts.wanted} asked for "
+              "with --parts: teaching from those")  # fmt: skip
+
+
+def _warn(text: str) -> None:
+    print(f"daad teach: {text}", file=sys.stderr)
