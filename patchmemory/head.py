@@ -110,6 +110,9 @@ def fuse(backbone: Any, head: Any) -> Any:
     onnx = require("onnx", "writing the memory head")
     fused = onnx.compose.merge_models(backbone, head, io_map=[(FEATURES_NAME, FEATURES_NAME)],
                                       outputs=list(OUTPUT_NAMES), name="taught_patchcore")  # fmt: skip
+    # merge_models lists the default domain once per model ("" and unset): one entry, as exported graphs have.
+    del fused.opset_import[:]
+    fused.opset_import.extend(backbone.opset_import)
     if [value.name for value in fused.graph.input] != [INPUT_NAME]:
         raise ValueError(f"the fused graph takes {[v.name for v in fused.graph.input]}, not {INPUT_NAME!r}")
     return fused

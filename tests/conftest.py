@@ -71,3 +71,15 @@ def mqtt_broker(tmp_path):
     broker = Broker(tmp_path / "broker").start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def backbone_part(tmp_path_factory):
+    """A real backbone part (EfficientNet-Lite0, s8+s16 patch features) for 64x96 BGR frames, as
+    `daad export --backbone lite0 --image-size 64x96` writes it; exported once per test session."""
+    from export.backbone_export import export_backbone
+    from train.features.patch_features import FeatureConfig
+
+    folder = tmp_path_factory.mktemp("part") / "lite0-64x96"
+    export_backbone(folder, FeatureConfig(), 64, 96, 3)
+    return folder

@@ -1,7 +1,8 @@
 """The layers of docs/ARCHITECTURE.md hold: no package reaches up, statically or by module name.
 
 runtime/ imports no other package of the project and never torch (a Jetson installs it alone);
-calibration/ imports only runtime/ (it scores through a runtime backend, without torch); train/
+calibration/ and patchmemory/ import only runtime/ (they score and choose a memory without torch);
+teach/ (a device teaching itself a product) imports only those three, never torch; train/
 and export/ import only the layers below them. A module
 named in a string (importlib.import_module("train.x"), an entry-point style "export.x:Y", a dict
 value "train.x") is an import too: it fails the same way on a device without the package.
@@ -22,10 +23,11 @@ ALLOWED = {
     "runtime": {"runtime"},
     "calibration": {"runtime", "calibration"},
     "patchmemory": {"runtime", "patchmemory"},
+    "teach": {"runtime", "calibration", "patchmemory", "teach"},
     "train": {"runtime", "calibration", "patchmemory", "train"},
     "export": {"runtime", "calibration", "patchmemory", "train", "export"},
 }
-TORCH_FREE = ("runtime", "calibration", "patchmemory")
+TORCH_FREE = ("runtime", "calibration", "patchmemory", "teach")
 IMPORT_CALLS = {"import_module", "__import__", "find_spec", "require"}
 MODULE_STRING = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_][\w.]*)?")
 
@@ -93,16 +95,21 @@ def test_train_and_export_import_only_the_layers_below() -> None:
     assert offenders("train") == {} and offenders("export") == {}
 
 
-def test_runtime_and_calibration_import_with_torch_blocked() -> None:
+def test_teach_imports_only_runtime_calibration_and_patchmemory() -> None:
+    assert {"train", "export", "torch", "console"} <= forbidden("teach") and "teach" in forbidden("patchmemory")
+    assert offenders("teach") == {} and offenders("patchmemory") == {}
+
+
+def test_the_torch_free_packages_import_with_torch_blocked() -> None:
     code = (
         "import sys, pkgutil, importlib\n"
         "sys.modules['torch'] = None\n"
-        "for package in ('runtime', 'calibration'):\n"
+        f"for package in {TORCH_FREE!r}:\n"
         "    root = importlib.import_module(package)\n"
         "    for info in pkgutil.walk_packages(root.__path__, package + '.'):\n"
         "        if not info.name.endswith('__main__'):\n"
         "            importlib.import_module(info.name)\n"
-        f"above = {sorted(set(PACKAGES) - {'runtime', 'calibration'})!r}\n"
+        f"above = {sorted(set(PACKAGES) - set(TORCH_FREE))!r}\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in above)\n"
         "assert not bad, bad\n"
     )
