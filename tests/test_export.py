@@ -349,7 +349,7 @@ def test_an_exporter_that_writes_another_opset_fails_loudly(monkeypatch) -> None
     import export.onnx_export as onnx_export
     from tiny_bundle import tiny_model
 
-    def writes_opset_18(graph, example, buffer, opset, dynamic_axes) -> None:
+    def writes_opset_18(graph, example, buffer, opset, output_names, dynamic_axes) -> None:
         proto = tiny_model(32, 32, 3)
         proto.opset_import[0].version = 18
         buffer.write(proto.SerializeToString())
