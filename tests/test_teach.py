@@ -5,6 +5,7 @@ any other, and PyTorch's patchcore on the same memory as the reference."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +20,11 @@ from export.trt_support import check_tensorrt_support
 from patchmemory.coreset import coreset_rows
 from patchmemory.head import MEMORY_INITIALIZER
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.backends.split_backend import SplitOnnxRuntimeBackend
 from runtime.bundle import file_sha256, open_bundle
 from runtime.cli import main as daad
 from runtime.dataset import find_samples, load_images
+from runtime.errors import BundleError
 from runtime.threshold import check_binding, history_entries, read_threshold
 from teach.parts import holdout_mask
 from train.features.patchcore import PatchCoreConfig, PatchCoreModel
@@ -186,3 +189,20 @@ def test_teach_runs_without_torch(taught, product, backbone_part, tmp_path) -> N
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert np.array_equal(memory_of(tmp_path / "out"), memory_of(taught))
+
+
+def test_the_split_parts_score_as_the_fused_model(taught, product, tiny_bundle, tmp_path) -> None:
+    bundle = open_bundle(taught)
+    frames = load_images(find_samples(product, "test"), bundle.preprocess).images
+    with OnnxRuntimeBackend(bundle) as fused, SplitOnnxRuntimeBackend(bundle) as split:
+        whole, parts = fused.infer(frames), split.infer(frames)
+    assert np.abs(parts.scores - whole.scores).max() <= 1e-5 * np.abs(whole.scores).max()
+    assert np.abs(parts.anomaly_maps - whole.anomaly_maps).max() <= 1e-5 * np.abs(whole.anomaly_maps).max()
+    assert parts.timings["backbone"] > 0 and parts.timings["head"] > 0
+    with pytest.raises(BundleError, match="lists no backbone and head parts"):
+        SplitOnnxRuntimeBackend(open_bundle(tiny_bundle))
+    changed = tmp_path / "changed"
+    shutil.copytree(taught, changed)
+    (changed / "head.onnx").write_bytes((changed / "head.onnx").read_bytes()[:-4])
+    with pytest.raises(BundleError, match="head.onnx is missing or does not match"):
+        SplitOnnxRuntimeBackend(open_bundle(changed))
