@@ -138,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         if died is not None:
             _warn(f"took over {out / LOCK_FILE} from a calibration or teaching that is no longer running ({died})")
         for folder in (out, out / HISTORY_DIR):
-            remove_orphan_temp_files(folder)
+            removed = remove_orphan_temp_files(folder)
+            if removed:
+                _warn(f"removed {len(removed)} temp file(s) that killed writes left in {folder}: "
+                      f"{name_list([path.name for path in removed])}")  # fmt: skip
         write_product(out, part, graphs, settings, training, score_stats)
         bundle = open_bundle(out)
         with OnnxRuntimeBackend(bundle, threads=args.threads) as backend:

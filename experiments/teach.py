@@ -1,0 +1,178 @@
+"""The measurements behind docs/TEACH.md: `daad teach` against the PyTorch-side fit of the same kind.
+
+    python -m experiments.teach --data /work/data/real/kolektorsdd /work/data/real/tire \
+        /work/data/synth256/cap --out /tmp/teach-runs
+
+Per data set (MVTec AD layout):
+- a backbone part at the size `daad train --model patchcore` chooses for it (made once, not timed);
+- `daad teach --parts 200` in a fresh process, timed wall clock: from the images on disk to a
+  calibrated bundle (target: 2 minutes on the 2-core development machine);
+- the PyTorch-side fit on the same images: `daad train --model patchcore` on a folder holding
+  exactly the parts teach kept in its memory, then `daad export`; and, for what the held-out
+  share costs, the same on all the parts teach was given;
+- image AUROC of both bundles on the test split, through ONNX Runtime (target: within 0.005);
+- the two memories row by row, and a second teach with the same seed (target: identical);
+- with --latency, the taught bundle at batch 1 as one fused graph and as its backbone and head
+  parts in two sessions (runtime/backends/split_backend.py).
+
+Everything is written under --out (teach.json, the bundles, copies of the kept images): keep
+--out outside the repository, the real images are licensed for evaluation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from patchmemory.head import MEMORY_INITIALIZER
+from runtime.atomic import atomic_write_json
+from runtime.backends.batches import infer_batches
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.backends.split_backend import SplitOnnxRuntimeBackend
+from runtime.bundle import open_bundle
+from runtime.dataset import find_samples, load_images
+from train.metrics import image_auroc
+
+def daad(*args: object) -> float:
+    """Run a `daad` verb in a fresh process (imports and all, as a technician would); its wall seconds."""
+    begun = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sys; from runtime.cli import main; sys.exit(main())",
+                    *map(str, args)], check=True)  # fmt: skip
+    return time.perf_counter() - begun
+
+
+def image_size(data: Path) -> tuple[int, int]:
+    from train.families import family_for
+    from train.train_cli import default_size
+
+    return default_size(data, resume=False, family=family_for("patchcore"))
+
+
+def test_auroc(bundle: Path, data: Path) -> float:
+    opened = open_bundle(bundle)
+    test = load_images(find_samples(data, "test"), opened.preprocess)
+    with OnnxRuntimeBackend(opened) as backend:
+        scores = infer_batches(backend, test.images, 8, keep_maps=False).scores
+    return image_auroc([sample.label for sample in test.samples], scores)
+
+
+def memory_rows(bundle: Path) -> np.ndarray:
+    """The memory rows of a bundle's model.onnx (taught: head/memory; exported: model.json names it)."""
+    opened = open_bundle(bundle)
+    bank = opened.metadata.model_stats["memory_banks"]["patches"]
+    model = onnx.load(str(opened.onnx_path))
+    stored = numpy_helper.to_array(next(init for init in model.graph.initializer if init.name == bank["initializer"]))
+    return stored.T if bank["rows"] == "transposed" else stored
+
+
+def torch_fit(data: Path, names: list[str], folder: Path, size: tuple[int, int], seed: int, run: Path,
+              exported: Path) -> float:  # fmt: skip
+    """`daad train --model patchcore` on a folder holding exactly `names` of data's good images, then
+    `daad export`; the training's wall seconds."""
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.rmtree(exported, ignore_errors=True)
+    folder.mkdir(parents=True)
+    good = {sample.path.name: sample.path for sample in find_samples(data, "train")}
+    for name in names:
+        shutil.copy2(good[name], folder / name)
+    seconds = daad("train", "--model", "patchcore", "--data", folder, "--image-size", f"{size[0]}x{size[1]}",
+                   "--channels", 3, "--seed", seed, "--out", run)  # fmt: skip
+    daad("export", "--checkpoint", run / "checkpoint.pt", "--out", exported, "--eval-data", data, "--parity-images", 16)
+    return seconds
+
+
+def measure(data: Path, out: Path, parts: int, seed: int) -> dict[str, Any]:
+    from export.backbone_export import export_backbone
+    from train.features.patch_features import FeatureConfig
+
+    height, width = image_size(data)
+    part = out / "parts" / f"lite0-{height}x{width}"
+    if not (part / "backbone.json").is_file():
+        export_backbone(part, FeatureConfig(), height, width, 3)
+    taught, again, run, exported = (out / name / data.name for name in ("teach", "teach-again", "train", "export"))
+    for folder in (taught, again):
+        shutil.rmtree(folder, ignore_errors=True)
+    load = os.getloadavg()[0]
+    teach_s = daad("teach", "--backbone", part, "--good", data, "--parts", parts, "--out", taught, "--seed", seed,
+                   "--no-progress")  # fmt: skip
+    daad("teach", "--backbone", part, "--good", data, "--parts", parts, "--out", again, "--seed", seed, "--no-progress")
+    training = open_bundle(taught).metadata.training
+    train_s = torch_fit(data, training["memory_parts"], out / "kept" / data.name, (height, width), seed, run, exported)
+    everything = training["memory_parts"] + training["calibration_parts"]
+    torch_fit(data, everything, out / "all" / data.name, (height, width), seed, out / "train-all" / data.name,
+              out / "export-all" / data.name)  # fmt: skip
+    mine, theirs = memory_rows(taught), memory_rows(exported)
+    same_shape = mine.shape == theirs.shape
+    return {
+        "data": str(data), "image_size": f"{height}x{width}", "parts": parts, "seed": seed,
+        "load_average_before": load,
+        "teach_seconds": teach_s, "torch_train_seconds": train_s,
+        "teach_auroc": test_auroc(taught, data), "torch_auroc": test_auroc(exported, data),
+        "torch_all_parts_auroc": test_auroc(out / "export-all" / data.name, data),
+        "memory_rows": len(mine),
+        "same_seed_memory_identical": bool(np.array_equal(mine, memory_rows(again))),
+        "memory_rows_equal_to_torch": int((np.abs(mine - theirs).max(axis=1) <= 1e-4).sum()) if same_shape else 0,
+        "memory_max_abs_difference_to_torch": float(np.abs(mine - theirs).max()) if same_shape else None,
+        "calibration_parts": len(open_bundle(taught).metadata.training["calibration_parts"]),
+    }  # fmt: skip
+
+
+def latency(bundle: Path, repeats: int, threads: int) -> dict[str, float]:
+    """Median and fastest ms per frame at batch 1: model.onnx in one session, and the two parts."""
+    opened = open_bundle(bundle)
+    frame = load_images(find_samples(Path(opened.metadata.training["source"]), "train")[:1], opened.preprocess).images
+    result: dict[str, float] = {}
+    with OnnxRuntimeBackend(opened, threads=threads) as fused, SplitOnnxRuntimeBackend(opened, threads=threads) as split:
+        for name, backend in (("fused", fused), ("split", split), ("fused_again", fused)):
+            for _ in range(5):
+                backend.infer(frame)
+            times = []
+            for _ in range(repeats):
+                begun = time.perf_counter()
+                backend.infer(frame)
+                times.append((time.perf_counter() - begun) * 1e3)
+            result[f"{name}_median_ms"], result[f"{name}_fastest_ms"] = float(np.median(times)), float(min(times))
+        head = [split.infer(frame).timings["head"] * 1e3 for _ in range(repeats)]
+        result["split_head_median_ms"] = float(np.median(head))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.teach", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", nargs="+", type=Path, required=True, help="data sets in MVTec AD layout")
+    parser.add_argument("--out", type=Path, required=True, help="results folder, outside the repository")
+    parser.add_argument("--parts", type=int, default=200, help="good parts teach takes (default 200)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency", action="store_true", help="also time fused vs split on the first data set")
+    parser.add_argument("--repeats", type=int, default=50, help="timed frames per latency variant (default 50)")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for --latency (default 1)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"runs": [], "cpus": os.cpu_count()}
+    for data in args.data:
+        row = measure(data, args.out, args.parts, args.seed)
+        print({key: row[key] for key in ("data", "teach_seconds", "teach_auroc", "torch_auroc", "torch_all_parts_auroc",
+                                         "same_seed_memory_identical", "memory_rows_equal_to_torch")}, flush=True)  # fmt: skip
+        results["runs"].append(row)
+        atomic_write_json(args.out / "teach.json", results)
+    if args.latency:
+        results["latency"] = {"bundle": str(args.out / "teach" / args.data[0].name), "threads": args.threads,
+                              **latency(args.out / "teach" / args.data[0].name, args.repeats, args.threads)}  # fmt: skip
+        print(results["latency"], flush=True)
+        atomic_write_json(args.out / "teach.json", results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
