@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import pytest
 import torch
 
@@ -117,6 +118,12 @@ def test_export_freezes_the_memory_as_an_initializer_and_matches_pytorch(product
     assert locate_memory_banks(proto, {"patches": loaded.model.memory.numpy()}) == banks
     ops = {node.op_type for node in proto.graph.node}
     assert {"MatMul", "ReduceMin", "Sqrt"} <= ops
+    # The graph reads that initializer (|m|^2 is a second constant folded from it at export, so a
+    # hand-edited bank no longer matches it: the scores move).
+    before = _ort_scores(proto, test.images[:2])
+    bank = next(init for init in proto.graph.initializer if init.name == banks["patches"]["initializer"])
+    bank.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bank) + 5.0, bank.name))
+    assert (np.abs(_ort_scores(proto, test.images[:2]) - before) > 0.5).all()
     metadata = json.loads((tmp_path / "bundle" / "model.json").read_text())
     assert "nearest neighbour among 300 good patches" in metadata["score_definition"]
     assert metadata["preprocess"]["mean"] == [pytest.approx(127 / 255)]
@@ -131,6 +138,13 @@ def test_daad_train_fits_patchcore_by_default_and_says_what_it_kept(product, tmp
     assert completed.returncode == 0, completed.stderr
     assert "fitted patchcore: 200 of" in completed.stdout
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt").model_config.kind == "patchcore"
+
+
+def _ort_scores(proto: onnx.ModelProto, frames: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["score"], {session.get_inputs()[0].name: frames})[0]
 
 
 def _config(folder: Path) -> Path:
