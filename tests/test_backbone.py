@@ -11,7 +11,8 @@ import torch
 from skimage import data as pictures
 
 from train.features import backbone
-from train.features.backbone import WEIGHTS, BackboneError, block_layouts, file_sha256, load_backbone, load_state, weight_file
+from runtime.bundle import file_sha256
+from train.features.backbone import WEIGHTS, BackboneError, block_layouts, load_backbone, load_state, weight_file
 from train.features.patch_features import LITE_MEAN, LITE_STD, FeatureConfig, PatchFeatures, feature_preprocess
 
 CATS = range(281, 286)  # ImageNet's tabby, tiger cat, Persian, Siamese, Egyptian cat

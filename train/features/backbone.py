@@ -16,7 +16,6 @@ Lite means: ReLU6, no squeeze-excite, fixed stem and head, made for edge acceler
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from runtime.bundle import file_sha256
 from runtime.errors import DaadError
 
 # name -> (wheel's import package, weight file, its sha256): what `daad train` loads.
@@ -61,14 +61,6 @@ def weight_file(name: str) -> Path:
     if not path.is_file():
         raise BackboneError(f"{path} is missing from the installed wheel: reinstall {package.replace('_', '-')}")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state(name: str) -> dict[str, torch.Tensor]:

@@ -8,30 +8,27 @@ with a learned, blurred memory), a whole-level block is a global memory that mus
 whole part at once. Only the bank learns; the backbone stays frozen, so fitting is a few
 hundred Adam steps on features computed once.
 
-Map and score as patchcore: per-position distance, smoothed on the patch grid, bilinear up to
-the input, score = its maximum.
+Map and score: train/features/scoring.py, shared with patchcore.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from runtime.preprocess import PreprocessConfig
 from train.blockmemory import BlockMemory, MemoryConfig
-from train.blur import GaussianBlur
-from train.features.patch_features import FeatureConfig, FeatureConfigError, PatchFeatures, with_feature_config
+from train.features.patch_features import FeatureConfig, FeatureConfigError
+from train.features.scoring import FeatureMemoryConfig, FeatureMemoryModel
 
 WHOLE = 0  # block = 0: one block covers the whole level (a global memory)
 
 
 @dataclass(frozen=True)
-class DaadFConfig:
+class DaadFConfig(FeatureMemoryConfig):
     kind: str = "daad-f"
     features: FeatureConfig = field(default_factory=FeatureConfig)
     block: int = 1  # r: blocks of r x r positions x all channels; 0 = the whole level
@@ -50,48 +47,22 @@ class DaadFConfig:
         h, w = grid if self.block == WHOLE else (self.block, self.block)
         return MemoryConfig(block_h=h, block_w=w, block_c=0, slots=self.slots, temperature=self.temperature)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["features"]["levels"] = list(self.features.levels)
-        return data
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DaadFConfig":
-        return cls(**with_feature_config(data))
-
-
-class DaadFModel(nn.Module):
-    """uint8 frames -> (score N, anomaly map N x 1 x H x W) by feature reconstruction error."""
+class DaadFModel(FeatureMemoryModel):
+    """The distance of each patch feature to its rebuild from a bank of normal blocks."""
 
     def __init__(self, config: DaadFConfig, preprocess: PreprocessConfig) -> None:
-        super().__init__()
-        self.config, self.preprocess = config, preprocess
-        self.features = PatchFeatures(config.features, preprocess)
-        stride = config.features.stride
-        self.grid = (preprocess.height // stride, preprocess.width // stride)
+        super().__init__(config, preprocess)
         try:
             self.memory = BlockMemory(config.memory(self.grid), self.features.channels, *self.grid)
         except Exception as exc:  # a block that does not tile the grid
             raise FeatureConfigError(f"daad-f block {config.block} on a {self.grid[0]}x{self.grid[1]} patch grid: {exc}") from exc
-        self.map_blur = GaussianBlur(config.map_sigma / stride, 1, *self.grid)
 
-    def patch_features(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.features(frames)
-
-    def errors(self, features: torch.Tensor) -> torch.Tensor:
+    def patch_distances(self, features: torch.Tensor) -> torch.Tensor:
         """N x D x h x w -> N x 1 x h x w: distance of each position's feature to its rebuild."""
         rebuilt, _ = self.memory(features)
         difference = features - rebuilt
         return (difference * difference).sum(dim=1, keepdim=True).clamp_min(0.0).sqrt()
-
-    def score(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.score_features(self.features(frames))
-
-    def score_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(score, map) of patch features already computed (experiments score many memories on one pass)."""
-        patches = self.map_blur(self.errors(features))
-        maps = F.interpolate(patches, scale_factor=self.config.features.stride, mode="bilinear", align_corners=False)
-        return maps.amax(dim=(1, 2, 3)), maps
 
     def memory_banks(self) -> dict[str, torch.Tensor]:
         return {"blocks": self.memory.bank}
