@@ -34,7 +34,9 @@ from runtime.backends.options import BackendOptions
 from runtime.bundle import Bundle, file_sha256
 from runtime.errors import ThresholdError
 from runtime.images import list_images
+from runtime.line.changeover import apply_command, parse_command
 from runtime.line.live_threshold import LiveThreshold, in_force
+from runtime.line.products import ProductLine
 from runtime.threshold import (
     HISTORY_DIR,
     ThresholdRecord,
@@ -110,11 +112,13 @@ class Console:
     """One bundle's console; `line` and `threshold` are the running loop's, or None without a camera."""
 
     def __init__(self, bundle: Bundle, backend: BackendOptions, token: str, line: LineView | None = None,
-                 threshold: LiveThreshold | None = None, review: PendingReview | None = None) -> None:
+                 threshold: LiveThreshold | None = None, review: PendingReview | None = None,
+                 products: ProductLine | None = None) -> None:
         """`backend`: what the line scores with (a resolved name, not "auto"); folders are scored the same way.
         `review`: where the line keeps NG frames for review; without one, the console only reads that
-        folder (it adds nothing, so it removes nothing)."""
-        self.bundle, self.backend, self.token = bundle, backend, token
+        folder (it adds nothing, so it removes nothing). `products`: the line's products with --products
+        (the console calibrates the first, `bundle`; its saves reach the line whenever that product runs)."""
+        self.bundle, self.backend, self.token, self.products = bundle, backend, token, products
         self.line, self.threshold = line, threshold
         self.review = review or PendingReview(bundle.root / REVIEW_DIR, sys.maxsize)
         self._proposals: dict[int, Proposal] = {}
@@ -207,7 +211,21 @@ class Console:
         return {"drifted": check.drifted, "parts": int(scores.size), "findings": check.findings,
                 "lines": drift_summary(check, record.threshold)}
 
+    def product_state(self) -> dict[str, Any]:
+        """The line's products, the one running, the one a roll back returns to, one loaded for the next frame."""
+        return self._product_line().state()
+
+    def _product_line(self) -> ProductLine:
+        if self.products is None:
+            raise Refused("this run judges one --bundle: start `daad run` with --products DIR to change products")
+        return self.products
+
     # -- changes --------------------------------------------------------------------------------------
+
+    def change_product(self, body: dict[str, Any]) -> str:
+        """A changeover command (runtime/line/changeover.py): the product loaded and checked, or refused."""
+        line = self._product_line()
+        return apply_command(parse_command(body), line, "console")
 
     def collect(self, parts: int) -> None:
         if self.line is None:

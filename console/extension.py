@@ -26,8 +26,9 @@ class AttachedConsole:
     """Sink: feeds the console's LineView, and its NG frames to the review folder through a picture
     writer's queue (never the loop's time); closing it writes what is queued and stops the web server."""
 
-    def __init__(self, view: "LineView", keeper: "ArtefactWriter", server: ConsoleServer) -> None:
+    def __init__(self, view: "LineView", keeper: "ArtefactWriter", server: ConsoleServer, token: str) -> None:
         self.view, self.keeper, self.server = view, keeper, server
+        self.control_token = token  # the run's changeover commands over MQTT carry it too
 
     def emit(self, outcome: Outcome) -> None:
         self.view.emit(outcome)
@@ -69,10 +70,12 @@ def attach(address: Address, token: str | None, review_bytes: int, run: RunConte
     from runtime.line.artefacts import ArtefactWriter
 
     secret = console_token(address, token)
-    view = LineView(run.bundle.preprocess, run.counters, run_id=run.run_id)
+    product = run.products.current.name if run.products is not None else None
+    view = LineView(run.bundle.preprocess, run.counters, run_id=run.run_id, product=product)
     review = PendingReview(run.bundle.root / REVIEW_DIR, review_bytes)
-    console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold, review)
+    console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold, review,
+                      run.products)
     server = ConsoleServer(build_app(console), address)
     keeper = ArtefactWriter([KeepForReview(review, view.picture_image, run.run_id)])
     announce(server.address, secret, generated=token is None)  # only once it answers there
-    return AttachedConsole(view, keeper, server)
+    return AttachedConsole(view, keeper, server, secret)

@@ -48,8 +48,9 @@ class LineView:
     """Sink: the live state of the line, read by the console's routes from other threads."""
 
     def __init__(self, config: PreprocessConfig, counters: Callable[[], dict[str, int]] = dict,
-                 max_fps: float = 2.0, run_id: str | None = None) -> None:
-        self.config, self.counters, self.run_id = config, counters, run_id
+                 max_fps: float = 2.0, run_id: str | None = None, product: str | None = None) -> None:
+        """`product`: the one the console calibrates; parts of another product on the line are not collected."""
+        self.config, self.counters, self.run_id, self.product = config, counters, run_id, product
         self.min_interval = 1.0 / max_fps
         self._lock = threading.Lock()
         self._latest: Outcome | None = None
@@ -71,7 +72,7 @@ class LineView:
             self._done_at.append(now)
             if math.isfinite(score):
                 self._trend.append((frame.index, score, outcome.threshold))
-                if self._collection is not None and not self._collection.done:
+                if self._collection is not None and not self._collection.done and outcome.product == self.product:
                     self._collection.scores.append(score)
                     self._collection.names.append(frame.name or f"frame {frame.index}")
 
@@ -90,7 +91,7 @@ class LineView:
             score = latest.scored.score
             current = {"frame": latest.frame.index, "name": latest.frame.name, "verdict": latest.verdict,
                        "score": score if math.isfinite(score) else None, "threshold": latest.threshold,
-                       "fault": latest.scored.fault}
+                       "fault": latest.scored.fault, "product": latest.product}
         return {
             "current": current,
             "verdicts": verdicts,

@@ -60,6 +60,8 @@ def build_app(console: Console) -> Starlette:
         Route("/api/review/{id}.png", review_picture),
         Route("/api/review/{id}", mark, methods=["POST"]),
         Route("/api/drift", drift),
+        Route("/api/products", products),
+        Route("/api/product", change_product, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={DaadError: refused})
@@ -167,6 +169,19 @@ async def roll_back(request: Request) -> JSONResponse:
 async def drift(request: Request) -> JSONResponse:
     parts = query_int(dict(request.query_params), "parts", DRIFT_PARTS, MIN_DRIFT_PARTS, TREND)
     return JSONResponse(await run_in_threadpool(_console(request).drift, parts))
+
+
+# -- product changeover -------------------------------------------------------------------------------
+
+async def products(request: Request) -> JSONResponse:
+    return JSONResponse(_console(request).product_state(), headers=NO_STORE)
+
+
+async def change_product(request: Request) -> JSONResponse:
+    """{"action": "switch", "product": NAME, "by": WHO} or {"action": "rollback", "by": WHO}."""
+    console, body = await _change(request, {"action", "product", "by"})
+    message = await run_in_threadpool(console.change_product, body)
+    return JSONResponse({"message": message, **console.product_state()})
 
 
 # -- review -------------------------------------------------------------------------------------------

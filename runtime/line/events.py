@@ -57,6 +57,7 @@ class FrameEvent:
     source: str
     index: float | None = None  # the readable score, 0 typical good .. 50 threshold .. <100 (runtime.score_scale)
     threshold_id: str | None = None  # the thresholds/ entry that judged it (None: a trial or unfiled threshold)
+    product: str | None = None  # the product that judged it, with --products (None: a run of one --bundle)
     file: str | None = None  # the image file, for folder and glob sources
     fault: str | None = None  # why a FAULT happened
     fault_cause: str | None = None  # one of FAULT_CAUSES

@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 from runtime.bundle import Bundle
 from runtime.line.live_threshold import LiveThreshold
 from runtime.line.loop import Sink
+from runtime.line.products import ProductLine
 
 GROUP = "daad.run_extensions"
 
@@ -34,6 +35,8 @@ class RunContext:
     stop: threading.Event  # set it to end the run after the frame in hand
     events_path: Path | None
     run_id: str  # the run's id, as on its event lines
+    products: ProductLine | None = None  # with --products: the line's products, to change over (bundle and
+    # threshold above are then the first product's)
 
 
 class RunExtension(Protocol):

@@ -27,6 +27,7 @@ from runtime.line.events import (BAD_FRAME, FAULT, INFERENCE_FAILED, NG, OK, SCO
                                  EventLog, FrameEvent, judge)
 from runtime.line.latency import StageTimes
 from runtime.line.live_threshold import Calibration, LiveThreshold
+from runtime.line.products import ProductLine
 from runtime.preprocess import PreprocessConfig, prepare_frame
 from runtime.line.sources import Frame, FrameReader, Source
 
@@ -54,6 +55,7 @@ class Outcome:
     verdict: str
     calibration: Calibration  # what judged it: pictures and the readable score follow it through a switch
     event: FrameEvent | None = None  # its event line, once written
+    product: str | None = None  # the product that judged it (None: a run of one --bundle)
 
     @property
     def threshold(self) -> float:
@@ -191,7 +193,7 @@ def frame_event(outcome: Outcome, source_name: str, taken: float, done: float) -
     calibration = outcome.calibration
     return FrameEvent(frame=frame.index, verdict=outcome.verdict, score=scored.score, threshold=outcome.threshold,
                       source=source_name, index=calibration.scale.readable(scored.score) if fault is None else None,
-                      threshold_id=calibration.entry, file=frame.name, fault=fault, fault_cause=cause,
+                      threshold_id=calibration.entry, product=outcome.product, file=frame.name, fault=fault, fault_cause=cause,
                       latency_ms={stage: value * 1e3 for stage, value in seconds.items()})
 
 
@@ -207,21 +209,28 @@ def run_loop(frames: Iterable[Frame], backend: Backend, config: PreprocessConfig
              threshold: float | Calibration | LiveThreshold,
              source_name: str, events: EventLog, sinks: Sequence[Sink] = (), stats: RunStats | None = None,
              max_frames: int | None = None) -> RunStats:
+    """Score every frame with one model; a LiveThreshold is read once per frame (see run_line)."""
+    return run_line(frames, ProductLine.single(backend, config, threshold), source_name, events, sinks, stats,
+                    max_frames)
+
+
+def run_line(frames: Iterable[Frame], line: ProductLine, source_name: str, events: EventLog,
+             sinks: Sequence[Sink] = (), stats: RunStats | None = None, max_frames: int | None = None) -> RunStats:
     """Score every frame `frames` yields, until it ends or `max_frames` events were written.
 
-    A LiveThreshold is read once per frame; a change is logged before the first frame it judges.
+    The line says what judges each frame; a switch of product or threshold is logged before the
+    first frame it judges.
     """
     stats = stats or RunStats()
-    live = threshold if isinstance(threshold, LiveThreshold) else LiveThreshold(threshold, "fixed")
-    in_use = live.get()
     for frame in frames:
-        setting = live.get()
-        if setting.version != in_use.version:
-            events.write(setting.switch(in_use, frame.index))
-            in_use = setting
+        judging = line.at_frame(frame.index)
+        if judging.switch is not None:
+            events.write(judging.switch)
+        product, setting = judging.product, judging.setting
         taken = time.perf_counter()
-        scored = score_frame(frame, backend, config)
-        outcome = Outcome(frame, scored, judge(scored.score, setting.value), setting.calibration)
+        scored = score_frame(frame, product.backend, product.preprocess)
+        outcome = Outcome(frame, scored, judge(scored.score, setting.value), setting.calibration,
+                          product=product.name)
         judged = time.perf_counter()
         outcome.event = frame_event(outcome, source_name, taken, judged)
         events.write(outcome.event)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import signal
 import sys
 import threading
@@ -22,20 +21,19 @@ from typing import Any, Callable, Iterator
 
 from runtime.atomic import atomic_write_json, check_output_file
 from runtime.backends.options import BackendOptions, add_backend_options, not_negative, positive
-from runtime.bundle import Bundle, open_bundle
-from runtime.errors import ThresholdError
+from runtime.bundle import open_bundle
+from runtime.errors import DaadError
 from runtime.line.artefacts import QUEUE_DEPTH, ArtefactSettings, open_artefacts
 from runtime.line.events import EventLog, new_run_id
 from runtime.line.input_check import InputCheck
 from runtime.line.extensions import RunContext, RunExtension, load_extensions
-from runtime.line.live_threshold import Calibration, LiveThreshold, in_force
-from runtime.line.loop import RunStats, Sink, open_reader, run_loop
+from runtime.line.live_threshold import LiveThreshold
+from runtime.line.loop import RunStats, Sink, open_reader, run_line
+from runtime.line.products import Product, ProductLine, open_product, product_names, resolve_threshold
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
 from runtime.paths import OutputPathError, check_outputs
 from runtime.plant.options import PlantPlan, add_plant_options, add_plant_outputs, plan_plant_outputs
-from runtime.score_scale import ScoreScale
 from runtime.signals import STOP_SIGNALS, take
-from runtime.threshold import check_binding, read_threshold
 
 TAKES_HELD_SIGNALS = True  # a stop signal during start-up ends the run with its summary (runtime.signals)
 
@@ -48,7 +46,13 @@ def build_parser(extensions: list[RunExtension] = ()) -> argparse.ArgumentParser
         "ending in appsink, a video file, an image folder or a glob such as 'parts/*.png'.",
     )
     add = parser.add_argument
-    add("--bundle", required=True, metavar="DIR", help="bundle folder written by `daad export`")
+    judged_by = parser.add_mutually_exclusive_group(required=True)
+    judged_by.add_argument("--bundle", type=Path, metavar="DIR", help="bundle folder written by `daad export`")
+    judged_by.add_argument("--products", type=Path, metavar="DIR",
+                           help="folder of one bundle per product (the folder name is the product's name): the "
+                           "line can change product while it runs (docs/RUNTIME.md, 'Product changeover')")
+    add("--product", default=None, metavar="NAME",
+        help="with --products: the product to start on (default: the only one; required when there are several)")
     add("--source", required=True, metavar="SRC", help="what to read frames from (see below)")
     add_backend_options(parser, batch=False)  # the loop scores one frame at a time
     add("--mode", choices=MODES, default=None,
@@ -79,28 +83,38 @@ def build_parser(extensions: list[RunExtension] = ()) -> argparse.ArgumentParser
     return parser
 
 
-def resolve_threshold(bundle: Bundle, options: BackendOptions, override: float | None) -> tuple[Calibration, str]:
-    """(the threshold with the product's score scale and its history entry, where it came from);
-    refuses a missing threshold.json or one measured elsewhere. A trial --threshold has no good
-    median and no entry."""
-    if override is not None:
-        if not math.isfinite(override):
-            raise ThresholdError(f"--threshold must be a finite number, got {override}")
-        return Calibration(ScoreScale(override)), "--threshold"
-    record = read_threshold(bundle)
-    if record is None:
-        raise ThresholdError(
-            f"{bundle.threshold_path} is missing: this bundle has no calibrated threshold. Run "
-            f"`daad calibrate --bundle {bundle.root}` on good (and defective) samples, or pass --threshold T."
-        )
-    check_binding(record, bundle, options.backend_name(bundle), options.precision)
-    return in_force(bundle, record), str(bundle.threshold_path)
+def open_line(args: argparse.Namespace, options: BackendOptions) -> ProductLine:
+    """What judges the frames: one --bundle, or --products DIR starting on --product, opened and checked."""
+    if args.products is None:
+        if args.product is not None:
+            raise DaadError("--product chooses among --products DIR: give --products, or drop --product")
+        bundle = open_bundle(args.bundle)
+        calibration, origin = resolve_threshold(bundle, options, args.threshold)
+        live = LiveThreshold(calibration, origin)
+        return ProductLine(Product(None, bundle.preprocess, options.open(bundle), live, bundle))
+    if args.threshold is not None:
+        raise DaadError("--threshold is a trial of one --bundle; with --products every product is judged by its "
+                        "own threshold.json: calibrate it, or try it alone with --bundle")
+    return ProductLine(open_product(args.products, first_product(args.products, args.product), options),
+                       args.products, options)
+
+
+def first_product(folder: Path, chosen: str | None) -> str:
+    """--product, or the only product of `folder`."""
+    names = product_names(folder)
+    if chosen is not None:
+        return chosen
+    if len(names) != 1:
+        held = ", ".join(names) or "none: no sub-folder holds a model.json"
+        raise DaadError(f"--products {folder} holds {len(names)} products ({held}): choose the one to start on "
+                        f"with --product NAME")
+    return names[0]
 
 
 def check_run_outputs(args: argparse.Namespace) -> None:
     """Refuse, before anything is written, outputs that are the source, a bundle file or each other."""
     check_outputs(
-        inputs={"--source": source_location(args.source), "--bundle": args.bundle,
+        inputs={"--source": source_location(args.source), "--bundle": args.bundle, "--products": args.products,
                 "--mqtt-password-file": args.mqtt_password_file, "--mqtt-ca": args.mqtt_ca,
                 "--mqtt-cert": args.mqtt_cert, "--mqtt-key": args.mqtt_key},
         outputs={"--events": args.events, "--summary": summary_path(args), "--save-ng": args.save_ng,
@@ -161,14 +175,16 @@ def run_counters(reader: FrameReader, source: Source, sinks: list[Sink]) -> dict
     return counts
 
 
-def open_sinks(sinks: list[Sink], args: argparse.Namespace, plant: PlantPlan, bundle: Bundle, source: Source,
-               live: LiveThreshold, stop: threading.Event, header: dict[str, Any],
-               counters: Callable[[], dict[str, int]]) -> None:
+def open_sinks(sinks: list[Sink], args: argparse.Namespace, plant: PlantPlan, line: ProductLine, source: Source,
+               stop: threading.Event, header: dict[str, Any], counters: Callable[[], dict[str, int]],
+               token: str | None) -> None:
     """The loop's outputs in the verdict's priority (reject pin, plant message, metrics), the input
     check, then the pictures' writer, which only enqueues; each is appended as it opens, so what
-    opened is closed."""
+    opened is closed. `token`: the console's, which changeover commands over MQTT must carry."""
     info = {key: str(header[key]) for key in ("station", "run_id", "model_sha256", "bundle", "backend", "precision")}
-    add_plant_outputs(sinks, plant, info, lambda: live.value, counters)
+    bundle = line.current.bundle
+    add_plant_outputs(sinks, plant, info, lambda: line.current.threshold.value, counters,
+                      line if line.folder is not None else None, token)
     sinks.append(InputCheck(bundle.preprocess))
     pictures = ArtefactSettings(args.save_ng, args.save_ng_max_mb, args.output, args.display, args.artefact_queue,
                                 header["run_id"])
@@ -216,20 +232,24 @@ def main(argv: list[str] | None = None) -> int:
     with stop_on_signals(stop, ending), ExitStack() as stack:
         check_run_outputs(args)
         plant = plan_plant_outputs(args)
-        bundle = open_bundle(args.bundle)
         options = BackendOptions.from_args(args)
-        calibration, threshold_from = resolve_threshold(bundle, options, args.threshold)
+        line = open_line(args, options)
+        stack.callback(line.close)
+        first = line.current
+        bundle, live = first.bundle, first.threshold
+        calibration, threshold_from = live.get().calibration, live.get().origin
         threshold = calibration.threshold
         source = open_source(args.source, loop=args.loop, sleep=stop.wait)  # a stop cuts reconnect waits short
         stack.callback(source.close)
-        backend = stack.enter_context(options.open(bundle))
         mode = args.mode or ("realtime" if source.live else "lossless")
-        choice = backend.choice  # type: ignore[attr-defined]
-        print(f"daad run: {source.name} ({mode}) -> {choice.name} {args.precision} ({choice.reason}); "
+        choice = first.backend.choice  # type: ignore[attr-defined]
+        on = f"product {first.name} of {args.products}: " if first.name else ""
+        print(f"daad run: {on}{source.name} ({mode}) -> {choice.name} {args.precision} ({choice.reason}); "
               f"threshold {threshold:.6g} from {threshold_from}", file=sys.stderr)
         header = {
             "run_id": new_run_id(), "station": args.station,
-            "bundle": str(bundle.root), "model_sha256": bundle.sha256, "source": source.name, "mode": mode,
+            "bundle": str(bundle.root), "products": args.products and str(args.products), "product": first.name,
+            "model_sha256": bundle.sha256, "source": source.name, "mode": mode,
             "backend": choice.name, "backend_reason": choice.reason, "precision": args.precision,
             "fault_action": args.fault_action, "threshold": threshold, "threshold_id": calibration.entry, "threshold_from": threshold_from,
             "events": str(args.events) if args.events else None,
@@ -241,15 +261,14 @@ def main(argv: list[str] | None = None) -> int:
         attached: list[Sink] = []  # the extensions' sinks (the console's): counted like the others
         counters = lambda: run_counters(reader, source, sinks + attached)  # noqa: E731
         stats = RunStats(args.stats_every, counters=counters)
-        live = LiveThreshold(calibration, threshold_from)
-        attached += start_extensions(extensions, args, RunContext(bundle, choice.name, args.precision, live,
-                                                                  stats.counters, stop, args.events, header["run_id"]),
-                                     stack)
+        context = RunContext(bundle, choice.name, args.precision, live, stats.counters, stop, args.events,
+                             header["run_id"], line if line.folder is not None else None)
+        attached += start_extensions(extensions, args, context, stack)
+        token = next((sink.control_token for sink in attached if getattr(sink, "control_token", None)), None)
         try:
             with closing_all(attached), closing_all(sinks), reader:  # all closed before the summary counts them
-                open_sinks(sinks, args, plant, bundle, source, live, stop, header, counters)
-                run_loop(reader, backend, bundle.preprocess, live, source.name, events, sinks + attached, stats,
-                         args.max_frames)
+                open_sinks(sinks, args, plant, line, source, stop, header, counters, token)
+                run_line(reader, line, source.name, events, sinks + attached, stats, args.max_frames)
             if args.max_frames is not None and stats.frames >= args.max_frames:
                 ending["stopped_by"] = "max-frames"
         except BaseException as exc:

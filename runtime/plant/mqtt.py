@@ -65,6 +65,10 @@ class MqttSettings:
     def verdict_topic(self) -> str:
         return f"{self.topic}/{self.station}/verdict"
 
+    @property
+    def command_topic(self) -> str:
+        return f"{self.topic}/{self.station}/command"
+
 
 def check_station(station: str) -> str:
     """A station name is one MQTT topic level and a Prometheus label: no '/', '+', '#' or blanks."""
@@ -90,6 +94,24 @@ def parse_publish_url(url: str, station: str, **options: Any) -> MqttSettings:
                         f"{parsed.scheme}://{parsed.hostname}:{DEFAULT_PORTS[parsed.scheme]}/{topic}")
     tls = parsed.scheme == "mqtts" or options.pop("tls", False) or options.get("ca_file") is not None
     return MqttSettings(parsed.hostname, port, topic, check_station(station), tls=tls, **options)
+
+
+def new_client(mqtt: Any, settings: MqttSettings, client_id: str) -> Any:
+    """A paho client with the settings' credentials and TLS, reconnecting 1 s, then up to 30 s apart; not connected."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                         protocol=mqtt.MQTTv311)
+    client.reconnect_delay_set(1, 30)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        try:
+            client.tls_set(ca_certs=settings.ca_file and str(settings.ca_file),
+                           certfile=settings.cert_file and str(settings.cert_file),
+                           keyfile=settings.key_file and str(settings.key_file))
+        except (OSError, ValueError) as exc:
+            raise DaadError(f"TLS for {settings.host}:{settings.port}: {exc}: check --mqtt-ca, --mqtt-cert "
+                            f"and --mqtt-key") from exc
+    return client
 
 
 def plant_message(line: bytes, station: str) -> bytes:
@@ -126,20 +148,8 @@ class MqttPublisher:
 
     def _open_client(self, mqtt: Any) -> Any:
         settings = self.settings
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"daad-{settings.station}-{os.getpid()}",
-                             clean_session=True, protocol=mqtt.MQTTv311)
+        client = new_client(mqtt, settings, f"daad-{settings.station}-{os.getpid()}")
         client.max_inflight_messages_set(self.window)
-        client.reconnect_delay_set(1, 30)
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            try:
-                client.tls_set(ca_certs=settings.ca_file and str(settings.ca_file),
-                               certfile=settings.cert_file and str(settings.cert_file),
-                               keyfile=settings.key_file and str(settings.key_file))
-            except (OSError, ValueError) as exc:
-                raise DaadError(f"TLS for {settings.host}:{settings.port}: {exc}: check --mqtt-ca, --mqtt-cert "
-                                f"and --mqtt-key") from exc
         client.on_connect, client.on_disconnect, client.on_publish = self._on_connect, self._on_disconnect, \
             self._on_publish
         client.on_connect_fail = lambda client, userdata: self._tried.set()

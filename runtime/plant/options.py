@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from runtime.errors import DaadError
+from runtime.plant.commands import MqttCommands
 from runtime.plant.metrics import MetricsServer
 from runtime.plant.mqtt import MqttPublisher, MqttSettings, parse_publish_url
 from runtime.plant.reject import FAULT_ACTIONS, RejectSpec, open_reject, parse_reject
 
 if TYPE_CHECKING:
     from runtime.line.loop import Sink
+    from runtime.line.products import ProductLine
 
 
 def add_plant_options(parser: argparse.ArgumentParser) -> None:
@@ -90,9 +92,12 @@ def plan_plant_outputs(args: argparse.Namespace) -> PlantPlan:
 
 
 def add_plant_outputs(sinks: list["Sink"], plan: PlantPlan, info: dict[str, str],
-                      threshold: Callable[[], float], counters: Callable[[], dict[str, int]]) -> None:
+                      threshold: Callable[[], float], counters: Callable[[], dict[str, int]],
+                      products: "ProductLine | None" = None, token: str | None = None) -> None:
     """Open the reject pin, the publisher and the metrics server of `plan`, in that order (the verdict's
-    priority), appending each to `sinks` as it opens, so the caller closes what did open."""
+    priority), appending each to `sinks` as it opens, so the caller closes what did open. With a
+    product line to change (--products), the publisher's broker also carries changeover commands
+    that must bring `token` (the console's)."""
     if plan.reject is not None:
         sinks.append(open_reject(plan.reject, plan.fault_action))
         if plan.fault_action == "pass":
@@ -104,6 +109,10 @@ def add_plant_outputs(sinks: list["Sink"], plan: PlantPlan, info: dict[str, str]
         sinks.append(MqttPublisher(settings, plan.events))
         print(f"daad run: publishing to {settings.host}:{settings.port} {settings.verdict_topic}, spool "
               f"{plan.events}", file=sys.stderr)
+        if products is not None:
+            sinks.append(MqttCommands(settings, products, token))
+            print(f"daad run: product changeover commands on {settings.command_topic}"
+                  f"{'' if token else ' (all refused: no console token)'}", file=sys.stderr)
     if plan.metrics is not None:
         port, host = plan.metrics
         server = MetricsServer(port, host, info, threshold, counters)

@@ -1,0 +1,293 @@
+"""Product changeover on a running line: real tiny bundles in real ONNX Runtime, a real loop in its own
+thread, the real console over HTTP, `daad switch`, and a real mosquitto broker for the command topic."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+import pytest
+from mqtt_broker import Subscriber, wait_for
+from test_run_cli import calibrate
+from test_sources import part_frames, write_video
+from tiny_bundle import grey_frame, write_tiny_bundle
+
+from runtime.backends.options import BackendOptions
+from runtime.bundle import METADATA_FILE, MODEL_FILE
+from runtime.cli import main as daad
+from runtime.line.changeover import CommandError, parse_command
+from runtime.line.events import EventLog
+from runtime.line.loop import RunStats, run_line
+from runtime.line.products import ProductError, ProductLine, open_product
+from runtime.line.sources import Frame
+
+ONE_THREAD = BackendOptions("onnxruntime", "fp32", threads=1)
+TOKEN = "s3cret"
+SIZE = 32
+
+
+def make_products(folder: Path, thresholds: dict[str, float]) -> Path:
+    """One calibrated tiny bundle per product; a blob part scores ~0.48, a plain one ~0."""
+    for name, threshold in thresholds.items():
+        calibrate(write_tiny_bundle(folder / name, SIZE, SIZE), threshold)
+    return folder
+
+
+@pytest.fixture
+def products(tmp_path) -> Path:
+    """Product a rejects a blob (threshold 0.3); product b passes it (0.9)."""
+    return make_products(tmp_path / "products", {"a": 0.3, "b": 0.9})
+
+
+def read_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class Line:
+    """A real line in its own thread: frames judged by run_line over a ProductLine, logged to `events`."""
+
+    def __init__(self, line: ProductLine, events: Path) -> None:
+        self.line, self.events = line, events
+        self.frames: queue.Queue = queue.Queue()
+        self.judged = threading.Semaphore(0)
+        self.next_index = 0
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        class Signal:
+            def emit(_, outcome) -> None:
+                self.judged.release()
+
+            def close(_) -> None:
+                pass
+
+        with EventLog(self.events, "run-c") as log:
+            run_line(iter(self.frames.get, None), self.line, "test", log, [Signal()], RunStats(every_s=0))
+
+    def run(self, count: int) -> None:
+        """`count` parts, each with a blob: NG under product a, OK under b."""
+        for _ in range(count):
+            self.frames.put(Frame(grey_frame(SIZE, SIZE, blob=250), name=f"p{self.next_index}", index=self.next_index))
+            self.next_index += 1
+        for _ in range(count):
+            assert self.judged.acquire(timeout=60), "the line stopped"
+
+    def stop(self) -> None:
+        self.frames.put(None)
+        self.thread.join(timeout=60)
+        self.line.close()
+
+    def judged_by(self) -> list[tuple[str, str]]:
+        """(product, verdict) of every frame line, in order."""
+        return [(event["product"], event["verdict"]) for event in read_events(self.events) if "verdict" in event]
+
+    def switches(self) -> list[dict]:
+        return [event for event in read_events(self.events) if event.get("event") == "product_switch"]
+
+
+@pytest.fixture
+def line(products, tmp_path) -> Iterator[Line]:
+    running = Line(ProductLine(open_product(products, "a", ONE_THREAD), products, ONE_THREAD), tmp_path / "e.jsonl")
+    yield running
+    running.stop()
+
+
+def test_a_switch_takes_effect_at_the_next_frame_and_every_frame_is_judged_and_named(line) -> None:
+    line.run(3)
+    product = line.line.switch("b", "test switch by anna")
+    assert product.name == "b" and line.line.state()["pending"] == "b"
+    line.run(4)
+    events = read_events(line.events)
+    assert [event.get("frame") for event in events] == [0, 1, 2, 3, 3, 4, 5, 6]  # the switch line names frame 3
+    switch = events[3]
+    assert switch["event"] == "product_switch" and (switch["product"], switch["previous"]) == ("b", "a")
+    assert switch["threshold"] == 0.9 and switch["origin"] == "test switch by anna" and switch["run_id"] == "run-c"
+    assert line.judged_by() == [("a", "NG")] * 3 + [("b", "OK")] * 4
+    assert [event["threshold"] for event in events if "verdict" in event] == [0.3] * 3 + [0.9] * 4
+    assert line.line.state() == {"current": "b", "previous": "a", "pending": None, "products": ["a", "b"]}
+
+
+def test_rolling_back_is_one_call_to_the_product_as_it_ran_without_loading_it(line) -> None:
+    with pytest.raises(ProductError, match="no product to roll back to"):
+        line.line.roll_back("test roll back")
+    first = line.line.current
+    line.line.switch("b", "test switch")
+    line.run(2)
+    assert line.line.roll_back("test roll back by anna") is first  # the same open product: nothing loaded
+    line.run(2)
+    assert line.judged_by() == [("b", "OK")] * 2 + [("a", "NG")] * 2
+    assert [(s["product"], s["origin"]) for s in line.switches()] == [("b", "test switch"),
+                                                                       ("a", "test roll back by anna")]
+    line.line.roll_back("again")  # and back once more: the roll back of a roll back
+    line.run(1)
+    assert line.judged_by()[-1] == ("b", "OK")
+
+
+def test_a_switch_overtaken_before_any_frame_logs_only_the_one_that_judges(products, line) -> None:
+    make_products(products, {"c": 0.4})
+    line.line.switch("b", "first")
+    line.line.switch("c", "second")
+    line.run(1)
+    assert [(s["product"], s["previous"]) for s in line.switches()] == [("c", "a")]
+    assert line.judged_by() == [("c", "NG")]
+
+
+def broken_checksum(folder: Path) -> None:
+    with open(folder / MODEL_FILE, "ab") as handle:
+        handle.write(b"\0")
+
+
+def no_threshold(folder: Path) -> None:
+    (folder / "threshold.json").unlink()
+
+
+def cannot_score(folder: Path) -> None:
+    """A model that loads, matches model.json and has the contract's outputs, but scores every frame NaN."""
+    from onnx import numpy_helper
+
+    from runtime.bundle import file_sha256
+
+    model = onnx.load(str(folder / MODEL_FILE))
+    centre = next(tensor for tensor in model.graph.initializer if tensor.name == "centre")
+    centre.CopyFrom(numpy_helper.from_array(np.array(np.nan, dtype=np.float32), "centre"))
+    onnx.save(model, str(folder / MODEL_FILE))
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    metadata["onnx_sha256"] = file_sha256(folder / MODEL_FILE)
+    (folder / METADATA_FILE).write_text(json.dumps(metadata))
+    calibrate(folder, 0.3)
+
+
+@pytest.mark.parametrize("damage, said", [
+    (broken_checksum, "sha256"),
+    (no_threshold, "threshold.json is missing"),
+    (cannot_score, "did not score a test frame"),
+])
+def test_a_product_that_fails_to_load_is_refused_and_the_line_keeps_its_product(products, line, damage, said) -> None:
+    make_products(products, {"broken": 0.3})
+    damage(products / "broken")
+    line.run(2)
+    with pytest.raises(ProductError, match=said) as refused:
+        line.line.switch("broken", "test switch")
+    assert "'broken'" in str(refused.value) and "\n" not in str(refused.value)
+    line.run(2)
+    assert line.judged_by() == [("a", "NG")] * 4 and line.switches() == []
+    assert line.line.state()["pending"] is None
+
+
+def test_a_product_of_another_input_size_or_an_unknown_one_is_refused(products, line) -> None:
+    write_tiny_bundle(products / "small", 16, 16)
+    calibrate(products / "small", 0.3)
+    with pytest.raises(ProductError, match=r"takes 16x16 BGR .* this line 32x32 BGR"):
+        line.line.switch("small", "test")
+    with pytest.raises(ProductError, match=r"no product 'nope' in .*: its products are a, b, small"):
+        line.line.switch("nope", "test")
+    with pytest.raises(ProductError, match="no product '../a'"):
+        line.line.switch("../a", "test")
+    line.run(1)
+    assert line.judged_by() == [("a", "NG")]
+
+
+@pytest.mark.parametrize("data, said", [
+    ([], "a command is a JSON object"),
+    ({"action": "dance"}, "action must be 'switch' or 'rollback'"),
+    ({"action": "switch"}, "a switch names its product"),
+    ({"action": "switch", "product": 7}, "a switch names its product"),
+    ({"action": "rollback", "product": "a"}, "a roll back takes no product"),
+    ({"action": "rollback", "by": 5}, "'by' must be a name"),
+    ({"action": "rollback", "sudo": True}, "unknown field(s) 'sudo'"),
+])
+def test_a_malformed_command_is_refused_saying_what_was_wrong(data, said) -> None:
+    with pytest.raises(CommandError) as refused:
+        parse_command(data)
+    assert said in str(refused.value)
+
+
+# -- daad run --products --------------------------------------------------------------------------------
+
+def test_daad_run_starts_on_the_chosen_product_and_names_it_on_every_line(products, tmp_path, capsys) -> None:
+    video, events = write_video(tmp_path / "line.avi", part_frames(6, SIZE, SIZE)), tmp_path / "events.jsonl"
+    argv = ["run", "--products", str(products), "--source", str(video), "--threads", "1", "--events", str(events)]
+    assert daad(argv + ["--product", "b", "--stats-every", "0"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["product"], summary["products"], summary["threshold"]) == ("b", str(products), 0.9)
+    assert {event["product"] for event in read_events(events)} == {"b"} and len(read_events(events)) == 6
+
+
+@pytest.mark.parametrize("extra, said", [
+    ([], "holds 2 products (a, b): choose the one to start on with --product NAME"),
+    (["--product", "z"], "no product 'z' in"),
+    (["--product", "a", "--threshold", "0.5"], "--threshold is a trial of one --bundle"),
+])
+def test_daad_run_refuses_an_unclear_start_in_one_line(products, tmp_path, capsys, extra, said) -> None:
+    video = write_video(tmp_path / "line.avi", part_frames(2, SIZE, SIZE))
+    assert daad(["run", "--products", str(products), "--source", str(video), *extra]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1
+
+
+def test_product_without_products_is_refused(tiny_bundle, tmp_path, capsys) -> None:
+    video = write_video(tmp_path / "line.avi", part_frames(2, SIZE, SIZE))
+    assert daad(["run", "--bundle", str(tiny_bundle), "--product", "a", "--source", str(video)]) == 2
+    assert "--product chooses among --products DIR" in capsys.readouterr().err
+
+
+# -- the MQTT command topic -------------------------------------------------------------------------------
+
+def test_mqtt_commands_with_the_token_switch_and_roll_back_and_anything_else_is_refused(products, line, mqtt_broker):
+    from runtime.plant.commands import MqttCommands
+    from runtime.plant.mqtt import parse_publish_url
+
+    make_products(products, {"broken": 0.3})
+    broken_checksum(products / "broken")
+    settings = parse_publish_url(f"mqtt://127.0.0.1:{mqtt_broker.port}/plant", "cap-1")
+    commands = MqttCommands(settings, line.line, TOKEN)
+    plc = Subscriber(mqtt_broker.port, "plant/cap-1/command/reply")
+    try:
+        wait_for(commands.listening.is_set, what="the command subscription")
+
+        def send(payload, request_id) -> dict:
+            text = payload if isinstance(payload, str) else json.dumps({**payload, "id": request_id})
+            plc.client.publish("plant/cap-1/command", text, qos=1)
+            wait_for(lambda: any(r["id"] == request_id for _, r in plc.received()), what=f"reply {request_id}")
+            return next(reply for _, reply in plc.received() if reply["id"] == request_id)
+
+        line.run(2)
+        reply = send({"action": "switch", "product": "b", "by": "plc-7", "token": TOKEN}, 1)
+        assert reply["ok"] and reply["pending"] == "b" and "'b' is loaded and checked" in reply["message"]
+        line.run(2)
+        refused = [send({"action": "switch", "product": "a", "token": "guess"}, 2),
+                   send({"action": "switch", "product": "a"}, 3),
+                   send({"action": "dance", "token": TOKEN}, 4),
+                   send({"action": "switch", "product": "broken", "token": TOKEN}, 5)]
+        assert [r["ok"] for r in refused] == [False] * 4 and {r["product"] for r in refused} == {"b"}
+        assert "wrong or missing token" in refused[0]["message"] and "wrong or missing token" in refused[1]["message"]
+        assert "action must be" in refused[2]["message"] and "sha256" in refused[3]["message"]
+        plc.client.publish("plant/cap-1/command", b"\xff not json", qos=1)
+        wait_for(lambda: any(r["id"] is None for _, r in plc.received()), what="the reply to a message that is no JSON")
+        line.run(1)
+        assert send({"action": "rollback", "by": "plc-7", "token": TOKEN}, 6)["ok"]
+        line.run(1)
+        assert line.judged_by() == [("a", "NG")] * 2 + [("b", "OK")] * 3 + [("a", "NG")]
+        assert [s["origin"] for s in line.switches()] == ["mqtt switch by plc-7", "mqtt roll back by plc-7"]
+        assert commands.counts == {"commands_refused": 5}
+    finally:
+        plc.close()
+        commands.close()
+
+
+def test_mqtt_commands_are_all_refused_when_the_run_has_no_console_token(products, line, mqtt_broker) -> None:
+    from runtime.plant.commands import MqttCommands
+    from runtime.plant.mqtt import parse_publish_url
+
+    commands = MqttCommands(parse_publish_url(f"mqtt://127.0.0.1:{mqtt_broker.port}/p", "s"), line.line, None)
+    try:
+        reply = commands.handle(json.dumps({"action": "switch", "product": "b", "token": ""}).encode())
+        assert not reply["ok"] and "--console-token" in reply["message"] and line.line.state()["pending"] is None
+    finally:
+        commands.close()
