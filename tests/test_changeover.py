@@ -291,3 +291,151 @@ def test_mqtt_commands_are_all_refused_when_the_run_has_no_console_token(product
         assert not reply["ok"] and "--console-token" in reply["message"] and line.line.state()["pending"] is None
     finally:
         commands.close()
+
+
+# -- the console and `daad switch` ---------------------------------------------------------------------------
+
+@pytest.fixture
+def console_url(line) -> Iterator[str]:
+    """The console of `line` served over real HTTP, as `daad run --products ... --console` serves it."""
+    pytest.importorskip("uvicorn", reason="the console's extra is not installed")
+    from console.actions import Console
+    from console.routes import build_app
+    from console.server import Address, ConsoleServer
+
+    first = line.line.current
+    server = ConsoleServer(build_app(Console(first.bundle, ONE_THREAD, TOKEN, None, first.threshold, None, line.line)),
+                           Address("127.0.0.1", 0))
+    yield server.address.url()
+    server.close()
+
+
+def test_daad_switch_changes_the_product_through_the_console_and_rolls_it_back(line, console_url, capsys,
+                                                                               monkeypatch) -> None:
+    assert daad(["switch", "--console", console_url, "--token", TOKEN, "b", "--by", "anna"]) == 0
+    said = capsys.readouterr()
+    assert "'b' is loaded and checked" in said.err and "on the line: a; roll back to: None; loaded for the next " \
+        "frame: b" in said.out
+    line.run(2)
+    monkeypatch.setenv("DAAD_CONSOLE_TOKEN", TOKEN)
+    assert daad(["switch", "--console", console_url, "--rollback", "--by", "anna"]) == 0
+    line.run(1)
+    assert line.judged_by() == [("b", "OK")] * 2 + [("a", "NG")]
+    assert [s["origin"] for s in line.switches()] == ["console switch by anna", "console roll back by anna"]
+    capsys.readouterr()
+    assert daad(["switch", "--console", console_url, "--list"]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == ["* a", "< b"]
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["b", "--token", "guess"], "the console refused: this change needs the console token"),
+    (["nope", "--token", TOKEN], "the console refused: no product 'nope' in"),
+    (["--rollback", "--token", TOKEN], "the console refused: no product to roll back to"),
+    (["b"], "a switch needs the console's token: --token SECRET or the environment variable DAAD_CONSOLE_TOKEN"),
+    ([], "give one of: a PRODUCT to switch to, --rollback, or --list"),
+    (["b", "--rollback", "--token", TOKEN], "give one of"),
+])
+def test_daad_switch_refusals_are_one_line_and_change_nothing(line, console_url, capsys, monkeypatch, argv,
+                                                              said) -> None:
+    monkeypatch.delenv("DAAD_CONSOLE_TOKEN", raising=False)
+    assert daad(["switch", "--console", console_url, *argv]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1
+    assert line.line.state()["pending"] is None
+
+
+def test_daad_switch_says_when_no_console_answers(capsys) -> None:
+    from mqtt_broker import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    assert daad(["switch", "--console", url, "--token", TOKEN, "b"]) == 2
+    assert "no console answers at" in capsys.readouterr().err
+
+
+def test_the_console_api_checks_the_token_and_the_command(line, console_url) -> None:
+    httpx = pytest.importorskip("httpx")
+    command = {"action": "switch", "product": "b"}
+    assert httpx.post(f"{console_url}/api/product", json=command, timeout=30).status_code == 401
+    refused = httpx.post(f"{console_url}/api/product", json={"action": "dance"}, headers={"X-Console-Token": TOKEN},
+                         timeout=30)
+    assert refused.status_code == 400 and "action must be" in refused.json()["error"]
+    assert line.line.state()["pending"] is None
+    answer = httpx.post(f"{console_url}/api/product", json=command, headers={"X-Console-Token": TOKEN}, timeout=30)
+    assert answer.status_code == 200 and answer.json()["pending"] == "b"
+
+
+def test_a_console_of_one_bundle_has_no_products_to_change(tiny_bundle) -> None:
+    pytest.importorskip("starlette", reason="the console's extra is not installed")
+    from starlette.testclient import TestClient
+
+    from console.actions import Console
+    from console.routes import build_app
+    from runtime.bundle import open_bundle
+
+    client = TestClient(build_app(Console(open_bundle(tiny_bundle), ONE_THREAD, TOKEN)))
+    refused = client.get("/api/products")
+    assert refused.status_code == 400 and "--products DIR" in refused.json()["error"]
+
+
+# -- all of it in a real `daad run` --------------------------------------------------------------------------
+
+def test_a_running_line_changes_over_from_daad_switch_and_back_from_mqtt_losing_no_frame(products, tmp_path,
+                                                                                        mqtt_broker) -> None:
+    """`daad run --products` in its own process, judging camera-sized parts from a folder in a loop: `daad switch`
+    hands it product b through the console, a PLC rolls it back to a over MQTT with the console's token; every
+    frame is judged once, by the product in force, and the switch lines sit at the boundaries."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import cv2
+
+    pytest.importorskip("uvicorn", reason="the console's extra is not installed")
+    parts, events = tmp_path / "parts", tmp_path / "events.jsonl"
+    parts.mkdir()
+    for index in range(4):  # 640x480 PNGs: decoding paces the loop at a few hundred frames a second
+        cv2.imwrite(str(parts / f"p{index}.png"), grey_frame(480, 640, blob=250 if index % 2 else None))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "run", "--products", str(products), "--product", "a", "--source", str(parts),
+         "--loop", "--threads", "1", "--stats-every", "0", "--events", str(events), "--console", "0",
+         "--console-token", TOKEN, "--publish", f"mqtt://127.0.0.1:{mqtt_broker.port}/plant", "--station", "cap-1"],
+        cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    plc = Subscriber(mqtt_broker.port, "plant/cap-1/#")
+    try:
+        said = iter(process.stderr.readline, "")
+        url = re.search(r"http://127\.0\.0\.1:\d+", next(line for line in said if line.startswith("daad console:")))[0]
+        next(line for line in said if "taking product changeover commands on plant/cap-1/command" in line)
+
+        def switched_to(name: str) -> bool:
+            return any(event.get("product") == name and event.get("event") == "product_switch"
+                       for event in read_events(events))
+
+        assert daad(["switch", "--console", url, "--token", TOKEN, "b", "--by", "anna"]) == 0
+        wait_for(lambda: switched_to("b"), what="the switch to b")
+        wait_for(lambda: sum(e.get("product") == "b" for e in read_events(events)) > 20, what="parts judged as b")
+        plc.client.publish("plant/cap-1/command", json.dumps({"action": "rollback", "by": "plc-7", "token": TOKEN,
+                                                              "id": "r1"}), qos=1)
+        wait_for(lambda: switched_to("a"), what="the roll back to a")
+        wait_for(lambda: len(read_events(events)) > 60 + max(i for i, e in enumerate(read_events(events))
+                                                            if e.get("event")), what="parts judged after it")
+        wait_for(lambda: any(m.get("event") == "product_switch" for _, m in plc.received()), what="the switch message")
+        reply = next(m for topic, m in plc.received() if topic == "plant/cap-1/command/reply")
+        assert reply["ok"] and reply["id"] == "r1"
+    finally:
+        plc.close()
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    summary = json.loads(out)
+    lines = read_events(events)
+    frames = [event for event in lines if "verdict" in event]
+    assert [event["frame"] for event in frames] == list(range(len(frames))) == list(range(summary["frames"]))
+    switches = [(index, event) for index, event in enumerate(lines) if event.get("event") == "product_switch"]
+    assert [(e["product"], e["previous"], e["origin"]) for _, e in switches] == [
+        ("b", "a", "console switch by anna"), ("a", "b", "mqtt roll back by plc-7")]
+    for index, switch in switches:  # logged just before the first frame it judges
+        assert lines[index + 1]["frame"] == switch["frame"] and lines[index + 1]["product"] == switch["product"]
+    for event in frames:
+        blob = event["file"].endswith(("p1.png", "p3.png"))
+        assert event["verdict"] == ("NG" if blob and event["product"] == "a" else "OK"), event

@@ -53,10 +53,14 @@ class MqttCommands:
         self._lock = threading.Lock()  # one command at a time
         self.client = new_client(mqtt, settings, f"daad-{settings.station}-{os.getpid()}-command")
         self.client.on_connect = lambda client, *_: client.subscribe(settings.command_topic, qos=1)
-        self.client.on_subscribe = lambda *_: self.listening.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.connect_async(settings.host, settings.port, KEEPALIVE_S)
         self.client.loop_start()
+
+    def _on_subscribe(self, *_: Any) -> None:
+        log.warning("taking product changeover commands on %s", self.settings.command_topic)
+        self.listening.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         with self._lock:
