@@ -153,6 +153,8 @@ class Console:
             return None, str(exc)
 
     def live_threshold(self) -> float | None:
+        if self.products is not None:  # the product on the line, which may not be the one calibrated here
+            return self.products.current.threshold.value
         if self.threshold is not None:
             return self.threshold.value
         record, _ = self.shown()
@@ -335,8 +337,11 @@ class Console:
     def _go_live(self, origin: str) -> ThresholdRecord:
         """Switch the line to threshold.json as just written, read back by the reader `daad run` starts with."""
         record = read_threshold(self.bundle)
-        if self.threshold is not None:
-            self.threshold.set(in_force(self.bundle, record), origin)  # the whole calibration: scale and entry too
+        calibration = in_force(self.bundle, record)  # the whole calibration: scale and entry too
+        if self.products is not None:  # whenever this product is on the line, also when loaded again
+            self.products.recalibrate(self.bundle.root.name, calibration, origin)
+        elif self.threshold is not None:
+            self.threshold.set(calibration, origin)
         return record
 
 

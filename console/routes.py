@@ -42,6 +42,7 @@ def build_app(console: Console) -> Starlette:
     def page(name: str):
         async def show(request: Request) -> Response:
             context = {"page": name, "pages": PAGES, "bundle": console.bundle.root, "has_line": console.line is not None,
+                       "has_products": console.products is not None,
                        "review_folders": console.review_folders(), "token_header": TOKEN_HEADER}
             return templates.TemplateResponse(request, f"{name}.html", context)
         return show
@@ -99,7 +100,9 @@ async def live_state(request: Request) -> JSONResponse:
     console = _console(request)
     state = console.line.snapshot() if console.line is not None else {}
     active, problem = console.shown()
+    products = console.products.state() if console.products is not None else None
     state.update(threshold=console.live_threshold(), has_line=console.line is not None, threshold_problem=problem,
+                 products=products,
                  calibrated=None if active is None else {"created": active.created, "method": active.method,
                                                          "note": active.note, "saved_by": active.saved_by})
     return JSONResponse(state, headers=NO_STORE)

@@ -439,3 +439,22 @@ def test_a_running_line_changes_over_from_daad_switch_and_back_from_mqtt_losing_
     for event in frames:
         blob = event["file"].endswith(("p1.png", "p3.png"))
         assert event["verdict"] == ("NG" if blob and event["product"] == "a" else "OK"), event
+
+
+def test_a_new_threshold_of_a_product_reaches_its_open_copies_and_is_logged_where_it_judges(line) -> None:
+    """A console save of product a while b runs: a is judged by it when it is back, and a save while a runs
+    switches the threshold at the next frame, as with one bundle."""
+    from runtime.line.live_threshold import Calibration
+    from runtime.score_scale import ScoreScale
+
+    line.line.switch("b", "test")
+    line.run(1)
+    line.line.recalibrate("a", Calibration(ScoreScale(0.95)), "console save by anna")
+    line.line.roll_back("test roll back")
+    line.run(1)
+    line.line.recalibrate("a", Calibration(ScoreScale(0.2)), "console save by anna")
+    line.run(1)
+    events = read_events(line.events)
+    assert line.judged_by() == [("b", "OK"), ("a", "OK"), ("a", "NG")]
+    assert [(e.get("event"), e["threshold"]) for e in events if "event" in e] == [
+        ("product_switch", 0.9), ("product_switch", 0.95), ("threshold_switch", 0.2)]

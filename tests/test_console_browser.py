@@ -216,3 +216,52 @@ def test_after_a_restart_review_lists_the_earlier_run_and_a_damaged_threshold_of
     finally:
         console.send_signal(signal.SIGINT)
         console.wait(timeout=WAIT_S)
+
+
+def test_the_technician_switches_the_product_and_rolls_it_back_from_the_live_page(tmp_path, browser) -> None:
+    """`daad run --products` with the console: the Live page switches to product b (refused without the token),
+    the line judges by b from a frame boundary on, and one click rolls it back to a."""
+    from runtime.bundle import open_bundle
+    from runtime.threshold import ThresholdRecord, write_threshold
+
+    products = tmp_path / "products"
+    for name, threshold in (("a", 0.3), ("b", 0.9)):
+        bundle = open_bundle(write_tiny_bundle(products / name, 48, 64))
+        write_threshold(bundle, ThresholdRecord(threshold=threshold, model_sha256=bundle.sha256, backend="onnxruntime",
+                                                precision="fp32"))
+    video, events, port = write_line_video(tmp_path / "line.avi"), tmp_path / "events.jsonl", free_port()
+    process = subprocess.Popen([sys.executable, "-m", "runtime", "run", "--products", str(products), "--product", "a",
+                                "--source", str(video), "--loop", "--threads", "1", "--events", str(events),
+                                "--stats-every", "0", "--console", f"127.0.0.1:{port}", "--console-token", TOKEN],
+                               stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.nice(10))
+    try:
+        wait = WebDriverWait(browser, WAIT_S)
+        wait.until(lambda _: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+        browser.get(f"http://127.0.0.1:{port}/#token={TOKEN}")
+        wait.until(lambda d: text_of(d, "product") == "a")
+        assert not browser.find_element(By.ID, "rollback-button").is_enabled()
+        token = browser.find_element(By.ID, "token")
+        token.clear()
+        browser.find_element(By.ID, "product-choice").send_keys("b")
+        browser.find_element(By.ID, "switch-button").click()  # without the token
+        wait.until(lambda d: "needs the console token" in text_of(d, "message"))
+        assert text_of(browser, "product") == "a"
+
+        token.send_keys(TOKEN)
+        browser.find_element(By.ID, "product-by").send_keys("anna")
+        browser.find_element(By.ID, "switch-button").click()
+        wait.until(lambda d: "'b' is loaded and checked" in text_of(d, "message"))
+        wait.until(lambda d: text_of(d, "product") == "b" and text_of(d, "product-previous") == "a")
+        screenshot(browser, "product")
+        browser.find_element(By.ID, "rollback-button").click()
+        wait.until(lambda d: text_of(d, "product") == "a" and text_of(d, "product-previous") == "b")
+        assert process.poll() is None  # the line never stopped
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=WAIT_S)
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    switches = [(line["product"], line["origin"]) for line in lines if line.get("event") == "product_switch"]
+    assert switches == [("b", "console switch by anna"), ("a", "console roll back by anna")]
+    frames = [line for line in lines if "verdict" in line]
+    assert [line["frame"] for line in frames] == list(range(len(frames)))
+    assert {line["threshold"] for line in frames if line["product"] == "b"} == {0.9}

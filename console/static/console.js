@@ -98,6 +98,7 @@ async function refreshLive() {
       $("latency").textContent = l.p50 === null ? "-" : `${l.p50.toFixed(1)} / ${l.p90.toFixed(1)} / ${l.p99.toFixed(1)} ms`;
       drawTrend($("trend"), state.trend);
     }
+    if (state.products) showProducts(state.products);
     if (state.threshold_problem) say(`${state.threshold_problem} (History page: Roll back)`, true);
     const calibrated = state.calibrated;
     $("calibrated").textContent = calibrated ? `calibrated ${calibrated.created} (${calibrated.method})`
@@ -105,9 +106,33 @@ async function refreshLive() {
   } catch (error) { say(`line: ${error.message}`, true); }
 }
 
+function showProducts(products) {
+  $("product").textContent = products.current;
+  $("product-pending").textContent = products.pending ? `(${products.pending} loaded: it takes over at the next part)` : "";
+  $("product-previous").textContent = products.previous ?? "-";
+  $("rollback-button").disabled = !products.previous;
+  const choice = $("product-choice"), names = products.products;
+  if ([...choice.options].map((option) => option.value).join("/") !== names.join("/")) {
+    const chosen = choice.value;  // the list changed (a product taught meanwhile): keep what the technician chose
+    choice.replaceChildren(...names.map((name) => new Option(name, name)));
+    if (names.includes(chosen)) choice.value = chosen;
+  }
+}
+
+async function changeProduct(command) {
+  say(command.action === "switch" ? `loading and checking ${command.product}...` : "rolling back...");
+  try { say((await change("/api/product", command)).message); refreshLive(); }
+  catch (error) { say(error.message, true); }
+}
+
 function startLive() {
   refreshLive();
   setInterval(refreshLive, 500);
+  if ($("products")) {
+    $("switch-button").onclick = () => changeProduct({ action: "switch", product: $("product-choice").value,
+                                                       by: $("product-by").value });
+    $("rollback-button").onclick = () => changeProduct({ action: "rollback", by: $("product-by").value });
+  }
 }
 
 let proposalId = null;

@@ -238,6 +238,15 @@ class ProductLine:
         self._in_use = setting
         return Judging(product, setting, switch)
 
+    def recalibrate(self, name: str, calibration: Calibration, origin: str) -> None:
+        """A new threshold of product `name` (a console save): every open copy takes it, as it would from its
+        threshold.json when next loaded; the loop logs the switch when that product judges."""
+        with self._lock:
+            open_now = [self._current, self._previous, *([self._pending[0]] if self._pending else [])]
+        for product in open_now:
+            if product is not None and product.name == name:
+                product.threshold.set(calibration, origin)
+
     def _close_retired(self) -> None:
         with self._lock:
             retired, self._retired = self._retired, []
