@@ -10,7 +10,7 @@ from runtime.cli import main as daad
 from runtime.cli import verbs
 
 ROOT = Path(__file__).resolve().parents[1]
-VERBS = {"synth", "train", "eval", "export", "build", "calibrate", "run", "bench", "demo", "console"}
+VERBS = {"synth", "train", "eval", "export", "build", "calibrate", "run", "bench", "demo", "console", "switch"}
 
 
 def without_torch(*argv: str) -> subprocess.CompletedProcess:
