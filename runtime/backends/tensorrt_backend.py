@@ -4,7 +4,10 @@ In the manner of TensorRT's samples/python/common_runtime.py: the engine and its
 context are loaded once; every input and output tensor gets one page-locked host buffer and one
 device buffer, named after the tensor and sized for the largest batch the engine's optimisation
 profile takes; `infer` is copy in, `execute_async_v3`, copy out on one stream, timed by CUDA
-events; `close` (or leaving the `with` block) frees everything in reverse order. Written against
+events; `close` (or leaving the `with` block) frees everything in reverse order. The device's
+context is made current for each call and released after it, so one thread may open a backend
+and another use and close it (a product changeover loads the next product beside the running
+loop, runtime/line/products.py). Written against
 the name-based I/O API that TensorRT 8.5 to 10.x share (num_io_tensors, get_tensor_name/mode/
 dtype, get_tensor_profile_shape, set_input_shape, set_tensor_address, execute_async_v3).
 
@@ -81,13 +84,22 @@ class TensorRTBackend:
         with _cuda_errors(device):
             cuda.init()
             self._cuda_context = cuda.Device(device).retain_primary_context()
-        self._cuda_context.push()
         self._buffers: dict[str, TensorBuffer] = {}
         try:
-            self._load(bundle)
+            with self._current():
+                self._load(bundle)
         except BaseException:
             self.close()
             raise
+
+    @contextmanager
+    def _current(self) -> Iterator[None]:
+        """The device's context current in the calling thread for the duration of one call."""
+        self._cuda_context.push()
+        try:
+            yield
+        finally:
+            self._cuda_context.pop()
 
     def _load(self, bundle: Bundle) -> None:
         trt, cuda = self._trt, self._cuda
@@ -132,37 +144,39 @@ class TensorRTBackend:
         cuda, stream, events = self._cuda, self._stream, self._events
         frames_in = self._buffers[self.input_name]
         np.copyto(frames_in.host[:count], frames, casting="safe")
-        self._set_batch(count)
-        events["start"].record(stream)
-        cuda.memcpy_htod_async(frames_in.device, frames_in.host[:count], stream)
-        events["h2d"].record(stream)
-        self._context.execute_async_v3(stream.handle)
-        events["compute"].record(stream)
-        for name in self.output_names:
-            cuda.memcpy_dtoh_async(self._buffers[name].host[:count], self._buffers[name].device, stream)
-        events["d2h"].record(stream)
-        stream.synchronize()
-        return InferenceResult(
-            scores=np.array(self._buffers["score"].host[:count], dtype=np.float32),
-            anomaly_maps=np.array(self._buffers["anomaly_map"].host[:count], dtype=np.float32),
-            timings={
+        with self._current():
+            self._set_batch(count)
+            events["start"].record(stream)
+            cuda.memcpy_htod_async(frames_in.device, frames_in.host[:count], stream)
+            events["h2d"].record(stream)
+            self._context.execute_async_v3(stream.handle)
+            events["compute"].record(stream)
+            for name in self.output_names:
+                cuda.memcpy_dtoh_async(self._buffers[name].host[:count], self._buffers[name].device, stream)
+            events["d2h"].record(stream)
+            stream.synchronize()
+            timings = {
                 "h2d": events["h2d"].time_since(events["start"]) / 1000.0,
                 "compute": events["compute"].time_since(events["h2d"]) / 1000.0,
                 "d2h": events["d2h"].time_since(events["compute"]) / 1000.0,
-            },
+            }
+        return InferenceResult(
+            scores=np.array(self._buffers["score"].host[:count], dtype=np.float32),
+            anomaly_maps=np.array(self._buffers["anomaly_map"].host[:count], dtype=np.float32),
+            timings=timings,
         )
 
     def close(self) -> None:
         """Free in reverse order of creation; safe to call twice and after a failed __init__."""
         if getattr(self, "_cuda_context", None) is None:
             return
-        if getattr(self, "_stream", None) is not None:
-            self._stream.synchronize()
-        for buffer in self._buffers.values():
-            buffer.free()
-        self._buffers = {}
-        self._stream = self._context = self._engine = self._runtime = None
-        self._cuda_context.pop()
+        with self._current():  # TensorRT's and pycuda's objects are released while their context is current
+            if getattr(self, "_stream", None) is not None:
+                self._stream.synchronize()
+            for buffer in self._buffers.values():
+                buffer.free()
+            self._buffers, self._events = {}, {}
+            self._stream = self._context = self._engine = self._runtime = None
         self._cuda_context.detach()
         self._cuda_context = None
 
