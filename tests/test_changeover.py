@@ -223,12 +223,15 @@ def test_daad_run_starts_on_the_chosen_product_and_names_it_on_every_line(produc
     ([], "holds 2 products (a, b): choose the one to start on with --product NAME"),
     (["--product", "z"], "no product 'z' in"),
     (["--product", "a", "--threshold", "0.5"], "--threshold is a trial of one --bundle"),
+    (["--product", "a", "--events", "{products}/a/events.jsonl"], "lies inside --products"),
 ])
 def test_daad_run_refuses_an_unclear_start_in_one_line(products, tmp_path, capsys, extra, said) -> None:
     video = write_video(tmp_path / "line.avi", part_frames(2, SIZE, SIZE))
+    extra = [arg.format(products=products) for arg in extra]
     assert daad(["run", "--products", str(products), "--source", str(video), *extra]) == 2
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1
+    assert not (products / "a" / "events.jsonl").exists()
 
 
 def test_product_without_products_is_refused(tiny_bundle, tmp_path, capsys) -> None:

@@ -1,6 +1,7 @@
 """The camera loop: capture -> preprocess -> infer -> judge -> emit, one frame at a time.
 
-`run_loop` is the whole of it; sources, sinks and statistics are small pieces it composes. The
+`run_line` is the whole of it; sources, sinks, statistics and the product line (what judges each
+frame: runtime.line.products) are small pieces it composes; `run_loop` runs it for one model. The
 verdict goes out first: the event line, then the sinks in the order given (reject pin, plant
 message, metrics), and last the pictures, which a background writer (runtime.line.artefacts)
 only enqueues. Nothing in a frame can stop the loop: an empty frame, a failed inference or a

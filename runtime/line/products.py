@@ -96,7 +96,7 @@ def open_product(folder: Path, name: str, options: BackendOptions, geometry: Pre
                            f"run it on its own with `daad run --bundle {bundle.root}`")
     try:
         backend = options.open(bundle)
-    except DaadError as exc:
+    except Exception as exc:  # whatever the backend raises, the line keeps its product and says why
         raise ProductError(f"product {name!r}: {exc}") from exc
     try:
         try_model(backend, bundle.preprocess)

@@ -76,10 +76,11 @@ class MqttCommands:
             command = parse_command(data, ALSO)
             ok, message = True, apply_command(command, self.line, "mqtt")
             log.warning("%s: %s", self.settings.command_topic, message)
-        except (ValueError, DaadError) as exc:  # not JSON, not a command, no token, a product that cannot load
-            self.refused += 1
+        except Exception as exc:  # not JSON, not a command, no token, a product that cannot load - or a bug,
+            self.refused += 1     # which must not end paho's thread: the line keeps its product either way
             ok, message = False, f"refused: {exc}"
-            log.warning("%s: command %s", self.settings.command_topic, message)
+            log.warning("%s: command %s", self.settings.command_topic, message,
+                        exc_info=not isinstance(exc, (ValueError, DaadError)))
         state = self.line.state()
         request_id = data.get("id") if isinstance(data, dict) else None
         return {"id": request_id, "ok": ok, "message": message, "product": state["current"],
