@@ -219,6 +219,24 @@ def test_daad_run_starts_on_the_chosen_product_and_names_it_on_every_line(produc
     assert {event["product"] for event in read_events(events)} == {"b"} and len(read_events(events)) == 6
 
 
+def test_a_restart_on_the_same_events_resumes_the_product_the_line_was_on(products, tmp_path, capsys) -> None:
+    video, events = write_video(tmp_path / "line.avi", part_frames(3, SIZE, SIZE)), tmp_path / "events.jsonl"
+    argv = ["run", "--products", str(products), "--source", str(video), "--threads", "1", "--events", str(events),
+            "--stats-every", "0"]
+    assert daad(argv + ["--product", "b"]) == 0
+    with open(events, "a") as handle:
+        handle.write('{"frame": 3, "verdict": "OK", "prod')  # torn by a kill mid-write
+    capsys.readouterr()
+    assert daad(argv) == 0
+    said = capsys.readouterr()
+    assert json.loads(said.out)["product"] == "b" and "resuming product b, the last one in --events" in said.err
+    assert daad(argv + ["--product", "a"]) == 0  # --product wins
+    capsys.readouterr()
+    (products / "a").rename(tmp_path / "a-retired")
+    assert daad(argv) == 2
+    assert "ends on product 'a', which --products" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, said", [
     ([], "holds 2 products (a, b): choose the one to start on with --product NAME"),
     (["--product", "z"], "no product 'z' in"),

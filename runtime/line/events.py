@@ -75,6 +75,27 @@ class FrameEvent:
         return json.dumps(data, allow_nan=False)
 
 
+def last_product(path: Path | None, tail_bytes: int = 1 << 16) -> str | None:
+    """The product the last line naming one in an events file names; None without a file or such a line.
+
+    A restarted `daad run --products` resumes the product the line was on. Only the file's tail is
+    read; a line torn by a kill (or cut by where the tail starts) is passed over.
+    """
+    if path is None or not path.is_file():
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(max(0, handle.seek(0, os.SEEK_END) - tail_bytes))
+        lines = handle.read().splitlines()
+    for raw in reversed(lines):
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "product" in event:
+            return event["product"] if isinstance(event["product"], str) else None
+    return None
+
+
 class EventLog:
     """Appends FrameEvents to a .jsonl file (or nowhere, when no path is given), stamped with the run's id."""
 

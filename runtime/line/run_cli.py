@@ -24,7 +24,7 @@ from runtime.backends.options import BackendOptions, add_backend_options, not_ne
 from runtime.bundle import open_bundle
 from runtime.errors import DaadError
 from runtime.line.artefacts import QUEUE_DEPTH, ArtefactSettings, open_artefacts
-from runtime.line.events import EventLog, new_run_id
+from runtime.line.events import EventLog, last_product, new_run_id
 from runtime.line.input_check import InputCheck
 from runtime.line.extensions import RunContext, RunExtension, load_extensions
 from runtime.line.live_threshold import LiveThreshold
@@ -52,7 +52,8 @@ def build_parser(extensions: list[RunExtension] = ()) -> argparse.ArgumentParser
                            help="folder of one bundle per product (the folder name is the product's name): the "
                            "line can change product while it runs (docs/RUNTIME.md, 'Product changeover')")
     add("--product", default=None, metavar="NAME",
-        help="with --products: the product to start on (default: the only one; required when there are several)")
+        help="with --products: the product to start on (default: the one the last line of --events names, so a "
+        "restart resumes it; else the folder's only product)")
     add("--source", required=True, metavar="SRC", help="what to read frames from (see below)")
     add_backend_options(parser, batch=False)  # the loop scores one frame at a time
     add("--mode", choices=MODES, default=None,
@@ -95,15 +96,22 @@ def open_line(args: argparse.Namespace, options: BackendOptions) -> ProductLine:
     if args.threshold is not None:
         raise DaadError("--threshold is a trial of one --bundle; with --products every product is judged by its "
                         "own threshold.json: calibrate it, or try it alone with --bundle")
-    return ProductLine(open_product(args.products, first_product(args.products, args.product), options),
-                       args.products, options)
+    name = first_product(args.products, args.product, args.events)
+    return ProductLine(open_product(args.products, name, options), args.products, options)
 
 
-def first_product(folder: Path, chosen: str | None) -> str:
-    """--product, or the only product of `folder`."""
+def first_product(folder: Path, chosen: str | None, events: Path | None) -> str:
+    """--product; else the product the last run on --events ended on (a restart resumes it); else the only one."""
     names = product_names(folder)
     if chosen is not None:
         return chosen
+    resumed = last_product(events)
+    if resumed is not None:
+        if resumed not in names:
+            raise DaadError(f"--events {events} ends on product {resumed!r}, which --products {folder} no longer "
+                            f"holds: choose the one to start on with --product NAME")
+        print(f"daad run: resuming product {resumed}, the last one in --events {events}", file=sys.stderr)
+        return resumed
     if len(names) != 1:
         held = ", ".join(names) or "none: no sub-folder holds a model.json"
         raise DaadError(f"--products {folder} holds {len(names)} products ({held}): choose the one to start on "
