@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from calibration.calibrate import CalibrationSettings
 from calibration.calibrate_cli import calibrate_and_save, name_list
 from calibration.scoring import score_images
-from patchmemory.backbone_part import read_backbone_part
+from patchmemory.backbone_part import BackbonePart, read_backbone_part
 from patchmemory.coreset import DEFAULT_MEMORY_SIZE, coreset_rows
 from patchmemory.head import DEFAULT_MAP_SIGMA
 from runtime.atomic import check_output_folder, remove_orphan_temp_files
@@ -31,7 +33,15 @@ from runtime.paths import check_outputs
 from runtime.threshold import HISTORY_DIR, LOCK_FILE
 from teach.features import BackboneRunner
 from teach.parts import GoodParts, check_enough_parts, holdout_mask, read_good_parts
-from teach.product import TAUGHT_BY, ProductSettings, check_replaceable, head_scores, product_graphs, write_product
+from teach.product import (
+    TAUGHT_BY,
+    ProductGraphs,
+    ProductSettings,
+    check_replaceable,
+    head_scores,
+    product_graphs,
+    write_product,
+)
 
 DEFAULT_HOLDOUT = 0.2  # every 5th part calibrates (teach/parts.py says why a held-out share)
 
@@ -88,31 +98,51 @@ def main(argv: list[str] | None = None) -> int:
     begun = time.perf_counter()
     good_folder = Path(args.good) if Path(args.good).exists() else None
     check_outputs(inputs={"--backbone": args.backbone, "--good": good_folder}, outputs={"--out": args.out})
+    if not np.isfinite(args.map_sigma) or args.map_sigma < 0:
+        raise DaadError(f"--map-sigma must be 0 or more pixels, got {args.map_sigma}")
     try:
         settings = ProductSettings(args.memory_size, args.map_sigma, args.seed)
         calibration = CalibrationSettings(target_frr=args.target_frr)
     except ValueError as exc:
         raise DaadError(f"{exc}: see `daad teach --help`") from exc
-    if not np.isfinite(args.map_sigma) or args.map_sigma < 0:
-        raise DaadError(f"--map-sigma must be 0 or more pixels, got {args.map_sigma}")
     part = read_backbone_part(args.backbone)
     check_output_folder(args.out)
     check_replaceable(args.out)
     parts = read_good_parts(args.good, args.parts, part.preprocess_config)
     _report_left_out(parts)
     check_enough_parts(parts, args.holdout)
-    held = holdout_mask(len(parts.names), args.holdout)
-    progress = not args.no_progress
+    taught = fit(args, part, parts, settings)
+    taught.training["fit_seconds"] = time.perf_counter() - begun
+    save_and_calibrate(args, taught, calibration)
+    print(f"wrote {args.out} in {time.perf_counter() - begun:.0f} s: run it with "
+          f"`daad run --bundle {args.out} --source SRC`")  # fmt: skip
+    return 0
 
+
+@dataclass
+class Taught:
+    """A fitted product not yet written: its graphs and what model.json records of it."""
+
+    part: BackbonePart
+    parts: GoodParts
+    held: np.ndarray  # bool per part: held out for the threshold
+    settings: ProductSettings
+    graphs: ProductGraphs
+    training: dict[str, Any]
+    score_stats: dict[str, Any]  # the head's scores of the held-out parts
+
+
+def fit(args: argparse.Namespace, part: BackbonePart, parts: GoodParts, settings: ProductSettings) -> Taught:
+    """Features of every part, the coreset of the kept ones, the graphs, the head's held-out scores."""
+    progress = not args.no_progress
+    held = holdout_mask(len(parts.names), args.holdout)
     runner = BackboneRunner(args.backbone, part, args.threads)
     rows = runner.rows(parts.images, args.batch, progress)
     runner.close()
-    per_image = part.grid[0] * part.grid[1]
-    by_image = np.repeat(held, per_image)
-    memory = coreset_rows(rows[~by_image], settings.memory_size, settings.seed, progress)
+    held_rows = np.repeat(held, part.grid[0] * part.grid[1])
+    memory = coreset_rows(rows[~held_rows], settings.memory_size, settings.seed, progress)
     graphs = product_graphs(args.backbone, part, memory, settings.map_sigma)
-    scores = head_scores(graphs.head, rows[by_image], part, args.batch)
-    fit_seconds = time.perf_counter() - begun
+    scores = head_scores(graphs.head, rows[held_rows], part, args.batch)
     training = {
         "taught_by": TAUGHT_BY,
         "product": args.name or Path(args.out).resolve().name,
@@ -125,14 +155,17 @@ def main(argv: list[str] | None = None) -> int:
         "skipped_images": parts.skipped,
         "grey_images": parts.grey,
         "seed": settings.seed,
-        "patches": int((~by_image).sum()),
+        "patches": int((~held_rows).sum()),
         "memory": len(memory),
-        "fit_seconds": fit_seconds,
     }
     score_stats = {"min": float(scores.min()), "median": float(np.median(scores)), "max": float(scores.max()),
                    "images": int(held.sum())}  # fmt: skip
+    return Taught(part, parts, held, settings, graphs, training, score_stats)
 
-    out = Path(args.out)
+
+def save_and_calibrate(args: argparse.Namespace, taught: Taught, calibration: CalibrationSettings) -> None:
+    """Under the bundle's lock: write the bundle, score the held-out parts with it, save the threshold."""
+    out, training = Path(args.out), taught.training
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out / LOCK_FILE, f"teaching of {out}") as died:
         if died is not None:
@@ -142,19 +175,17 @@ def main(argv: list[str] | None = None) -> int:
             if removed:
                 _warn(f"removed {len(removed)} temp file(s) that killed writes left in {folder}: "
                       f"{name_list([path.name for path in removed])}")  # fmt: skip
-        write_product(out, part, graphs, settings, training, score_stats)
+        write_product(out, taught.part, taught.graphs, taught.settings, training, taught.score_stats)
         bundle = open_bundle(out)
+        names = training["calibration_parts"]
         with OnnxRuntimeBackend(bundle, threads=args.threads) as backend:
-            names = training["calibration_parts"]
-            good = score_images(backend, parts.images[held], names, [], f"{parts.source} (held-out parts)",
-                                args.batch, progress)  # fmt: skip
-            print(f"taught {training['product']}: {len(memory)} of {training['patches']:,} patches from "
-                  f"{len(parts.names) - len(names)} parts; {len(names)} held-out parts set the threshold "
-                  f"({fit_seconds:.0f} s to the memory)")  # fmt: skip
-            note = args.note or f"taught from {parts.source}"
-            calibrate_and_save(bundle, good, None, calibration, backend, note, _warn)
-    print(f"wrote {out} in {time.perf_counter() - begun:.0f} s: run it with `daad run --bundle {out} --source SRC`")
-    return 0
+            good = score_images(backend, taught.parts.images[taught.held], names, [],
+                                f"{taught.parts.source} (held-out parts)", args.batch, not args.no_progress)  # fmt: skip
+            print(f"taught {training['product']}: {training['memory']} of {training['patches']:,} patches from "
+                  f"{len(training['memory_parts'])} parts; {len(names)} held-out parts set the threshold "
+                  f"({training['fit_seconds']:.0f} s to the memory)")  # fmt: skip
+            calibrate_and_save(bundle, good, None, calibration, backend, args.note or f"taught from {taught.parts.source}",
+                               _warn)  # fmt: skip
 
 
 def _report_left_out(parts: GoodParts) -> None:
