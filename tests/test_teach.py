@@ -206,3 +206,16 @@ def test_the_split_parts_score_as_the_fused_model(taught, product, tiny_bundle, 
     (changed / "head.onnx").write_bytes((changed / "head.onnx").read_bytes()[:-4])
     with pytest.raises(BundleError, match="head.onnx is missing or does not match"):
         SplitOnnxRuntimeBackend(open_bundle(changed))
+
+
+def test_a_video_source_gives_its_next_parts_and_a_short_one_is_named(product, backbone_part, tmp_path, capsys) -> None:
+    from runtime.optional import cv2
+    from test_sources import write_video
+
+    frames = [cv2().imread(str(sample.path)) for sample in find_samples(product, "train")]
+    video = write_video(tmp_path / "line.avi", frames)
+    code, _, err = teach(capsys, backbone_part, video, tmp_path / "out", "--parts", 40)
+    assert code == 0, err
+    assert f"gave {PARTS} parts, not the 40 asked for" in err
+    record = read_threshold(open_bundle(tmp_path / "out"))
+    assert record.counts["good"] == 10 and str(video) in record.counts["good_source"]
