@@ -413,6 +413,8 @@ def test_a_running_line_changes_over_from_daad_switch_and_back_from_mqtt_losing_
     import cv2
 
     pytest.importorskip("uvicorn", reason="the console's extra is not installed")
+    from test_prometheus import scrape  # skips where prometheus-client (extra `plant`) is missing
+
     parts, events = tmp_path / "parts", tmp_path / "events.jsonl"
     parts.mkdir()
     for index in range(4):  # 640x480 PNGs: decoding paces the loop at a few hundred frames a second
@@ -420,13 +422,18 @@ def test_a_running_line_changes_over_from_daad_switch_and_back_from_mqtt_losing_
     process = subprocess.Popen(
         [sys.executable, "-m", "runtime", "run", "--products", str(products), "--product", "a", "--source", str(parts),
          "--loop", "--threads", "1", "--stats-every", "0", "--events", str(events), "--console", "0",
-         "--console-token", TOKEN, "--publish", f"mqtt://127.0.0.1:{mqtt_broker.port}/plant", "--station", "cap-1"],
+         "--console-token", TOKEN, "--publish", f"mqtt://127.0.0.1:{mqtt_broker.port}/plant", "--station", "cap-1",
+         "--metrics-port", "0", "--metrics-host", "127.0.0.1"],
         cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     plc = Subscriber(mqtt_broker.port, "plant/cap-1/#")
     try:
-        said = iter(process.stderr.readline, "")
-        url = re.search(r"http://127\.0\.0\.1:\d+", next(line for line in said if line.startswith("daad console:")))[0]
-        next(line for line in said if "taking product changeover commands on plant/cap-1/command" in line)
+        said = ""
+        for line in iter(process.stderr.readline, ""):  # the console, the metrics, and the commands subscribed
+            said += line
+            if "daad console:" in said and "metrics on" in said and "taking product changeover commands" in said:
+                break
+        url = re.search(r"daad console: (http://127\.0\.0\.1:\d+)", said)[1]
+        metrics = re.search(r"metrics on (http://\S+/metrics)", said)[1]
 
         def switched_to(name: str) -> bool:
             return any(event.get("product") == name and event.get("event") == "product_switch"
@@ -435,6 +442,10 @@ def test_a_running_line_changes_over_from_daad_switch_and_back_from_mqtt_losing_
         assert daad(["switch", "--console", url, "--token", TOKEN, "b", "--by", "anna"]) == 0
         wait_for(lambda: switched_to("b"), what="the switch to b")
         wait_for(lambda: sum(e.get("product") == "b" for e in read_events(events)) > 20, what="parts judged as b")
+        scraped = scrape(metrics)
+        station = next(dict(labels) for (name, labels), _ in scraped.items() if name == "daad_station_info")
+        assert station["product"] == "b" and station["bundle"] == str(products / "b")
+        assert scraped[("daad_threshold", ())] == 0.9
         plc.client.publish("plant/cap-1/command", json.dumps({"action": "rollback", "by": "plc-7", "token": TOKEN,
                                                               "id": "r1"}), qos=1)
         wait_for(lambda: switched_to("a"), what="the roll back to a")

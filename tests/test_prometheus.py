@@ -81,7 +81,7 @@ def test_faults_are_counted_by_cause(tiny_bundle, tmp_path) -> None:
     (folder / "damaged.png").write_bytes(b"not an image")
     cv2.imwrite(str(folder / "tiny.png"), grey_frame(4, 4))
     bundle = open_bundle(tiny_bundle)
-    server = MetricsServer(0, "127.0.0.1", {"station": "cap-1"}, lambda: 0.3, dict)
+    server = MetricsServer(0, "127.0.0.1", lambda: {"station": "cap-1"}, lambda: 0.3, dict)
     try:
         with OnnxRuntimeBackend(bundle, threads=1) as backend, EventLog(None) as events, \
                 open_reader(open_source(str(folder)), "lossless", bundle.preprocess) as reader:

@@ -189,7 +189,13 @@ def open_sinks(sinks: list[Sink], args: argparse.Namespace, plant: PlantPlan, li
     """The loop's outputs in the verdict's priority (reject pin, plant message, metrics), the input
     check, then the pictures' writer, which only enqueues; each is appended as it opens, so what
     opened is closed. `token`: the console's, which changeover commands over MQTT must carry."""
-    info = {key: str(header[key]) for key in ("station", "run_id", "model_sha256", "bundle", "backend", "precision")}
+    station = {key: str(header[key]) for key in ("station", "run_id", "precision")}
+
+    def info() -> dict[str, str]:  # at scrape time: the product on the line
+        product = line.current
+        return {**station, "product": product.name or "", "bundle": str(product.bundle.root),
+                "model_sha256": product.bundle.sha256, "backend": product.backend.choice.name}
+
     bundle = line.current.bundle
     add_plant_outputs(sinks, plant, info, lambda: line.current.threshold.value, counters,
                       line if line.folder is not None else None, token)

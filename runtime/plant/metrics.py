@@ -4,7 +4,8 @@ Per frame, `emit` counts the verdict and observes each stage's latency into a hi
 (a few lock-protected increments: microseconds). Everything else the run counts - drops,
 read errors, pictures dropped, events published and pending, rejects - is read from the same
 counters as the stats line, at scrape time, by a collector: one set of numbers, two views.
-Station, model sha256, bundle, backend, precision and run id are labels of `daad_station_info`.
+Station, product, model sha256, bundle, backend, precision and run id are labels of
+`daad_station_info`, read at scrape time too: a product changeover shows.
 """
 
 from __future__ import annotations
@@ -54,10 +55,23 @@ class RunCounters:
             yield family(f"daad_{name}", text, value=value)
 
 
+class StationInfo:
+    """A collector: `daad_station_info` with the labels `info()` gives at scrape time."""
+
+    def __init__(self, info: Callable[[], dict[str, str]], prometheus: Any) -> None:
+        self.info, self.families = info, prometheus.metrics_core
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        yield self.families.InfoMetricFamily("daad_station", "Station, product, model and run", value=self.info())
+
+
 class MetricsServer:
     """Sink: verdict counts and stage-latency histograms, served over HTTP with the run's counters."""
 
-    def __init__(self, port: int, host: str, info: dict[str, str], threshold: Callable[[], float],
+    def __init__(self, port: int, host: str, info: Callable[[], dict[str, str]], threshold: Callable[[], float],
                  counters: Callable[[], dict[str, int]]) -> None:
         prometheus = require("prometheus_client", "--metrics-port")
         registry = self.registry = prometheus.CollectorRegistry()
@@ -72,7 +86,7 @@ class MetricsServer:
         self._stages: dict[str, Any] = {}
         gauge = prometheus.Gauge("daad_threshold", "Score above which a part is NG", registry=registry)
         gauge.set_function(threshold)  # read at scrape time: the console may switch it mid-run
-        prometheus.Info("daad_station", "Station, model and run", registry=registry).info(info)
+        registry.register(StationInfo(info, prometheus))
         registry.register(RunCounters(counters, prometheus))
         try:
             self.server, self._thread = prometheus.start_http_server(port, addr=host, registry=registry)

@@ -91,7 +91,7 @@ def plan_plant_outputs(args: argparse.Namespace) -> PlantPlan:
     return PlantPlan(reject, args.fault_action, settings, args.events, metrics)
 
 
-def add_plant_outputs(sinks: list["Sink"], plan: PlantPlan, info: dict[str, str],
+def add_plant_outputs(sinks: list["Sink"], plan: PlantPlan, info: Callable[[], dict[str, str]],
                       threshold: Callable[[], float], counters: Callable[[], dict[str, int]],
                       products: "ProductLine | None" = None, token: str | None = None) -> None:
     """Open the reject pin, the publisher and the metrics server of `plan`, in that order (the verdict's
