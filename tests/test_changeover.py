@@ -488,5 +488,5 @@ def test_a_new_threshold_of_a_product_reaches_its_open_copies_and_is_logged_wher
     line.run(1)
     events = read_events(line.events)
     assert line.judged_by() == [("b", "OK"), ("a", "OK"), ("a", "NG")]
-    assert [(e.get("event"), e["threshold"]) for e in events if "event" in e] == [
-        ("product_switch", 0.9), ("product_switch", 0.95), ("threshold_switch", 0.2)]
+    assert [(e.get("event"), e["product"], e["threshold"]) for e in events if "event" in e] == [
+        ("product_switch", "b", 0.9), ("product_switch", "a", 0.95), ("threshold_switch", "a", 0.2)]

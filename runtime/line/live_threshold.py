@@ -63,6 +63,7 @@ class ThresholdSwitch:
     frame: int  # the first frame judged with the new threshold
     threshold_id: str | None = None  # its thresholds/ entry, as on the frame lines it judges
     typical_good: float = 0.0  # the new calibration's typical good score (readable score 0)
+    product: str | None = None  # with --products: the product whose threshold it is
     event: str = "threshold_switch"  # frame lines carry a verdict instead
     run_id: str | None = None  # stamped by the EventLog, as on frame lines
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
@@ -83,10 +84,10 @@ class Setting:
     def value(self) -> float:
         return self.calibration.threshold
 
-    def switch(self, previous: "Setting", frame: int) -> ThresholdSwitch:
+    def switch(self, previous: "Setting", frame: int, product: str | None = None) -> ThresholdSwitch:
         """The event line that logs this setting replacing `previous` from `frame` on."""
         return ThresholdSwitch(self.value, previous.value, self.origin, frame, self.calibration.entry,
-                               self.calibration.scale.typical_good)
+                               self.calibration.scale.typical_good, product)
 
 
 class LiveThreshold:

@@ -234,7 +234,7 @@ class ProductLine:
             switch = ProductSwitch(product.name, left.name, handed[1], index, calibration.threshold,
                                    calibration.entry, calibration.scale.typical_good, product.bundle.sha256)
         elif setting.version != self._in_use.version:
-            switch = setting.switch(self._in_use, index)
+            switch = setting.switch(self._in_use, index, product.name)
         self._in_use = setting
         return Judging(product, setting, switch)
 
