@@ -1,7 +1,8 @@
 """The measurements behind docs/TEACH.md: `daad teach` against the PyTorch-side fit of the same kind.
 
     python -m experiments.teach --data /work/data/real/kolektorsdd /work/data/real/tire \
-        /work/data/synth256/cap --out /tmp/teach-runs
+        /work/data/synth256/cap --out /tmp/teach-runs [--latency]
+    python -m experiments.teach --out /tmp/teach-latency --latency /tmp/teach-runs/teach/cap
 
 Per data set (MVTec AD layout):
 - a backbone part at the size `daad train --model patchcore` chooses for it (made once, not timed);
@@ -13,7 +14,8 @@ Per data set (MVTec AD layout):
 - image AUROC of both bundles on the test split, through ONNX Runtime (target: within 0.005);
 - the two memories row by row, and a second teach with the same seed (target: identical);
 - with --latency, the taught bundle at batch 1 as one fused graph and as its backbone and head
-  parts in two sessions (runtime/backends/split_backend.py).
+  parts in two sessions (runtime/backends/split_backend.py), and what a product switch costs:
+  loading the head alone against opening the fused model.onnx.
 
 Everything is written under --out (teach.json, the bundles, copies of the kept images): keep
 --out outside the repository, the real images are licensed for evaluation only.
@@ -129,47 +131,64 @@ def measure(data: Path, out: Path, parts: int, seed: int) -> dict[str, Any]:
 
 
 def latency(bundle: Path, repeats: int, threads: int) -> dict[str, float]:
-    """Median and fastest ms per frame at batch 1: model.onnx in one session, and the two parts."""
+    """ms per frame at batch 1, model.onnx in one session against the two parts, frame by frame in
+    turn (a shared machine's load then weighs on both alike): medians, fastest, and the median of
+    the paired differences; and what a product switch loads: the head alone, or the fused graph."""
     opened = open_bundle(bundle)
     frame = load_images(find_samples(Path(opened.metadata.training["source"]), "train")[:1], opened.preprocess).images
-    result: dict[str, float] = {}
+    times: dict[str, list[float]] = {"fused": [], "split": []}
     with OnnxRuntimeBackend(opened, threads=threads) as fused, SplitOnnxRuntimeBackend(opened, threads=threads) as split:
-        for name, backend in (("fused", fused), ("split", split), ("fused_again", fused)):
-            for _ in range(5):
-                backend.infer(frame)
-            times = []
-            for _ in range(repeats):
+        backends = {"fused": fused, "split": split}
+        for index in range(repeats + 5):
+            for name, backend in backends.items():
                 begun = time.perf_counter()
                 backend.infer(frame)
-                times.append((time.perf_counter() - begun) * 1e3)
-            result[f"{name}_median_ms"], result[f"{name}_fastest_ms"] = float(np.median(times)), float(min(times))
+                if index >= 5:  # warm-up frames are not counted
+                    times[name].append((time.perf_counter() - begun) * 1e3)
         head = [split.infer(frame).timings["head"] * 1e3 for _ in range(repeats)]
-        result["split_head_median_ms"] = float(np.median(head))
+        switch = _median_ms(lambda: split.switch(opened), 5)
+    result = {f"{name}_{what}_ms": float(how(values)) for name, values in times.items()
+              for what, how in (("median", np.median), ("fastest", np.min))}  # fmt: skip
+    result["split_minus_fused_median_ms"] = float(np.median(np.subtract(times["split"], times["fused"])))
+    result["split_head_median_ms"] = float(np.median(head))
+    result["switch_head_median_ms"] = switch
+    result["open_fused_median_ms"] = _median_ms(lambda: OnnxRuntimeBackend(opened, threads=threads).close(), 5)
     return result
+
+
+def _median_ms(action: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        begun = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - begun) * 1e3)
+    return float(np.median(times))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.teach", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", nargs="+", type=Path, required=True, help="data sets in MVTec AD layout")
+    parser.add_argument("--data", nargs="*", type=Path, default=[], help="data sets in MVTec AD layout")
     parser.add_argument("--out", type=Path, required=True, help="results folder, outside the repository")
     parser.add_argument("--parts", type=int, default=200, help="good parts teach takes (default 200)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--latency", action="store_true", help="also time fused vs split on the first data set")
-    parser.add_argument("--repeats", type=int, default=50, help="timed frames per latency variant (default 50)")
+    parser.add_argument("--latency", nargs="*", type=Path, metavar="BUNDLE",
+                        help="also time fused vs split: these taught bundles, or (none named) those taught here")
+    parser.add_argument("--repeats", type=int, default=100, help="timed frames per latency variant (default 100)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for --latency (default 1)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"runs": [], "cpus": os.cpu_count()}
+    results: dict[str, Any] = {"runs": [], "latency": [], "cpus": os.cpu_count()}
     for data in args.data:
         row = measure(data, args.out, args.parts, args.seed)
         print({key: row[key] for key in ("data", "teach_seconds", "teach_auroc", "torch_auroc", "torch_all_parts_auroc",
                                          "same_seed_memory_identical", "memory_rows_equal_to_torch")}, flush=True)  # fmt: skip
         results["runs"].append(row)
         atomic_write_json(args.out / "teach.json", results)
-    if args.latency:
-        results["latency"] = {"bundle": str(args.out / "teach" / args.data[0].name), "threads": args.threads,
-                              **latency(args.out / "teach" / args.data[0].name, args.repeats, args.threads)}  # fmt: skip
-        print(results["latency"], flush=True)
+    for bundle in [] if args.latency is None else args.latency or [args.out / "teach" / data.name for data in args.data]:
+        timed = {"bundle": str(bundle), "threads": args.threads, "load_average_before": os.getloadavg()[0],
+                 **latency(bundle, args.repeats, args.threads)}  # fmt: skip
+        print(timed, flush=True)
+        results["latency"].append(timed)
         atomic_write_json(args.out / "teach.json", results)
     return 0
 

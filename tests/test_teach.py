@@ -219,3 +219,30 @@ def test_a_video_source_gives_its_next_parts_and_a_short_one_is_named(product, b
     assert f"gave {PARTS} parts, not the 40 asked for" in err
     record = read_threshold(open_bundle(tmp_path / "out"))
     assert record.counts["good"] == 10 and str(video) in record.counts["good_source"]
+
+
+def test_a_switch_to_a_product_of_the_same_backbone_loads_only_its_head(
+    taught, product, backbone_part, tmp_path, capsys
+) -> None:
+    cap = write_product(tmp_path / "data", "cap", SynthConfig(image_size=64, train=PARTS, test_good=2, test_defect=1))
+    assert teach(capsys, backbone_part, cap, tmp_path / "cap")[0] == 0
+    other = open_bundle(tmp_path / "cap")
+    frames = load_images(find_samples(cap, "test"), other.preprocess).images
+    with SplitOnnxRuntimeBackend(open_bundle(taught)) as split, OnnxRuntimeBackend(other) as fused:
+        backbone = split._backbone
+        before = split.infer(frames).scores
+        split.switch(other)
+        after, expected = split.infer(frames).scores, fused.infer(frames).scores
+        assert split._backbone is backbone
+    assert np.abs(after - expected).max() <= 1e-5 * np.abs(expected).max() and not np.allclose(before, after)
+    # A product taught from another backbone part keeps its own backbone: refused, not mixed.
+    foreign = tmp_path / "foreign"
+    shutil.copytree(tmp_path / "cap", foreign)
+    graph = onnx.load(str(foreign / "backbone.onnx"))
+    graph.producer_name = "another export"
+    onnx.save(graph, str(foreign / "backbone.onnx"))
+    metadata = json.loads((foreign / "model.json").read_text())
+    metadata["parts"]["backbone"]["sha256"] = file_sha256(foreign / "backbone.onnx")
+    (foreign / "model.json").write_text(json.dumps(metadata))
+    with SplitOnnxRuntimeBackend(open_bundle(taught)) as split, pytest.raises(BundleError, match="another backbone part"):
+        split.switch(open_bundle(foreign))

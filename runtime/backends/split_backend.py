@@ -4,7 +4,8 @@ model.onnx is one graph, so on TensorRT every product would be one engine, rebui
 whenever a product is taught. The parts model.json lists (`parts`: backbone.onnx and head.onnx,
 written by `daad teach`) let a device keep one backbone session or engine for every product and
 load only the small head per product. This is that scheme on ONNX Runtime: two sessions, the
-features handed from one to the other in host memory. It scores what model.onnx scores (the
+features handed from one to the other in host memory, and `switch` to another product taught
+from the same part loads its head alone. It scores what model.onnx scores (the
 same nodes, split at `features`); what the split costs in latency is measured by
 `python -m experiments.teach --latency` (docs/TEACH.md).
 """
@@ -34,11 +35,23 @@ class SplitOnnxRuntimeBackend:
                  providers: list[str] | None = None) -> None:  # fmt: skip
         if precision != "fp32":
             raise DaadError(f"ONNX Runtime runs {bundle.root}'s parts at fp32 only, not {precision}")
-        self.precision = precision
+        self.precision, self._threads = precision, threads
         paths = part_paths(bundle)
         self._backbone, self.providers = open_session(paths["backbone"], threads, providers, fix=REMAKE)
-        self._head, _ = open_session(paths["head"], threads, providers, fix=REMAKE)
+        self.backbone_sha256 = bundle.metadata.parts["backbone"]["sha256"]
         self._frames = self._backbone.get_inputs()[0].name
+        self.switch(bundle)
+
+    def switch(self, bundle: Bundle) -> None:
+        """Score `bundle`'s product from now on, loading only its head: the backbone stays loaded.
+
+        Only a product taught from the same backbone part (the same backbone.onnx, by sha256) can
+        share it; another is refused, to be opened as a backend of its own."""
+        paths = part_paths(bundle)
+        if bundle.metadata.parts["backbone"]["sha256"] != self.backbone_sha256:
+            raise BundleError(f"{paths['backbone']} is not the backbone this backend runs (sha256 differs): "
+                              f"{bundle.root} was taught from another backbone part; open it on its own")  # fmt: skip
+        self._head, _ = open_session(paths["head"], self._threads, self.providers, fix=REMAKE)
         self._features = self._head.get_inputs()[0].name
         self.input_shape = tuple(bundle.preprocess.shape)
 
