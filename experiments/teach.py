@@ -36,7 +36,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from patchmemory.head import MEMORY_INITIALIZER
 from runtime.atomic import atomic_write_json
 from runtime.backends.batches import infer_batches
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend

@@ -145,6 +145,7 @@ def test_a_taught_bundle_is_a_backbone_part_for_the_next_product(taught, product
         ("an exported bundle", "made by `daad export`"),
         ("camera without --parts", "pass --parts N"),
         ("bad holdout", "--holdout must be between 0 and 1"),
+        ("a part whose json lies", "the part's files do not belong together"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_fix_and_writes_nothing(
@@ -166,6 +167,11 @@ def test_bad_input_is_one_line_naming_the_fix_and_writes_nothing(
         good = Path("0")
     elif case == "bad holdout":
         more = ["--holdout", "1.5"]
+    elif case == "a part whose json lies":
+        backbone = tmp_path / "edited-part"
+        shutil.copytree(backbone_part, backbone)
+        described = json.loads((backbone / "backbone.json").read_text())
+        (backbone / "backbone.json").write_text(json.dumps({**described, "feature_dim": 99}))
     before = sorted(path.name for path in out.iterdir()) if out.is_dir() else None
     code, _, err = teach(capsys, backbone, good, out, *more)
     assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
