@@ -340,6 +340,7 @@ def test_daad_switch_changes_the_product_through_the_console_and_rolls_it_back(l
     line.run(2)
     monkeypatch.setenv("DAAD_CONSOLE_TOKEN", TOKEN)
     assert daad(["switch", "--console", console_url, "--rollback", "--by", "anna"]) == 0
+    assert "back to product 'a' as it ran" in capsys.readouterr().err
     line.run(1)
     assert line.judged_by() == [("b", "OK")] * 2 + [("a", "NG")]
     assert [s["origin"] for s in line.switches()] == ["console switch by anna", "console roll back by anna"]

@@ -58,6 +58,7 @@ def apply_command(command: Command, line: ProductLine, channel: str) -> str:
     origin = f"{channel} {verb} by {command.by or 'unnamed'}"
     if command.action == "switch":
         product = line.switch(command.product, origin)
-    else:
-        product = line.roll_back(origin)
-    return f"product {product.name!r} is loaded and checked; the line judges by it from its next frame"
+        return f"product {product.name!r} is loaded and checked; the line judges by it from its next frame"
+    product = line.roll_back(origin)
+    return f"back to product {product.name!r} as it ran (still open, nothing loaded); the line judges by it from " \
+           f"its next frame"
