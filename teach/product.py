@@ -81,6 +81,21 @@ def head_scores(head: Any, rows: np.ndarray, part: BackbonePart, batch_size: int
     return np.concatenate([session.run(["score"], inputs)[0] for inputs in feed])
 
 
+# The fused graph runs the head's very nodes after the backbone's, in the same runtime: its scores
+# may differ from the head's own by rounding only (1e-6 of the score was seen). More means the
+# fusion or the files went wrong, and the threshold would be set on a graph that is not the product.
+ASSEMBLY_TOLERANCE = 1e-4
+
+
+def check_assembly(head: np.ndarray, fused: np.ndarray, model: Path) -> float:
+    """Refuse a model.onnx that does not score the held-out parts as its own head did; the error seen."""
+    error = float(np.max(np.abs(fused - head)) / max(float(np.max(np.abs(head))), 1e-12)) if head.size else 0.0
+    if not error <= ASSEMBLY_TOLERANCE:
+        raise BundleError(f"{model} scores the held-out parts {error:.1e} (relative) away from its own memory head "
+                          f"(at most {ASSEMBLY_TOLERANCE:.0e}): no threshold was written; teach the product again")  # fmt: skip
+    return error
+
+
 def check_replaceable(out: Path) -> None:
     """Refuse to write over a bundle that `daad teach` did not make (an exported product is not ours to replace)."""
     if not (Path(out) / METADATA_FILE).is_file():

@@ -37,6 +37,7 @@ from teach.product import (
     TAUGHT_BY,
     ProductGraphs,
     ProductSettings,
+    check_assembly,
     check_replaceable,
     head_scores,
     product_graphs,
@@ -129,7 +130,7 @@ class Taught:
     settings: ProductSettings
     graphs: ProductGraphs
     training: dict[str, Any]
-    score_stats: dict[str, Any]  # the head's scores of the held-out parts
+    head_scores: np.ndarray  # the head's own scores of the held-out parts, in their order
 
 
 def fit(args: argparse.Namespace, part: BackbonePart, parts: GoodParts, settings: ProductSettings) -> Taught:
@@ -158,9 +159,7 @@ def fit(args: argparse.Namespace, part: BackbonePart, parts: GoodParts, settings
         "patches": int((~held_rows).sum()),
         "memory": len(memory),
     }
-    score_stats = {"min": float(scores.min()), "median": float(np.median(scores)), "max": float(scores.max()),
-                   "images": int(held.sum())}  # fmt: skip
-    return Taught(part, parts, held, settings, graphs, training, score_stats)
+    return Taught(part, parts, held, settings, graphs, training, scores)
 
 
 def save_and_calibrate(args: argparse.Namespace, taught: Taught, calibration: CalibrationSettings) -> None:
@@ -175,15 +174,21 @@ def save_and_calibrate(args: argparse.Namespace, taught: Taught, calibration: Ca
             if removed:
                 _warn(f"removed {len(removed)} temp file(s) that killed writes left in {folder}: "
                       f"{name_list([path.name for path in removed])}")  # fmt: skip
-        write_product(out, taught.part, taught.graphs, taught.settings, training, taught.score_stats)
+        scores = taught.head_scores
+        score_stats = {"min": float(scores.min()), "median": float(np.median(scores)), "max": float(scores.max()),
+                       "images": int(scores.size)}  # fmt: skip
+        write_product(out, taught.part, taught.graphs, taught.settings, training, score_stats)
         bundle = open_bundle(out)
         names = training["calibration_parts"]
         with OnnxRuntimeBackend(bundle, threads=args.threads) as backend:
             good = score_images(backend, taught.parts.images[taught.held], names, [],
                                 f"{taught.parts.source} (held-out parts)", args.batch, not args.no_progress)  # fmt: skip
+            scored = np.isin(names, good.names)  # NaN scores are set aside by name, and named by calibration
+            error = check_assembly(taught.head_scores[scored], good.scores, bundle.onnx_path)
             print(f"taught {training['product']}: {training['memory']} of {training['patches']:,} patches from "
                   f"{len(training['memory_parts'])} parts; {len(names)} held-out parts set the threshold "
-                  f"({training['fit_seconds']:.0f} s to the memory)")  # fmt: skip
+                  f"({training['fit_seconds']:.0f} s to the memory; model.onnx scores them as its head alone "
+                  f"within {error:.2g} of the score)")  # fmt: skip
             calibrate_and_save(bundle, good, None, calibration, backend, args.note or f"taught from {taught.parts.source}",
                                _warn)  # fmt: skip
 

@@ -27,6 +27,7 @@ from runtime.dataset import find_samples, load_images
 from runtime.errors import BundleError
 from runtime.threshold import check_binding, history_entries, read_threshold
 from teach.parts import holdout_mask
+from teach.product import check_assembly
 from train.features.patchcore import PatchCoreConfig, PatchCoreModel
 from train.synth import SynthConfig, write_product
 
@@ -252,3 +253,10 @@ def test_a_switch_to_a_product_of_the_same_backbone_loads_only_its_head(
     (foreign / "model.json").write_text(json.dumps(metadata))
     with SplitOnnxRuntimeBackend(open_bundle(taught)) as split, pytest.raises(BundleError, match="another backbone part"):
         split.switch(open_bundle(foreign))
+
+
+def test_a_fused_graph_that_does_not_score_as_its_head_gets_no_threshold(tmp_path) -> None:
+    head = np.array([10.0, 12.0, 30.0], dtype=np.float32)
+    assert check_assembly(head, head * (1 + 1e-6), tmp_path / "model.onnx") < 1e-5
+    with pytest.raises(BundleError, match="model.onnx scores the held-out parts .* no threshold was written"):
+        check_assembly(head, head + 0.5, tmp_path / "model.onnx")
