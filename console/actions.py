@@ -144,13 +144,17 @@ class Console:
     def active(self) -> ThresholdRecord | None:
         return read_threshold(self.bundle)
 
-    def shown(self) -> tuple[ThresholdRecord | None, str | None]:
-        """(the active threshold, None), or (None, why threshold.json cannot be used): the pages show
-        a damaged or implausible file and offer the roll back instead of failing to load."""
+    def shown(self, bundle: Bundle | None = None) -> tuple[ThresholdRecord | None, str | None]:
+        """(the active threshold of `bundle`, default the console's, None), or (None, why threshold.json cannot
+        be used): the pages show a damaged or implausible file and offer the roll back instead of failing to load."""
         try:
-            return self.active(), None
+            return read_threshold(bundle or self.bundle), None
         except ThresholdError as exc:
             return None, str(exc)
+
+    def on_the_line(self) -> Bundle:
+        """The bundle judging the line now: another product's with --products, else the console's."""
+        return self.products.current.bundle if self.products is not None else self.bundle
 
     def live_threshold(self) -> float | None:
         if self.products is not None:  # the product on the line, which may not be the one calibrated here

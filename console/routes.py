@@ -99,7 +99,7 @@ async def _change(request: Request, known: set[str]) -> tuple[Console, dict[str,
 async def live_state(request: Request) -> JSONResponse:
     console = _console(request)
     state = console.line.snapshot() if console.line is not None else {}
-    active, problem = console.shown()
+    active, problem = console.shown(console.on_the_line())
     products = console.products.state() if console.products is not None else None
     state.update(threshold=console.live_threshold(), has_line=console.line is not None, threshold_problem=problem,
                  products=products,

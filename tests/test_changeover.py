@@ -374,6 +374,21 @@ def test_daad_switch_says_when_no_console_answers(capsys) -> None:
     assert "no console answers at" in capsys.readouterr().err
 
 
+def test_the_live_page_shows_the_product_on_the_line_and_its_calibration(products, line, console_url) -> None:
+    httpx = pytest.importorskip("httpx")
+    from runtime.bundle import open_bundle
+    from runtime.threshold import ThresholdRecord, write_threshold
+
+    b = open_bundle(products / "b")
+    write_threshold(b, ThresholdRecord(threshold=0.8, model_sha256=b.sha256, backend="onnxruntime", precision="fp32",
+                                       note="blue caps"))
+    line.line.switch("b", "test")
+    line.run(1)
+    state = httpx.get(f"{console_url}/api/live", timeout=30).json()
+    assert state["threshold"] == 0.8 and state["products"]["current"] == "b"
+    assert state["calibrated"]["note"] == "blue caps"
+
+
 def test_the_console_api_checks_the_token_and_the_command(line, console_url) -> None:
     httpx = pytest.importorskip("httpx")
     command = {"action": "switch", "product": "b"}
