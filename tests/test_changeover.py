@@ -129,6 +129,19 @@ def test_rolling_back_is_one_call_to_the_product_as_it_ran_without_loading_it(li
     assert line.judged_by()[-1] == ("b", "OK")
 
 
+def test_switching_to_the_product_on_the_line_reloads_it_from_disk(products, line) -> None:
+    """A product re-calibrated on disk (or re-taught) is taken by switching to it again; the old copy is the roll back."""
+    calibrate(products / "a", 0.9)
+    line.run(1)
+    line.line.switch("a", "test reload")
+    line.run(1)
+    line.line.roll_back("test roll back")
+    line.run(1)
+    assert line.judged_by() == [("a", "NG"), ("a", "OK"), ("a", "NG")]
+    assert [(s["product"], s["previous"], s["threshold"]) for s in line.switches()] == [("a", "a", 0.9),
+                                                                                       ("a", "a", 0.3)]
+
+
 def test_a_switch_overtaken_before_any_frame_logs_only_the_one_that_judges(products, line) -> None:
     make_products(products, {"c": 0.4})
     line.line.switch("b", "first")
