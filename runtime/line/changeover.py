@@ -28,9 +28,6 @@ class Command:
     product: str | None = None  # the product to switch to; None for a roll back
     by: str = ""  # who asked, for the event line
 
-    def to_dict(self) -> dict[str, str]:
-        return {"action": self.action, **({"product": self.product} if self.product else {}), "by": self.by}
-
 
 def parse_command(data: object, also: frozenset[str] = frozenset()) -> Command:
     """A command from its JSON object; `also`: fields a channel adds (the MQTT token) and reads itself."""
