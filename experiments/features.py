@@ -53,6 +53,7 @@ class Variant:
     backbone: str = "lite0"
     memory: int = 2000  # coreset rows (patchcore) or bank slots (daad-f)
     block: int = 1  # daad-f only: r x r blocks, 0 = the whole level
+    multiple: int = 16  # sides rounded down to this: 32 lets 4 x 4 blocks of stride-8 patches tile
 
     @property
     def name(self) -> str:
@@ -73,10 +74,13 @@ GRIDS: dict[str, list[Variant]] = {
           for side in (128, 224) for levels in (("s8", "s16"), ("s4", "s8", "s16")) for memory in (1000, 4000)),
         Variant(backbone="lite1"), Variant(backbone="lite2"),
     ],  # fmt: skip
+    # 128 px and sides of a multiple of 32, so every block size tiles the patch grid; daad-f's
+    # fit costs its steps x blocks x slots, too much at 224 px for a 2-core machine.
     "granularity": [
-        *(Variant(kind="daad-f", block=block, memory=memory) for block in (1, 2, 4, 0) for memory in (500, 2000)),
-        *(Variant(memory=memory) for memory in (500, 2000)),
-    ],
+        *(Variant(kind="daad-f", short_side=128, multiple=32, block=block, memory=memory)
+          for block in (1, 2, 4, 0) for memory in (500, 2000)),
+        *(Variant(short_side=128, multiple=32, memory=memory) for memory in (500, 2000)),
+    ],  # fmt: skip
 }
 
 
@@ -101,7 +105,7 @@ class Prepared:
 
 def preprocess_for(data: Path, variant: Variant) -> PreprocessConfig:
     aspect = median_aspect(find_samples(data, "train"), PreprocessConfig())
-    height, width = size_for_aspect(aspect, variant.short_side)
+    height, width = (side // variant.multiple * variant.multiple for side in size_for_aspect(aspect, variant.short_side))
     return family_for(variant.kind).preprocess(height, width, detect_channels(data))
 
 
@@ -192,7 +196,7 @@ def grouped(variants: list[Variant]) -> Iterator[list[Variant]]:
     """Variants sharing one backbone pass (input size, levels, backbone) together."""
     keys: dict[tuple[Any, ...], list[Variant]] = {}
     for variant in variants:
-        keys.setdefault((variant.short_side, variant.levels, variant.backbone), []).append(variant)
+        keys.setdefault((variant.short_side, variant.multiple, variant.levels, variant.backbone), []).append(variant)
     yield from keys.values()
 
 
