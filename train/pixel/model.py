@@ -13,7 +13,6 @@ cast, scaling, normalisation and NCHW itself, so training, export and the runtim
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch

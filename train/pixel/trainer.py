@@ -13,15 +13,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from runtime.backends.batches import infer_batches
-from runtime.dataset import ImageSet, find_samples, has_test_split, load_images, summarize
+from runtime.dataset import ImageSet, has_test_split, summarize
 from runtime.errors import DaadError
-from runtime.images import read_image
 from runtime.optional import require
 from runtime.preprocess import PreprocessConfig
 from train.checkpoint import load_checkpoint, save_checkpoint
