@@ -3,7 +3,7 @@ becomes the anomaly map and the score.
 
 A family says how far each patch is from normal (`patch_distances`); the map is that distance
 Gaussian-smoothed on the patch grid (sigma `map_sigma` input pixels, applied at the patch
-stride, where it costs a 3 x 3 kernel instead of 25 x 25), then bilinearly upsampled to the
+stride, where it costs a 5 x 5 kernel instead of a 25 x 25 one at full size), then bilinearly upsampled to the
 input; the score is the map's maximum, so a threshold on the score is a level on the map.
 """
 
