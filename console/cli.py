@@ -16,7 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="daad console",
         description="Serve the technician's web console for a bundle, without a camera: calibrate from folders "
         "of good and defective parts, look at and roll back thresholds. To watch a running line, use "
-        "`daad run ... --console [HOST:]PORT` instead.")
+        "`daad run ... --console [HOST:]PORT` instead.",
+        # `--console 127.0.0.1:18765` (daad run's flag) must not be taken for --console-token.
+        allow_abbrev=False)
     add = parser.add_argument
     add("--bundle", required=True, metavar="DIR", help="bundle folder written by `daad export`")
     add("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")

@@ -507,6 +507,13 @@ def test_a_port_out_of_range_is_a_one_line_error(port, tiny_bundle) -> None:
     assert sum("error" in line for line in err.splitlines()) == 1
 
 
+def test_daad_runs_console_flag_is_not_taken_for_the_token(tiny_bundle) -> None:
+    """`--console HOST:PORT` belongs to `daad run`; here it was silently the token, serving on 8080."""
+    done = console_process("console", "--bundle", str(tiny_bundle), "--console", "127.0.0.1:18765")
+    _, err = done.communicate(timeout=60)
+    assert done.returncode == 2 and "unrecognized arguments: --console 127.0.0.1:18765" in err
+
+
 def test_the_url_is_printed_after_the_bind_with_the_real_port(tiny_bundle) -> None:
     """`--port 0` takes any free port: the URL printed is the port that answers, never :0."""
     process = console_process("console", "--bundle", str(tiny_bundle), "--port", "0", "--console-token", TOKEN)
