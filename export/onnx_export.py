@@ -20,6 +20,7 @@ import onnx
 import torch
 from torch import nn
 
+from export.constant_pads import fold_pad_amounts
 from runtime.bundle import INPUT_NAME, OUTPUT_NAMES
 from runtime.errors import DaadError
 from runtime.preprocess import PreprocessConfig
@@ -61,6 +62,7 @@ def trace_frames_graph(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*will be removed.*")
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1.*")  # fold_pad_amounts does it
         try:
             _trace(graph, example, buffer, opset, output_names, dynamic_axes)
         except torch.onnx.errors.OnnxExporterError as exc:
@@ -68,7 +70,7 @@ def trace_frames_graph(
                 f"the model cannot be exported to ONNX opset {opset}: {str(exc).splitlines()[0]} "
                 "(see docs/EXPORT.md for the ops TensorRT accepts)"
             ) from exc
-    proto = onnx.load_from_string(buffer.getvalue())
+    proto = fold_pad_amounts(onnx.load_from_string(buffer.getvalue()))
     written = written_opset(proto)
     if written != opset:
         raise DaadError(

