@@ -13,12 +13,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from calibration.calibrate import CalibrationSettings
 from calibration.calibrate_cli import calibrate_and_save, name_list
+from calibration.save import Saved
 from calibration.scoring import score_images
 from patchmemory.backbone_part import BackbonePart, read_backbone_part
 from patchmemory.coreset import DEFAULT_MEMORY_SIZE, coreset_rows
@@ -99,13 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     begun = time.perf_counter()
     good_folder = Path(args.good) if Path(args.good).exists() else None
     check_outputs(inputs={"--backbone": args.backbone, "--good": good_folder}, outputs={"--out": args.out})
-    if not np.isfinite(args.map_sigma) or args.map_sigma < 0:
-        raise DaadError(f"--map-sigma must be 0 or more pixels, got {args.map_sigma}")
-    try:
-        settings = ProductSettings(args.memory_size, args.map_sigma, args.seed)
-        calibration = CalibrationSettings(target_frr=args.target_frr)
-    except ValueError as exc:
-        raise DaadError(f"{exc}: see `daad teach --help`") from exc
+    settings, calibration = teach_settings(args)
     part = read_backbone_part(args.backbone)
     check_output_folder(args.out)
     check_replaceable(args.out)
@@ -118,6 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} in {time.perf_counter() - begun:.0f} s: run it with "
           f"`daad run --bundle {args.out} --source SRC`")  # fmt: skip
     return 0
+
+
+def teach_settings(args: argparse.Namespace) -> tuple[ProductSettings, CalibrationSettings]:
+    """The product's and the threshold's settings from the arguments, refused in one line when out of range."""
+    if not np.isfinite(args.map_sigma) or args.map_sigma < 0:
+        raise DaadError(f"--map-sigma must be 0 or more pixels, got {args.map_sigma}")
+    try:
+        return ProductSettings(args.memory_size, args.map_sigma, args.seed), CalibrationSettings(target_frr=args.target_frr)
+    except ValueError as exc:
+        raise DaadError(f"{exc}: see `daad teach --help`") from exc
+
+
+def _quiet(step: str) -> None:
+    """No one watches the steps: the command line shows progress bars instead."""
 
 
 @dataclass
@@ -133,14 +142,19 @@ class Taught:
     head_scores: np.ndarray  # the head's own scores of the held-out parts, in their order
 
 
-def fit(args: argparse.Namespace, part: BackbonePart, parts: GoodParts, settings: ProductSettings) -> Taught:
-    """Features of every part, the coreset of the kept ones, the graphs, the head's held-out scores."""
+def fit(args: argparse.Namespace, part: BackbonePart, parts: GoodParts, settings: ProductSettings,
+        step: Callable[[str], None] = _quiet) -> Taught:  # fmt: skip
+    """Features of every part, the coreset of the kept ones, the graphs, the head's held-out scores.
+
+    `step` is told each step as it begins ("features", "coreset"): the console's page shows it."""
     progress = not args.no_progress
     held = holdout_mask(len(parts.names), args.holdout)
+    step("features")
     runner = BackboneRunner(args.backbone, part, args.threads)
     rows = runner.rows(parts.images, args.batch, progress)
     runner.close()
     held_rows = np.repeat(held, part.grid[0] * part.grid[1])
+    step("coreset")
     memory = coreset_rows(rows[~held_rows], settings.memory_size, settings.seed, progress)
     graphs = product_graphs(args.backbone, part, memory, settings.map_sigma)
     scores = head_scores(graphs.head, rows[held_rows], part, args.batch)
@@ -162,8 +176,10 @@ def fit(args: argparse.Namespace, part: BackbonePart, parts: GoodParts, settings
     return Taught(part, parts, held, settings, graphs, training, scores)
 
 
-def save_and_calibrate(args: argparse.Namespace, taught: Taught, calibration: CalibrationSettings) -> None:
+def save_and_calibrate(args: argparse.Namespace, taught: Taught, calibration: CalibrationSettings,
+                       step: Callable[[str], None] = _quiet) -> Saved:  # fmt: skip
     """Under the bundle's lock: write the bundle, score the held-out parts with it, save the threshold."""
+    step("calibration")
     out, training = Path(args.out), taught.training
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out / LOCK_FILE, f"teaching of {out}") as died:
@@ -189,8 +205,8 @@ def save_and_calibrate(args: argparse.Namespace, taught: Taught, calibration: Ca
                   f"{len(training['memory_parts'])} parts; {len(names)} held-out parts set the threshold "
                   f"({training['fit_seconds']:.0f} s to the memory; model.onnx scores them as its head alone "
                   f"within {error:.2g} of the score)")  # fmt: skip
-            calibrate_and_save(bundle, good, None, calibration, backend, args.note or f"taught from {taught.parts.source}",
-                               _warn)  # fmt: skip
+            return calibrate_and_save(bundle, good, None, calibration, backend,
+                                      args.note or f"taught from {taught.parts.source}", _warn)  # fmt: skip
 
 
 def _report_left_out(parts: GoodParts) -> None:
