@@ -11,6 +11,7 @@ the loop small (docs/CONSOLE.md has the measurement).
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from collections import deque
@@ -22,6 +23,7 @@ import numpy as np
 from runtime.errors import DaadError
 from runtime.line.events import FAULT, NG, OK
 from runtime.line.loop import Outcome
+from runtime.line.sources import Frame
 from runtime.line.overlay import render
 from runtime.optional import cv2
 from runtime.preprocess import PreprocessConfig
@@ -29,6 +31,7 @@ from runtime.preprocess import PreprocessConfig
 TREND = 300  # scores kept for the trend plot and the drift check
 JPEG_QUALITY = 80
 PICTURE_WIDTH = 640  # pixels; the heat map is drawn on a frame shrunk to this, not on a 1080p original
+TAKE_QUEUE = 8  # camera frames waiting for a teach to prepare them: a few full-size frames, not a shift's
 
 
 @dataclass
@@ -59,6 +62,7 @@ class LineView:
         self._latency: deque[float] = deque(maxlen=TREND)  # seconds from capture to verdict
         self._done_at: deque[float] = deque(maxlen=TREND)
         self._collection: Collection | None = None
+        self._taking: queue.Queue[Frame] | None = None  # frames handed to a teach (console/teach_desk.py)
         self._jpeg: tuple[Outcome, float, bytes] | None = None  # the frame pictured, when encoded, JPEG
         self._encode_lock = threading.Lock()
 
@@ -70,6 +74,11 @@ class LineView:
             self._verdicts[outcome.verdict] += 1
             self._latency.append(now - frame.started_at)
             self._done_at.append(now)
+            if self._taking is not None and frame.image is not None:
+                try:  # a reference only: the teach's thread prepares it; a frame finding the queue full is not taken
+                    self._taking.put_nowait(frame)
+                except queue.Full:
+                    pass
             if math.isfinite(score):
                 self._trend.append((frame.index, score, outcome.threshold))
                 if self._collection is not None and not self._collection.done and outcome.product == self.product:
@@ -147,6 +156,19 @@ class LineView:
             raise DaadError(f"the number of parts to collect must be at least 1, got {wanted}")
         with self._lock:
             self._collection = Collection(wanted)
+
+    def take_frames(self) -> "queue.Queue[Frame]":
+        """Hand the camera frames from now on to the returned queue, until `stop_taking`: the parts a
+        product is taught from. It is bounded, so a teach that falls behind costs the loop nothing."""
+        taking: queue.Queue[Frame] = queue.Queue(maxsize=TAKE_QUEUE)
+        with self._lock:
+            self._taking = taking
+        return taking
+
+    def stop_taking(self, taking: "queue.Queue[Frame]") -> None:
+        with self._lock:
+            if self._taking is taking:
+                self._taking = None
 
     def collection(self) -> Collection | None:
         with self._lock:
