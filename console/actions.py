@@ -28,7 +28,9 @@ from calibration.scoring import ScoredParts, check_enough_good, score_folder
 from console.errors import NotFound, Refused, StaleModel, Unauthorised
 from console.line_view import LineView
 from console.review import PendingReview
+from console.teach_desk import TeachDesk
 from console.validate import checked, field
+from patchmemory.backbone_part import BACKBONE_METADATA
 from runtime.atomic import atomic_write_bytes
 from runtime.backends.options import BackendOptions
 from runtime.bundle import Bundle, file_sha256
@@ -113,17 +115,22 @@ class Console:
 
     def __init__(self, bundle: Bundle, backend: BackendOptions, token: str, line: LineView | None = None,
                  threshold: LiveThreshold | None = None, review: PendingReview | None = None,
-                 products: ProductLine | None = None) -> None:
+                 products: ProductLine | None = None, backbone: Path | None = None) -> None:
         """`backend`: what the line scores with (a resolved name, not "auto"); folders are scored the same way.
         `review`: where the line keeps NG frames for review; without one, the console only reads that
         folder (it adds nothing, so it removes nothing). `products`: the line's products with --products
-        (the console calibrates the first, `bundle`; its saves reach the line whenever that product runs)."""
+        (the console calibrates the first, `bundle`; its saves reach the line whenever that product runs).
+        `backbone`: the part the New product page teaches on (default: the bundle's own, when it was taught);
+        new products are saved beside the bundle (console/teach_desk.py says why)."""
         self.bundle, self.backend, self.token, self.products = bundle, backend, token, products
         self.line, self.threshold = line, threshold
         self.review = review or PendingReview(bundle.root / REVIEW_DIR, sys.maxsize)
         self._proposals: dict[int, Proposal] = {}
         self._proposal_ids = itertools.count(1)
         self._lock = threading.Lock()  # one change at a time: history and review copies stay consistent
+        if backbone is None and (bundle.root / BACKBONE_METADATA).is_file():
+            backbone = bundle.root
+        self.teach = TeachDesk(bundle.root.parent, backbone, line, backend.threads)
 
     # -- guards ---------------------------------------------------------------------------------------
 

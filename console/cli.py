@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from console.server import DEFAULT_HOST, Address, ConsoleServer, announce, console_token, port_number
 from runtime.backends.options import BackendOptions, add_backend_options
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=port_number, default=8080, help="port to listen on (default 8080; 0: any free port)")
     add("--console-token", default=None, metavar="SECRET",
         help="token that changes must send; required off loopback; default: made up and printed")
+    add("--backbone", type=Path, default=None, metavar="PART",
+        help="backbone part the New product page teaches on (default: the bundle's own, when it was taught); "
+        "new products are saved beside the bundle (docs/TEACH.md)")
     add_backend_options(parser, batch=False)  # score folders as the line will: same backend and precision
     return parser
 
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = open_bundle(args.bundle)
     options = BackendOptions.from_args(args)
     options = replace(options, backend=options.backend_name(bundle))  # threshold.json records a backend, not "auto"
-    console = Console(bundle, options, token)
+    console = Console(bundle, options, token, backbone=args.backbone)
     server = ConsoleServer(build_app(console), address, "--host/--port")
     announce(server.address, token, generated=args.console_token is None)  # only once it answers there
     try:

@@ -19,6 +19,12 @@ class NotFound(Refused):
     status = 404
 
 
+class Busy(Refused):
+    """A change the state of things does not allow now: something under way, or a name taken."""
+
+    status = 409
+
+
 class StaleModel(Refused):
     status = 409
 

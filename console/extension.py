@@ -7,6 +7,7 @@ returned sink and the console's saves and roll backs reach the loop through its 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from console.server import Address, ConsoleServer, announce, console_token, parse_address
@@ -55,14 +56,19 @@ class ConsoleExtension:
         group.add_argument("--console-review-mb", type=positive(float), default=DEFAULT_REVIEW_MB, metavar="MB",
                            help=f"disk cap of the NG frames kept for the Review page in BUNDLE/review/pending; the "
                            f"oldest of its own go first (default {DEFAULT_REVIEW_MB:g})")
+        group.add_argument("--console-backbone", type=Path, default=None, metavar="PART",
+                           help="backbone part the New product page teaches on (default: the bundle's own, when it "
+                           "was taught); new products are saved beside the bundle (docs/TEACH.md)")
 
     def start(self, args: argparse.Namespace, run: RunContext) -> AttachedConsole | None:
         if args.console is None:
             return None
-        return attach(args.console, args.console_token, int(args.console_review_mb * 1024 * 1024), run)
+        return attach(args.console, args.console_token, int(args.console_review_mb * 1024 * 1024), run,
+                      args.console_backbone)
 
 
-def attach(address: Address, token: str | None, review_bytes: int, run: RunContext) -> AttachedConsole:
+def attach(address: Address, token: str | None, review_bytes: int, run: RunContext,
+           backbone: Path | None = None) -> AttachedConsole:
     from console.actions import REVIEW_DIR, Console
     from console.line_view import LineView
     from console.review import KeepForReview, PendingReview
@@ -74,7 +80,7 @@ def attach(address: Address, token: str | None, review_bytes: int, run: RunConte
     view = LineView(run.bundle.preprocess, run.counters, run_id=run.run_id, product=product)
     review = PendingReview(run.bundle.root / REVIEW_DIR, review_bytes)
     console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold, review,
-                      run.products)
+                      run.products, backbone)
     server = ConsoleServer(build_app(console), address)
     keeper = ArtefactWriter([KeepForReview(review, view.picture_image, run.run_id)])
     announce(server.address, secret, generated=token is None)  # only once it answers there

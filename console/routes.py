@@ -26,7 +26,7 @@ from runtime.optional import require
 
 HERE = Path(__file__).parent
 TOKEN_HEADER = "X-Console-Token"
-PAGES = ("live", "calibrate", "review", "history")
+PAGES = ("live", "calibrate", "review", "history", "teach")
 NO_STORE = {"Cache-Control": "no-store"}
 DRIFT_PARTS = 200  # the drift check's default: the last 200 parts
 MAX_COLLECT = 100_000  # parts one collection may take: scores and names of a shift, a few MB
@@ -63,6 +63,13 @@ def build_app(console: Console) -> Starlette:
         Route("/api/drift", drift),
         Route("/api/products", products),
         Route("/api/product", change_product, methods=["POST"]),
+        Route("/api/teach", teach_state),
+        Route("/api/teach/take", teach_take, methods=["POST"]),
+        Route("/api/teach/parts/{index:int}.jpg", teach_thumbnail),
+        Route("/api/teach/fit", teach_fit, methods=["POST"]),
+        Route("/api/teach/calibration.png", teach_plot),
+        Route("/api/teach/save", teach_save, methods=["POST"]),
+        Route("/api/teach/discard", teach_discard, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={DaadError: refused})
@@ -185,6 +192,48 @@ async def change_product(request: Request) -> JSONResponse:
     console, body = await _change(request, {"action", "product", "by"})
     message = await run_in_threadpool(console.change_product, body)
     return JSONResponse({"message": message, **console.product_state()})
+
+
+# -- new product --------------------------------------------------------------------------------------
+
+async def teach_state(request: Request) -> JSONResponse:
+    return JSONResponse(_console(request).teach.state(), headers=NO_STORE)
+
+
+async def teach_take(request: Request) -> JSONResponse:
+    """{"name": PRODUCT, "source": "line" or a folder, "parts": N}: the teach begins by taking the parts."""
+    console, body = await _change(request, {"name", "source", "parts"})
+    console.teach.take(field(body, "name", str), field(body, "source", str), field(body, "parts", int))
+    return JSONResponse(console.teach.state())
+
+
+async def teach_thumbnail(request: Request) -> Response:
+    jpeg = _console(request).teach.thumbnail(request.path_params["index"])
+    return Response(jpeg, media_type="image/jpeg", headers=NO_STORE)
+
+
+async def teach_fit(request: Request) -> JSONResponse:
+    """{"drop": [INDEX, ...]}: fit on the parts taken less those the technician dropped."""
+    console, body = await _change(request, {"drop"})
+    console.teach.fit(field(body, "drop", list, []))
+    return JSONResponse(console.teach.state())
+
+
+async def teach_plot(request: Request) -> Response:
+    png = await run_in_threadpool(_console(request).teach.plot)
+    return Response(png, media_type="image/png", headers=NO_STORE)
+
+
+async def teach_save(request: Request) -> JSONResponse:
+    console, _ = await _change(request, set())
+    await run_in_threadpool(console.teach.save)
+    return JSONResponse(console.teach.state())
+
+
+async def teach_discard(request: Request) -> JSONResponse:
+    console, _ = await _change(request, set())
+    await run_in_threadpool(console.teach.discard)
+    return JSONResponse(console.teach.state())
 
 
 # -- review -------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from console.errors import Refused, TooLarge
 
 MAX_BODY_BYTES = 64 * 1024  # the largest change the pages send is a calibration request of a few hundred bytes
 MAX_TEXT = 1000  # characters of a note, a name or a folder path
-KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", list: "a list"}
 _REQUIRED = object()
 
 

@@ -250,6 +250,98 @@ function startHistory() {
   };
 }
 
+// -- new product: name, take parts, drop bad ones, fit, calibration, save ---------------------------
+
+const FIT_STEPS = ["features", "coreset", "calibration"];
+const teachView = { shown: 0, dropped: new Set(), plotted: false };
+
+function resetTeachView() {
+  $("teach-grid").replaceChildren();
+  Object.assign(teachView, { shown: 0, plotted: false });
+  teachView.dropped.clear();
+}
+
+function addThumbnail(index, name) {
+  const figure = document.createElement("figure");
+  figure.className = "thumb";
+  figure.dataset.index = index;
+  const image = document.createElement("img");
+  image.src = `/api/teach/parts/${index}.jpg`;
+  image.alt = name;
+  const caption = document.createElement("figcaption");
+  caption.textContent = name;
+  figure.append(image, caption);
+  figure.onclick = () => {
+    const drop = !teachView.dropped.has(index);
+    drop ? teachView.dropped.add(index) : teachView.dropped.delete(index);
+    figure.classList.toggle("dropped", drop);
+    countTeach();
+  };
+  $("teach-grid").append(figure);
+}
+
+let lastTeach = null;
+function countTeach() {
+  const state = lastTeach;
+  if (!state || !state.stage) { $("teach-count").textContent = ""; return; }
+  const dropped = teachView.dropped.size ? `, ${teachView.dropped.size} dropped` : "";
+  $("teach-count").textContent = `${state.taken} of ${state.wanted} parts taken${state.stage === "taking" ? "..." : ""}${dropped}`;
+}
+
+function showTeach(state) {
+  lastTeach = state;
+  const stage = state.stage;
+  $("teach-products").textContent = state.products;
+  if (!stage) resetTeachView();
+  for (; stage && teachView.shown < state.names.length; teachView.shown++) addThumbnail(teachView.shown, state.names[teachView.shown]);
+  countTeach();
+  $("teach-parts-section").hidden = !stage || !state.taken;
+  $("fit-button").disabled = !["taken", "fitted", "failed"].includes(stage);
+  $("teach-fit-section").hidden = !["fitting", "fitted", "saved"].includes(stage);
+  const now = stage === "fitting" ? FIT_STEPS.indexOf(state.step) : FIT_STEPS.length;
+  document.querySelectorAll(".steps li").forEach((item, index) => {
+    item.className = index < now ? "done" : index === now ? "now" : "";
+  });
+  $("teach-step").textContent = stage === "fitting" ? `- ${state.step || "starting"}...` : "- done";
+  $("teach-evidence").hidden = !state.evidence;
+  if (state.evidence) {
+    $("teach-threshold").textContent = fmt(state.evidence.threshold);
+    $("teach-lines").textContent = state.evidence.lines.join("\n");
+    if (!teachView.plotted) { $("teach-plot").src = `/api/teach/calibration.png?at=${Date.now()}`; teachView.plotted = true; }
+  }
+  $("save-product-button").disabled = stage !== "fitted";
+  $("teach-saved").textContent = state.saved ? `saved as ${state.saved}: switch to it on the Live page (with --products) or run it with --bundle` : "";
+  if (state.error) say(state.error, true);
+  else if (stage && !["taking", "fitting"].includes(stage)) say("");
+}
+
+async function pollTeach() {
+  const state = await getJson("/api/teach");
+  showTeach(state);
+  if (state.stage === "taking" || state.stage === "fitting") setTimeout(() => pollTeach().catch((error) => say(error.message, true)), 500);
+}
+
+async function teachChange(path, body, text) {
+  try { say(text); showTeach(await change(path, body)); await pollTeach(); }
+  catch (error) { say(error.message, true); }
+}
+
+function startTeach() {
+  $("take-button").onclick = () => {
+    const line = document.querySelector("input[name=teach-from]:checked").value === "line";
+    resetTeachView();
+    teachChange("/api/teach/take", { name: $("teach-name").value, source: line ? "line" : $("teach-folder").value,
+      parts: Number($("teach-parts").value) }, "taking the parts...");
+  };
+  $("discard-button").onclick = () => teachChange("/api/teach/discard", {}, "");
+  $("fit-button").onclick = () => {
+    teachView.plotted = false;
+    teachChange("/api/teach/fit", { drop: [...teachView.dropped].sort((a, b) => a - b) }, "fitting...");
+  };
+  $("save-product-button").onclick = () => teachChange("/api/teach/save", {}, "");
+  pollTeach().catch((error) => say(error.message, true));
+}
+
 ({
   live: startLive,
   calibrate: startCalibrate,
@@ -259,4 +351,5 @@ function startHistory() {
     show();
   },
   history: startHistory,
+  teach: startTeach,
 })[document.body.dataset.page]();

@@ -1,0 +1,170 @@
+"""The console's New product page over HTTP: a real backbone part in ONNX Runtime, real images written
+with OpenCV, a real line in run_loop; the product it saves is an ordinary bundle the line can run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+from starlette.testclient import TestClient  # noqa: E402
+
+from console.actions import Console  # noqa: E402
+from console.routes import build_app  # noqa: E402
+from runtime.bundle import open_bundle  # noqa: E402
+from runtime.line.sources import Frame  # noqa: E402
+from runtime.optional import cv2  # noqa: E402
+from runtime.threshold import read_threshold  # noqa: E402
+from test_console import AUTH, ONE_THREAD, TOKEN, Line, one_line_refusal  # noqa: E402
+from train.synth import SynthConfig, write_product  # noqa: E402
+
+PARTS = 52  # 2 dropped: 50, of which 10 (the default --holdout 0.2) set the threshold, the least it takes
+WAIT_S = 120
+
+
+@pytest.fixture(scope="module")
+def good_parts(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    return write_product(root, "pcb", SynthConfig(image_size=64, train=PARTS, test_good=1, test_defect=1)) / "train" / "good"
+
+
+@pytest.fixture
+def client(tiny_bundle, backbone_part) -> TestClient:
+    """The console of a bundle in tmp_path (so products go to tmp_path), without a camera."""
+    return TestClient(build_app(Console(open_bundle(tiny_bundle), ONE_THREAD, TOKEN, backbone=backbone_part)))
+
+
+def wait_for(client: TestClient, *stages: str) -> tuple[dict, list[dict]]:
+    """Poll as the page does until the teach reaches one of `stages`; the last state and every one seen."""
+    seen = []
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        state = client.get("/api/teach").json()
+        seen.append(state)
+        if state["stage"] in stages:
+            return state, seen
+        time.sleep(0.05)
+    raise AssertionError(f"the teach stayed {seen[-1]['stage']}: {seen[-1]}")
+
+
+def test_name_take_drop_fit_and_save_a_product_from_a_folder(client, good_parts, tiny_bundle) -> None:
+    products = tiny_bundle.parent
+    taking = client.post("/api/teach/take", json={"name": "pcb-blue", "source": str(good_parts), "parts": PARTS},
+                         headers=AUTH)  # fmt: skip
+    assert taking.status_code == 200 and taking.json()["stage"] == "taking", taking.text
+    taken, _ = wait_for(client, "taken")
+    assert taken["taken"] == PARTS and taken["names"][0] == "000.png" and taken["products"] == str(products)
+    thumbnail = client.get("/api/teach/parts/3.jpg")
+    assert thumbnail.headers["content-type"] == "image/jpeg"
+    assert cv2().imdecode(np.frombuffer(thumbnail.content, np.uint8), cv2().IMREAD_COLOR).shape == (64, 96, 3)
+    assert client.get(f"/api/teach/parts/{PARTS}.jpg").status_code == 404
+
+    fitting = client.post("/api/teach/fit", json={"drop": [0, 7]}, headers=AUTH)
+    assert fitting.status_code == 200 and fitting.json()["stage"] == "fitting", fitting.text
+    # the fit runs in the background: the console answers meanwhile, and refuses a second teach
+    assert client.get("/api/history").status_code == 200
+    busy = client.post("/api/teach/take", json={"name": "other", "source": str(good_parts), "parts": 5}, headers=AUTH)
+    assert one_line_refusal(busy, 409) and "one teach at a time" in busy.json()["error"]
+    assert client.post("/api/teach/discard", headers=AUTH).status_code == 409
+    fitted, seen = wait_for(client, "fitted", "failed")
+    assert fitted["stage"] == "fitted", fitted["error"]
+    steps = [state["step"] for state in seen if state["stage"] == "fitting"]
+    assert steps and set(steps) <= {"", "features", "coreset", "calibration"}
+    assert fitted["dropped"] == [taken["names"][0], taken["names"][7]]
+
+    evidence = fitted["evidence"]
+    assert "false rejects per 1000 good parts" in evidence["lines"][0] and "10 held-out" in evidence["lines"][1]
+    assert evidence["threshold"] > 0 and 0 <= evidence["false_reject"] <= evidence["false_reject_upper"] <= 1
+    plot = client.get("/api/teach/calibration.png")
+    assert plot.headers["content-type"] == "image/png" and plot.content.startswith(b"\x89PNG")
+    assert not (products / "pcb-blue").exists()  # nothing is a product before the technician saves it
+
+    saved = client.post("/api/teach/save", headers=AUTH)
+    assert saved.status_code == 200 and saved.json()["stage"] == "saved", saved.text
+    bundle = open_bundle(products / "pcb-blue")  # an ordinary bundle, model.onnx's sha256 checked
+    training = bundle.metadata.training
+    assert training["taught_by"] == "daad teach" and training["product"] == "pcb-blue"
+    used = training["memory_parts"] + training["calibration_parts"]
+    assert len(used) == PARTS - 2 and "000.png" not in used and "007.png" not in used
+    assert read_threshold(bundle).threshold == evidence["threshold"]  # saved is what the page showed
+    assert list((products / ".teach").iterdir()) == []
+    assert client.get("/api/teach/calibration.png").status_code == 200  # still shown once saved
+    again = client.post("/api/teach/save", headers=AUTH)
+    assert one_line_refusal(again, 409)
+    taken_name = client.post("/api/teach/take", json={"name": "pcb-blue", "source": str(good_parts), "parts": 5},
+                             headers=AUTH)  # fmt: skip
+    assert one_line_refusal(taken_name, 409) and "already exists" in taken_name.json()["error"]
+
+
+@pytest.mark.parametrize("body, status, named", [
+    ({"name": "../up", "source": "FOLDER", "parts": 5}, 400, "product name"),
+    ({"name": ".hidden", "source": "FOLDER", "parts": 5}, 400, "product name"),
+    ({"name": "a/b", "source": "FOLDER", "parts": 5}, 400, "product name"),
+    ({"name": "x" * 65, "source": "FOLDER", "parts": 5}, 400, "product name"),
+    ({"name": "bundle", "source": "FOLDER", "parts": 5}, 409, "already exists"),  # the console's own bundle
+    ({"name": "cap", "source": "FOLDER", "parts": 0}, 400, "parts"),
+    ({"name": "cap", "source": "FOLDER", "parts": "5"}, 400, "parts"),
+    ({"name": "cap", "source": "/no/such/folder", "parts": 5}, 400, "/no/such/folder"),
+    ({"name": "cap", "source": "line", "parts": 5}, 400, "no running line"),
+    ({"name": "cap", "source": "FOLDER"}, 400, "parts"),
+    ({"name": "cap", "source": "FOLDER", "parts": 5, "colour": 1}, 400, "unknown field"),
+])  # fmt: skip
+def test_a_bad_take_is_a_one_line_refusal(body, status, named, client, good_parts, tiny_bundle) -> None:
+    body = {key: str(good_parts) if value == "FOLDER" else value for key, value in body.items()}
+    answer = client.post("/api/teach/take", json=body, headers=AUTH)
+    assert one_line_refusal(answer, status) and named in answer.json()["error"]
+    assert sorted(path.name for path in tiny_bundle.parent.iterdir()) == ["bundle"]  # nothing written
+
+
+def test_teach_changes_need_the_token_and_go_in_order(client, good_parts, tiny_bundle) -> None:
+    for path in ("/api/teach/take", "/api/teach/fit", "/api/teach/save", "/api/teach/discard"):
+        for headers in ({}, {"X-Console-Token": "wrong"}):
+            assert client.post(path, json={}, headers=headers).status_code == 401, path
+    assert one_line_refusal(client.post("/api/teach/fit", json={"drop": []}, headers=AUTH), 404)
+    assert client.get("/api/teach/calibration.png").status_code == 404
+    client.post("/api/teach/take", json={"name": "few", "source": str(good_parts), "parts": 20}, headers=AUTH)
+    wait_for(client, "taken")
+    assert one_line_refusal(client.post("/api/teach/save", headers=AUTH), 409)
+    for drop in ([20], [-1], "0", [True]):
+        assert one_line_refusal(client.post("/api/teach/fit", json={"drop": drop}, headers=AUTH), 400)
+    few = client.post("/api/teach/fit", json={"drop": []}, headers=AUTH)  # 20 parts: 4 held out, 10 needed
+    assert one_line_refusal(few, 400) and "at least 48" in few.json()["error"]
+    assert client.post("/api/teach/discard", headers=AUTH).json()["stage"] is None
+    assert sorted(path.name for path in tiny_bundle.parent.iterdir()) in (["bundle"], [".teach", "bundle"])
+
+
+def test_without_a_backbone_part_the_page_says_how_to_give_one(tiny_bundle, good_parts) -> None:
+    client = TestClient(build_app(Console(open_bundle(tiny_bundle), ONE_THREAD, TOKEN)))
+    assert client.get("/teach").status_code == 200 and client.get("/api/teach").json()["backbone"] is None
+    answer = client.post("/api/teach/take", json={"name": "cap", "source": str(good_parts), "parts": 5}, headers=AUTH)
+    assert one_line_refusal(answer, 400) and "--backbone PART" in answer.json()["error"]
+
+
+def test_take_the_next_parts_from_the_running_line(tiny_bundle, backbone_part, good_parts, tmp_path) -> None:
+    line = Line(tiny_bundle, tmp_path / "events.jsonl")
+    try:
+        console = Console(line.bundle, ONE_THREAD, TOKEN, line.view, line.threshold, line.review, backbone=backbone_part)
+        client = TestClient(build_app(console))
+        line.run(5)  # parts before the take are not taken
+        answer = client.post("/api/teach/take", json={"name": "from-line", "source": "line", "parts": 12}, headers=AUTH)
+        assert answer.status_code == 200 and answer.json()["source"] == "the line", answer.text
+        images = sorted(good_parts.iterdir())
+        fed = 0
+        while client.get("/api/teach").json()["stage"] == "taking":
+            assert fed < 100, "the teach took no frames from the line"
+            image = cv2().imread(str(images[fed % len(images)]))
+            line.frames.put(Frame(image, name=f"belt{fed:03d}.png", index=line.next_index))
+            line.next_index += 1
+            assert line.judged.acquire(timeout=60)  # the loop judges every frame while the teach takes them
+            fed += 1
+        state = client.get("/api/teach").json()
+        assert state["stage"] == "taken" and state["taken"] == 12 and state["names"][0].startswith("belt")
+        assert client.get("/api/teach/parts/11.jpg").status_code == 200
+        assert line.view.snapshot()["verdicts"]["OK"] + line.view.snapshot()["verdicts"]["NG"] == 5 + fed
+        assert line.view._taking is None  # the take let go of the line
+    finally:
+        line.stop()
