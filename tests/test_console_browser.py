@@ -92,11 +92,12 @@ def text_of(driver, element_id: str) -> str:
     return driver.find_element(By.ID, element_id).text
 
 
-def screenshot(driver, name: str) -> None:
+def screenshot(driver, name: str, settle: bool = True) -> None:
+    """`settle`: wait for one more poll, so the page shows current numbers (not for a passing moment)."""
     folder = os.environ.get("DAAD_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        time.sleep(1.0)  # one more poll, so the page shows current numbers
+        time.sleep(1.0 if settle else 0.0)
         driver.save_screenshot(str(Path(folder) / f"console-{name}.png"))
 
 
@@ -265,3 +266,78 @@ def test_the_technician_switches_the_product_and_rolls_it_back_from_the_live_pag
     frames = [line for line in lines if "verdict" in line]
     assert [line["frame"] for line in frames] == list(range(len(frames)))
     assert {line["threshold"] for line in frames if line["product"] == "b"} == {0.9}
+
+
+def test_the_technician_teaches_a_new_product_from_the_line(tmp_path, backbone_part, browser) -> None:
+    """`daad run --products --console`: name a product, take the next parts of the line, drop two, watch the
+    fit, read the calibration and save; the new product is a bundle in the products folder, beside the others."""
+    from runtime.bundle import open_bundle
+    from runtime.threshold import ThresholdRecord, read_threshold, write_threshold
+
+    products = tmp_path / "products"
+    line_bundle = open_bundle(write_tiny_bundle(products / "a", 48, 64))
+    write_threshold(line_bundle, ThresholdRecord(threshold=0.3, model_sha256=line_bundle.sha256,
+                                                 backend="onnxruntime", precision="fp32"))
+    video, events, port = write_line_video(tmp_path / "line.avi"), tmp_path / "events.jsonl", free_port()
+    process = subprocess.Popen([sys.executable, "-m", "runtime", "run", "--products", str(products), "--product", "a",
+                                "--source", str(video), "--loop", "--threads", "1", "--events",
+                                str(events), "--stats-every", "0", "--console", f"127.0.0.1:{port}", "--console-token",
+                                TOKEN, "--console-backbone", str(backbone_part)],
+                               stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.nice(10))
+    try:
+        wait = WebDriverWait(browser, WAIT_S)
+        wait.until(lambda _: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+        browser.get(f"http://127.0.0.1:{port}/#token={TOKEN}")
+        browser.find_element(By.LINK_TEXT, "New product").click()
+        wait.until(lambda d: text_of(d, "teach-products") == str(products))
+        browser.find_element(By.ID, "teach-name").send_keys("../cap")
+        browser.find_element(By.ID, "take-button").click()
+        wait.until(lambda d: "product name '../cap'" in text_of(d, "message"))
+
+        browser.find_element(By.ID, "teach-name").clear()
+        browser.find_element(By.ID, "teach-name").send_keys("cap-blue")
+        parts = browser.find_element(By.ID, "teach-parts")
+        parts.clear()
+        parts.send_keys("56")
+        browser.find_element(By.ID, "take-button").click()
+        wait.until(lambda d: text_of(d, "teach-count").startswith("56 of 56 parts taken"))
+        thumbnails = browser.find_elements(By.CSS_SELECTOR, "#teach-grid .thumb")
+        assert len(thumbnails) == 56
+        # the technician drops the parts with a spot (every 30th of the video) and the first one
+        spotted = [index for index, thumb in enumerate(thumbnails) if int(thumb.text.split()[-1]) % 30 == 29]
+        dropped = sorted({0, *spotted})
+        dropped_names = {thumbnails[index].text for index in dropped}
+        for index in dropped:
+            thumbnails[index].click()
+        assert text_of(browser, "teach-count") == f"56 of 56 parts taken, {len(dropped)} dropped"
+        wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#teach-grid img')].every((i) => i.complete && i.naturalWidth > 0)"))
+        screenshot(browser, "teach-parts")
+
+        browser.find_element(By.ID, "fit-button").click()
+        wait.until(lambda d: d.find_element(By.ID, "teach-fit-section").is_displayed())
+        browser.execute_script("document.getElementById('teach-fit-section').scrollIntoView()")
+        screenshot(browser, "teach-fit", settle=False)
+        wait.until(lambda d: d.find_element(By.ID, "teach-evidence").is_displayed()
+                   or "error" in d.find_element(By.ID, "message").get_attribute("class"))
+        assert text_of(browser, "message") == "", text_of(browser, "message")
+        assert "false rejects per 1000 good parts" in text_of(browser, "teach-lines")
+        wait.until(lambda d: d.execute_script("const i = document.getElementById('teach-plot'); "
+                                              "return i.complete && i.naturalWidth > 0"))
+        browser.execute_script("document.getElementById('teach-evidence').scrollIntoView()")
+        screenshot(browser, "teach-evidence")
+        assert not (products / "cap-blue").exists()
+
+        browser.find_element(By.ID, "save-product-button").click()
+        wait.until(lambda d: text_of(d, "teach-saved").startswith(f"saved as {products / 'cap-blue'}"))
+        screenshot(browser, "teach-saved")
+        assert process.poll() is None  # the line never stopped
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=WAIT_S)
+    bundle = open_bundle(products / "cap-blue")
+    assert read_threshold(bundle) is not None and bundle.metadata.training["product"] == "cap-blue"
+    used = bundle.metadata.training["memory_parts"] + bundle.metadata.training["calibration_parts"]
+    assert len(used) == 56 - len(dropped) and not dropped_names & set(used)
+    frames = [json.loads(line) for line in events.read_text().splitlines() if '"verdict"' in line]
+    assert [line["frame"] for line in frames] == list(range(len(frames)))  # no frame lost while it taught
