@@ -173,7 +173,10 @@ class TeachDesk:
             target = self.products / teach.name
             if target.exists():
                 raise Busy(f"{target} already exists: teach under another name (nothing was written over)")
-            os.rename(teach.staged, target)  # same folder, so a rename: the product appears whole or not at all
+            try:  # within one folder, so a rename: the product appears whole or not at all
+                os.rename(teach.staged, target)
+            except OSError as exc:
+                raise Refused(f"could not move {teach.staged} to {target}: {exc.strerror or exc}; fit it again") from exc
             teach.stage, teach.saved = SAVED, target
             return target
 
