@@ -203,7 +203,8 @@ async def teach_state(request: Request) -> JSONResponse:
 async def teach_take(request: Request) -> JSONResponse:
     """{"name": PRODUCT, "source": "line" or a folder, "parts": N}: the teach begins by taking the parts."""
     console, body = await _change(request, {"name", "source", "parts"})
-    console.teach.take(field(body, "name", str), field(body, "source", str), field(body, "parts", int))
+    await run_in_threadpool(console.teach.take, field(body, "name", str), field(body, "source", str),
+                            field(body, "parts", int))  # fmt: skip
     return JSONResponse(console.teach.state())
 
 
@@ -215,7 +216,7 @@ async def teach_thumbnail(request: Request) -> Response:
 async def teach_fit(request: Request) -> JSONResponse:
     """{"drop": [INDEX, ...]}: fit on the parts taken less those the technician dropped."""
     console, body = await _change(request, {"drop"})
-    console.teach.fit(field(body, "drop", list, []))
+    await run_in_threadpool(console.teach.fit, field(body, "drop", list, []))
     return JSONResponse(console.teach.state())
 
 
