@@ -268,21 +268,25 @@ def test_the_technician_switches_the_product_and_rolls_it_back_from_the_live_pag
     assert {line["threshold"] for line in frames if line["product"] == "b"} == {0.9}
 
 
-def test_the_technician_teaches_a_new_product_from_the_line(tmp_path, backbone_part, browser) -> None:
-    """`daad run --products --console`: name a product, take the next parts of the line, drop two, watch the
-    fit, read the calibration and save; the new product is a bundle in the products folder, beside the others."""
+def test_the_technician_teaches_a_new_product_from_the_line_and_switches_to_it(tmp_path, backbone_part, browser) -> None:
+    """`daad run --products --console` on a taught product: name a new one, take the next parts of the line, drop
+    the spotted ones, watch the fit, read the calibration, save; then switch the line to it from the Live page."""
     from runtime.bundle import open_bundle
-    from runtime.threshold import ThresholdRecord, read_threshold, write_threshold
+    from runtime.cli import main as daad
+    from runtime.threshold import read_threshold
 
-    products = tmp_path / "products"
-    line_bundle = open_bundle(write_tiny_bundle(products / "a", 48, 64))
-    write_threshold(line_bundle, ThresholdRecord(threshold=0.3, model_sha256=line_bundle.sha256,
-                                                 backend="onnxruntime", precision="fp32"))
+    products, good = tmp_path / "products", tmp_path / "good"
+    good.mkdir()
+    rng = np.random.default_rng(5)
+    for index in range(25):  # the line's product a, taught on the same backbone part (the console's default)
+        cv2().imwrite(str(good / f"{index:03d}.png"), np.clip(128 + rng.normal(0, 5, (240, 320, 3)), 0, 255).astype(np.uint8))
+    assert daad(["teach", "--backbone", str(backbone_part), "--good", str(good), "--out", str(products / "a"),
+                 "--holdout", "0.4", "--memory-size", "150", "--no-progress"]) == 0  # fmt: skip
     video, events, port = write_line_video(tmp_path / "line.avi"), tmp_path / "events.jsonl", free_port()
     process = subprocess.Popen([sys.executable, "-m", "runtime", "run", "--products", str(products), "--product", "a",
                                 "--source", str(video), "--loop", "--threads", "1", "--events",
                                 str(events), "--stats-every", "0", "--console", f"127.0.0.1:{port}", "--console-token",
-                                TOKEN, "--console-backbone", str(backbone_part)],
+                                TOKEN],
                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.nice(10))
     try:
         wait = WebDriverWait(browser, WAIT_S)
@@ -331,6 +335,13 @@ def test_the_technician_teaches_a_new_product_from_the_line(tmp_path, backbone_p
         browser.find_element(By.ID, "save-product-button").click()
         wait.until(lambda d: text_of(d, "teach-saved").startswith(f"saved as {products / 'cap-blue'}"))
         screenshot(browser, "teach-saved")
+
+        browser.find_element(By.LINK_TEXT, "Live").click()
+        wait.until(lambda d: "cap-blue" in text_of(d, "product-choice"))
+        browser.find_element(By.ID, "product-choice").send_keys("cap-blue")
+        browser.find_element(By.ID, "product-by").send_keys("anna")
+        browser.find_element(By.ID, "switch-button").click()
+        wait.until(lambda d: text_of(d, "product") == "cap-blue")
         assert process.poll() is None  # the line never stopped
     finally:
         process.send_signal(signal.SIGTERM)
@@ -339,5 +350,9 @@ def test_the_technician_teaches_a_new_product_from_the_line(tmp_path, backbone_p
     assert read_threshold(bundle) is not None and bundle.metadata.training["product"] == "cap-blue"
     used = bundle.metadata.training["memory_parts"] + bundle.metadata.training["calibration_parts"]
     assert len(used) == 56 - len(dropped) and not dropped_names & set(used)
-    frames = [json.loads(line) for line in events.read_text().splitlines() if '"verdict"' in line]
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    switches = [(line["product"], line["origin"]) for line in lines if line.get("event") == "product_switch"]
+    assert switches == [("cap-blue", "console switch by anna")]
+    frames = [line for line in lines if "verdict" in line]
     assert [line["frame"] for line in frames] == list(range(len(frames)))  # no frame lost while it taught
+    assert frames[-1]["product"] == "cap-blue" and frames[-1]["threshold"] == read_threshold(bundle).threshold
