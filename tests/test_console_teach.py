@@ -168,3 +168,37 @@ def test_take_the_next_parts_from_the_running_line(tiny_bundle, backbone_part, g
         assert line.view._taking is None  # the take let go of the line
     finally:
         line.stop()
+
+
+def test_start_over_while_taking_from_the_line_lets_go_of_it(tiny_bundle, backbone_part, tmp_path) -> None:
+    line = Line(tiny_bundle, tmp_path / "events.jsonl")
+    try:
+        console = Console(line.bundle, ONE_THREAD, TOKEN, line.view, line.threshold, line.review, backbone=backbone_part)
+        client = TestClient(build_app(console))
+        client.post("/api/teach/take", json={"name": "stalled", "source": "line", "parts": 50}, headers=AUTH)
+        line.run(3)
+        wait = time.monotonic() + WAIT_S
+        while client.get("/api/teach").json()["taken"] < 3:
+            assert time.monotonic() < wait, "the teach took no frames"
+            time.sleep(0.05)
+        assert client.post("/api/teach/discard", headers=AUTH).json()["stage"] is None
+        while line.view._taking is not None:  # the take's thread ends within TAKE_WAIT_S
+            assert time.monotonic() < wait, "the take kept the line"
+            time.sleep(0.05)
+        line.run(3)  # the line goes on, unhindered
+        assert client.get("/api/teach").json()["stage"] is None
+        assert not (tiny_bundle.parent / "stalled").exists() and not (tiny_bundle.parent / ".teach" / "stalled").exists()
+    finally:
+        line.stop()
+
+
+def test_a_teach_that_fails_in_the_background_says_why_in_one_line(client, tmp_path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for index in range(3):
+        (broken / f"{index}.png").write_bytes(b"not a picture")
+    client.post("/api/teach/take", json={"name": "cap", "source": str(broken), "parts": 3}, headers=AUTH)
+    failed, _ = wait_for(client, "failed", "taken")
+    assert failed["stage"] == "failed" and "\n" not in failed["error"] and "Traceback" not in failed["error"]
+    assert one_line_refusal(client.post("/api/teach/fit", json={}, headers=AUTH), 409)
+    assert client.post("/api/teach/discard", headers=AUTH).status_code == 200
