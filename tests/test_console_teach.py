@@ -202,3 +202,7 @@ def test_a_teach_that_fails_in_the_background_says_why_in_one_line(client, tmp_p
     assert failed["stage"] == "failed" and "\n" not in failed["error"] and "Traceback" not in failed["error"]
     assert one_line_refusal(client.post("/api/teach/fit", json={}, headers=AUTH), 409)
     assert client.post("/api/teach/discard", headers=AUTH).status_code == 200
+    cv2().imwrite(str(broken / "9.png"), np.full((64, 96, 3), 128, np.uint8))
+    client.post("/api/teach/take", json={"name": "cap", "source": str(broken), "parts": 4}, headers=AUTH)
+    taken, _ = wait_for(client, "taken", "failed")
+    assert taken["names"] == ["9.png"] and len(taken["skipped"]) == 3 and taken["skipped"][0].startswith("0.png (")

@@ -285,7 +285,8 @@ function countTeach() {
   const state = lastTeach;
   if (!state || !state.stage) { $("teach-count").textContent = ""; return; }
   const dropped = teachView.dropped.size ? `, ${teachView.dropped.size} dropped` : "";
-  $("teach-count").textContent = `${state.taken} of ${state.wanted} parts taken${state.stage === "taking" ? "..." : ""}${dropped}`;
+  const skipped = state.skipped ? ` (${state.skipped.length} unreadable, skipped: ${state.skipped.join(", ")})` : "";
+  $("teach-count").textContent = `${state.taken} of ${state.wanted} parts taken${state.stage === "taking" ? "..." : ""}${dropped}${skipped}`;
 }
 
 function showTeach(state) {
