@@ -74,6 +74,8 @@ GRIDS: dict[str, list[Variant]] = {
           for side in (128, 224) for levels in (("s8", "s16"), ("s4", "s8", "s16")) for memory in (1000, 4000)),
         Variant(backbone="lite1"), Variant(backbone="lite2"),
     ],  # fmt: skip
+    # the backbone and the input size, the two biggest cost levers, on one set
+    "backbones": [Variant(), Variant(backbone="lite1"), Variant(backbone="lite2"), Variant(short_side=128, memory=1000)],
     # 128 px and sides of a multiple of 32, so every block size tiles the patch grid; daad-f's
     # fit costs its steps x blocks x slots, too much at 224 px for a 2-core machine.
     "granularity": [
