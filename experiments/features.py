@@ -54,14 +54,16 @@ class Variant:
     memory: int = 2000  # coreset rows (patchcore) or bank slots (daad-f)
     block: int = 1  # daad-f only: r x r blocks, 0 = the whole level
     multiple: int = 16  # sides rounded down to this: 32 lets 4 x 4 blocks of stride-8 patches tile
+    padding: str = "same"  # the backbone's stride-2 padding
 
     @property
     def name(self) -> str:
         block = f" block {self.block or 'whole'}" if self.kind == "daad-f" else ""
-        return f"{self.kind}{block} {self.backbone} {'+'.join(self.levels)} {self.short_side}px m{self.memory}"
+        padding = "" if self.padding == "same" else f" {self.padding}"
+        return f"{self.kind}{block} {self.backbone}{padding} {'+'.join(self.levels)} {self.short_side}px m{self.memory}"
 
     def model_config(self) -> dict[str, Any]:
-        features = {"backbone": self.backbone, "levels": list(self.levels)}
+        features = {"backbone": self.backbone, "levels": list(self.levels), "padding": self.padding}
         if self.kind == "daad-f":
             return {"kind": self.kind, "features": features, "slots": self.memory, "block": self.block}
         return {"kind": self.kind, "features": features, "memory_size": self.memory}
@@ -74,14 +76,16 @@ GRIDS: dict[str, list[Variant]] = {
           for side in (128, 224) for levels in (("s8", "s16"), ("s4", "s8", "s16")) for memory in (1000, 4000)),
         Variant(backbone="lite1"), Variant(backbone="lite2"),
     ],  # fmt: skip
+    # the backbone's stride-2 padding: TensorFlow's SAME, as trained, or PyTorch's symmetric
+    "padding": [Variant(), Variant(padding="symmetric")],
     # the backbone and the input size, the two biggest cost levers, on one set
     "backbones": [Variant(), Variant(backbone="lite1"), Variant(backbone="lite2"), Variant(short_side=128, memory=1000)],
     # 128 px and sides of a multiple of 32, so every block size tiles the patch grid; daad-f's
     # fit costs its steps x blocks x slots, too much at 224 px for a 2-core machine.
     "granularity": [
-        *(Variant(kind="daad-f", short_side=128, multiple=32, block=block, memory=memory)
+        *(Variant(short_side=128, multiple=32, memory=memory, padding="symmetric") for memory in (500, 2000)),
+        *(Variant(kind="daad-f", short_side=128, multiple=32, block=block, memory=memory, padding="symmetric")
           for block in (1, 2, 4, 0) for memory in (500, 2000)),
-        *(Variant(short_side=128, multiple=32, memory=memory) for memory in (500, 2000)),
     ],  # fmt: skip
 }
 
@@ -198,7 +202,7 @@ def grouped(variants: list[Variant]) -> Iterator[list[Variant]]:
     """Variants sharing one backbone pass (input size, levels, backbone) together."""
     keys: dict[tuple[Any, ...], list[Variant]] = {}
     for variant in variants:
-        keys.setdefault((variant.short_side, variant.multiple, variant.levels, variant.backbone), []).append(variant)
+        keys.setdefault((variant.short_side, variant.multiple, variant.levels, variant.backbone, variant.padding), []).append(variant)
     yield from keys.values()
 
 

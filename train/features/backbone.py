@@ -73,18 +73,22 @@ def load_state(name: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def same_pad(kernel: int, stride: int) -> nn.Module:
+PADDINGS = ("same", "symmetric")  # TensorFlow's SAME (as trained) or PyTorch's k // 2 everywhere
+
+
+def same_pad(kernel: int, stride: int, padding: str = "same") -> nn.Module:
     """TensorFlow SAME before a stride-2 Conv on an even side: k - 2 zeros, the extra one after."""
-    if stride == 1:
+    if stride == 1 or padding == "symmetric":
         return nn.Identity()  # the Conv pads k // 2 on each side itself
     total = kernel - stride
     return nn.ZeroPad2d((total // 2, total - total // 2, total // 2, total - total // 2))
 
 
-def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    """[pad, conv, batch norm, ReLU6]: the pad is an Identity at stride 1."""
-    padding = kernel // 2 if stride == 1 else 0
-    layers: list[nn.Module] = [same_pad(kernel, stride), nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False),
+def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True,
+            padding: str = "same") -> nn.Sequential:  # fmt: skip
+    """[pad, conv, batch norm, ReLU6]: the pad is an Identity where the Conv pads k // 2 itself."""
+    own = kernel // 2 if stride == 1 or padding == "symmetric" else 0
+    layers: list[nn.Module] = [same_pad(kernel, stride, padding), nn.Conv2d(cin, cout, kernel, stride, own, groups=groups, bias=False),
                                nn.BatchNorm2d(cout, eps=BN_EPS)]  # fmt: skip
     if act:
         layers.append(nn.ReLU6())
@@ -103,11 +107,11 @@ class BlockLayout:
 class MBConv(nn.Module):
     """Inverted residual without squeeze-excite: expand 1x1, depthwise k x k, project 1x1."""
 
-    def __init__(self, layout: BlockLayout) -> None:
+    def __init__(self, layout: BlockLayout, padding: str = "same") -> None:
         super().__init__()
         hidden = layout.expand
         self.expand = conv_bn(layout.cin, hidden, 1) if hidden != layout.cin else nn.Identity()
-        self.depthwise = conv_bn(hidden, hidden, layout.kernel, layout.stride, groups=hidden)
+        self.depthwise = conv_bn(hidden, hidden, layout.kernel, layout.stride, groups=hidden, padding=padding)
         self.project = conv_bn(hidden, layout.cout, 1, act=False)
         self.residual = layout.stride == 1 and layout.cin == layout.cout
 
@@ -140,10 +144,10 @@ def block_layouts(state: dict[str, torch.Tensor]) -> list[list[BlockLayout]]:
 class EfficientNetLite(nn.Module):
     """Stem and the stages up to the deepest level asked for; no head, no classifier."""
 
-    def __init__(self, stages: list[list[BlockLayout]], stem_channels: int, last_stage: int) -> None:
+    def __init__(self, stages: list[list[BlockLayout]], stem_channels: int, last_stage: int, padding: str = "same") -> None:
         super().__init__()
-        self.stem = conv_bn(3, stem_channels, 3, 2)
-        self.stages = nn.ModuleList(nn.Sequential(*(MBConv(b) for b in stage)) for stage in stages[: last_stage + 1])
+        self.stem = conv_bn(3, stem_channels, 3, 2, padding=padding)
+        self.stages = nn.ModuleList(nn.Sequential(*(MBConv(b, padding) for b in stage)) for stage in stages[: last_stage + 1])
         self.channels = [stage[-1].cout for stage in stages[: last_stage + 1]]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -174,7 +178,7 @@ def _renamed(state: dict[str, torch.Tensor], stages: list[list[BlockLayout]], la
     return renamed
 
 
-def load_backbone(name: str, deepest_level: str, pretrained: bool = True) -> EfficientNetLite:
+def load_backbone(name: str, deepest_level: str, pretrained: bool = True, padding: str = "same") -> EfficientNetLite:
     """The frozen backbone `name` built up to `deepest_level` ("s8", "s16", ...), in eval mode.
 
     pretrained=False keeps the same layout with a random initialisation (tests compare the two).
@@ -183,7 +187,9 @@ def load_backbone(name: str, deepest_level: str, pretrained: bool = True) -> Eff
         raise BackboneError(f"unknown level {deepest_level!r}: choose from {', '.join(LEVEL_STAGES)}")
     state = load_state(name)
     stages, last = block_layouts(state), LEVEL_STAGES[deepest_level]
-    model = EfficientNetLite(stages, state["_conv_stem.weight"].shape[0], last)
+    if padding not in PADDINGS:
+        raise BackboneError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    model = EfficientNetLite(stages, state["_conv_stem.weight"].shape[0], last, padding)
     if pretrained:
         model.load_state_dict(_renamed(state, stages, last))
     for parameter in model.parameters():

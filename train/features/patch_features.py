@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from runtime.preprocess import PreprocessConfig
-from train.features.backbone import LEVEL_STAGES, WEIGHTS, load_backbone
+from train.features.backbone import LEVEL_STAGES, PADDINGS, WEIGHTS, load_backbone
 
 # EfficientNet-Lite was trained on (RGB - 127) / 128 (TensorFlow's lite preprocessing): one value
 # for every channel, so grey frames need no per-channel statistics.
@@ -31,11 +31,13 @@ class FeatureConfigError(ValueError):
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Which backbone, which of its levels ("s4", "s8", "s16": strides), how wide the averaging."""
+    """Which backbone, which of its levels ("s4", "s8", "s16": strides), how wide the averaging,
+    and how its stride-2 convolutions pad ("same": TensorFlow's, as trained; "symmetric": k // 2)."""
 
     backbone: str = "lite0"
     levels: tuple[str, ...] = ("s8", "s16")
     aggregation: int = 3
+    padding: str = "same"
 
     def __post_init__(self) -> None:
         if self.backbone not in WEIGHTS:
@@ -46,6 +48,8 @@ class FeatureConfig:
         object.__setattr__(self, "levels", tuple(sorted(set(self.levels), key=list(LEVEL_STAGES).index)))
         if self.aggregation < 1 or self.aggregation % 2 == 0:
             raise FeatureConfigError(f"aggregation must be a positive odd window, got {self.aggregation}")
+        if self.padding not in PADDINGS:
+            raise FeatureConfigError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
 
     @property
     def stride(self) -> int:
@@ -85,10 +89,10 @@ class PatchFeatures(nn.Module):
                 f"(the stride of level {config.levels[-1]})"
             )
         self.config = config
-        self.backbone = load_backbone(config.backbone, config.levels[-1])
+        self.backbone = load_backbone(config.backbone, config.levels[-1], padding=config.padding)
         stem = self.backbone.stem[1]
         weight = stem.weight.detach().flip(1) if preprocess.channels == 3 else stem.weight.detach().sum(1, keepdim=True)
-        self.backbone.stem[1] = nn.Conv2d(preprocess.channels, stem.out_channels, 3, 2, 0, bias=False)
+        self.backbone.stem[1] = nn.Conv2d(preprocess.channels, stem.out_channels, 3, 2, stem.padding, bias=False)
         self.backbone.stem[1].weight = nn.Parameter(weight, requires_grad=False)
         self.register_buffer("mean", torch.tensor(preprocess.mean).reshape(1, 1, 1, -1), persistent=False)
         self.register_buffer("std", torch.tensor(preprocess.std).reshape(1, 1, 1, -1), persistent=False)
