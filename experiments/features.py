@@ -54,12 +54,12 @@ class Variant:
     memory: int = 2000  # coreset rows (patchcore) or bank slots (daad-f)
     block: int = 1  # daad-f only: r x r blocks, 0 = the whole level
     multiple: int = 16  # sides rounded down to this: 32 lets 4 x 4 blocks of stride-8 patches tile
-    padding: str = "same"  # the backbone's stride-2 padding
+    padding: str = "symmetric"  # the backbone's stride-2 padding
 
     @property
     def name(self) -> str:
         block = f" block {self.block or 'whole'}" if self.kind == "daad-f" else ""
-        padding = "" if self.padding == "same" else f" {self.padding}"
+        padding = "" if self.padding == "symmetric" else f" {self.padding}"
         return f"{self.kind}{block} {self.backbone}{padding} {'+'.join(self.levels)} {self.short_side}px m{self.memory}"
 
     def model_config(self) -> dict[str, Any]:
@@ -77,14 +77,14 @@ GRIDS: dict[str, list[Variant]] = {
         Variant(backbone="lite1"), Variant(backbone="lite2"),
     ],  # fmt: skip
     # the backbone's stride-2 padding: TensorFlow's SAME, as trained, or PyTorch's symmetric
-    "padding": [Variant(), Variant(padding="symmetric")],
+    "padding": [Variant(), Variant(padding="same")],
     # the backbone and the input size, the two biggest cost levers, on one set
     "backbones": [Variant(), Variant(backbone="lite1"), Variant(backbone="lite2"), Variant(short_side=128, memory=1000)],
     # 128 px and sides of a multiple of 32, so every block size tiles the patch grid; daad-f's
     # fit costs its steps x blocks x slots, too much at 224 px for a 2-core machine.
     "granularity": [
-        *(Variant(short_side=128, multiple=32, memory=memory, padding="symmetric") for memory in (500, 2000)),
-        *(Variant(kind="daad-f", short_side=128, multiple=32, block=block, memory=memory, padding="symmetric")
+        *(Variant(short_side=128, multiple=32, memory=memory) for memory in (500, 2000)),
+        *(Variant(kind="daad-f", short_side=128, multiple=32, block=block, memory=memory)
           for block in (1, 2, 4, 0) for memory in (500, 2000)),
     ],  # fmt: skip
 }

@@ -118,10 +118,7 @@ def test_export_freezes_the_memory_as_an_initializer_and_matches_pytorch(product
     assert locate_memory_banks(proto, {"patches": loaded.model.memory.numpy()}) == banks
     ops = {node.op_type for node in proto.graph.node}
     assert {"MatMul", "ReduceMin", "Sqrt"} <= ops
-    # TensorFlow's SAME padding before each stride-2 conv: its amounts folded into constants.
-    constants = {init.name for init in proto.graph.initializer}
-    pads = [node for node in proto.graph.node if node.op_type == "Pad"]
-    assert len(pads) == 4 and all(node.input[1] in constants for node in pads)
+    assert "Pad" not in ops  # symmetric padding is each Conv's own attribute
     # The graph reads that initializer (|m|^2 is a second constant folded from it at export, so a
     # hand-edited bank no longer matches it: the scores move).
     before = _ort_scores(proto, test.images[:2])
@@ -142,6 +139,25 @@ def test_daad_train_fits_patchcore_by_default_and_says_what_it_kept(product, tmp
     assert completed.returncode == 0, completed.stderr
     assert "fitted patchcore: 200 of" in completed.stdout
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt").model_config.kind == "patchcore"
+
+
+def test_tensorflow_padding_exports_with_constant_pad_amounts(tmp_path):
+    """padding "same": a ZeroPad2d before each stride-2 conv, its amounts folded into constants."""
+    from export.onnx_export import export_onnx
+    from export.onnx_stats import flops_per_image
+
+    family = family_for("patchcore")
+    config = family.config_from_dict({"kind": "patchcore", "memory_size": 10, "features": {"padding": "same"}})
+    model = family.build(config, family.preprocess(64, 96, 3))
+    proto = export_onnx(model, model.preprocess)
+    constants = {init.name for init in proto.graph.initializer}
+    pads = [node for node in proto.graph.node if node.op_type == "Pad"]
+    assert len(pads) == 4 and all(node.input[1] in constants for node in pads)  # stem and 3 stride-2 stages
+    assert flops_per_image(proto) > 0  # every shape static
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = model.score(torch.from_numpy(frames))[0].numpy()
+    assert np.allclose(_ort_scores(proto, frames), expected, atol=1e-4)
 
 
 def _ort_scores(proto: onnx.ModelProto, frames: np.ndarray) -> np.ndarray:

@@ -32,12 +32,14 @@ class FeatureConfigError(ValueError):
 @dataclass(frozen=True)
 class FeatureConfig:
     """Which backbone, which of its levels ("s4", "s8", "s16": strides), how wide the averaging,
-    and how its stride-2 convolutions pad ("same": TensorFlow's, as trained; "symmetric": k // 2)."""
+    and how its stride-2 convolutions pad ("symmetric": k // 2, the default, chosen on the proxy of
+    drawn defects for its image AUROC; "same": TensorFlow's, as the weights were trained, which
+    localises better and detects worse: docs/RESULTS.md, "Padding")."""
 
     backbone: str = "lite0"
     levels: tuple[str, ...] = ("s8", "s16")
     aggregation: int = 3
-    padding: str = "same"
+    padding: str = "symmetric"
 
     def __post_init__(self) -> None:
         if self.backbone not in WEIGHTS:
