@@ -114,7 +114,8 @@ def table_markdown(summary: list[dict[str, Any]], budget: str) -> str:
 def budget_text(args: argparse.Namespace, train_config: TrainConfig, rows: list[dict[str, Any]]) -> str:
     sets = dict.fromkeys((r["product"], r["image_size"], r["epochs"]) for r in rows)
     return (
-        f"Budget: {train_config.budget} of batch {train_config.batch_size} "
+        f"Budget: {train_config.budget} of batch {train_config.batch_size} for the pixel kinds, one fitting pass for "
+        "the feature memories "
         f"({'; '.join(f'{p} {size} px, {e} epochs' for p, size, e in sets)}), seeds {' '.join(map(str, args.seeds))}; mean ± std over "
         "the seeds; latency: ONNX Runtime CPU, 1 thread, batch 1, the first seed's model."
     )
