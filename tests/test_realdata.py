@@ -50,7 +50,7 @@ def test_every_kind_and_seed_gives_mean_and_spread_cost_and_a_grid(two_products,
     assert mean_ae == pytest.approx(sum(r["image_auroc"] for r in rows if r["kind"] == "ae") / 4)
 
     table = (tmp_path / "realdata.md").read_text()
-    assert table.startswith("Budget: 4 steps of batch 4 (cap 32x32 px, 2 epochs; pcb 32x32 px, 2 epochs), seeds 0 1")
+    assert table.startswith("Budget: 4 steps of batch 4 for the pixel kinds, one fitting pass for the feature memories (cap 32x32 px, 2 epochs; pcb 32x32 px, 2 epochs), seeds 0 1")
     assert "| cap | ae | 0 1 | " in table and " ± " in table and table.count("\n| ") == 1 + 6  # header and six rows
     for name in ("cap-ae", "cap-daad+", "pcb-ae", "pcb-daad+"):
         assert cv2.imread(str(tmp_path / "grids" / f"{name}.png")) is not None
