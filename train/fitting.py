@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from runtime.dataset import ImageSet, find_samples, load_images
+from runtime.dataset import ImageSet, find_samples, load_images, summarize
 from runtime.errors import DaadError
 from runtime.images import read_image
 from runtime.preprocess import PreprocessConfig
@@ -57,3 +57,17 @@ def detect_channels(root: str | Path) -> int:
 
 def load_split(root: Path, split: str, preprocess: PreprocessConfig, progress: bool) -> ImageSet:
     return load_images(find_samples(root, split), preprocess, progress=progress)
+
+
+def load_training_images(root: Path, preprocess: PreprocessConfig, progress: bool) -> ImageSet:
+    """The good training images of `root`; fewer than 2 usable ones is an error every family shares."""
+    train_set = load_split(root, "train", preprocess, progress)
+    if len(train_set.images) < 2:
+        raise DaadError(f"{root} has {len(train_set.images)} usable training image(s): at least 2 are needed")
+    return train_set
+
+
+def training_meta(root: Path, train_set: ImageSet) -> dict[str, Any]:
+    """What a checkpoint records of the data it was fitted on."""
+    return {"data": summarize(root), "skipped_images": [str(p) for p in train_set.skipped],
+            "grey_images": [str(p) for p in train_set.grey]}  # fmt: skip

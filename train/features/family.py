@@ -22,10 +22,10 @@ from runtime.preprocess import PreprocessConfig
 from train.config import ConfigError, TrainConfig
 from train.evaluate import ReconstructFn
 from train.features.daad_f import DaadFConfig, DaadFModel, fit_bank
-from train.features.fit import extract_features, load_good_images, patch_rows, save_fit
+from train.features.fit import extract_features, patch_rows, save_fit
 from train.features.patch_features import FeatureConfigError, feature_preprocess
 from train.features.patchcore import PatchCoreConfig, PatchCoreModel
-from train.fitting import TrainResult, resolve_device
+from train.fitting import TrainResult, load_training_images, resolve_device, training_meta
 
 FEATURE_SHORT_SIDE = 224  # docs/RESULTS.md, "Feature memories": 128 px loses thin cracks
 
@@ -63,7 +63,8 @@ class FeatureFamily:
             raise DaadError(f"{config.kind} is fitted in one pass and has nothing to resume: "
                             "run `daad train` again without --resume")  # fmt: skip
         begun = time.perf_counter()
-        images, meta = load_good_images(Path(data_root), preprocess, progress)
+        good = load_training_images(Path(data_root), preprocess, progress)
+        images, meta = good.images, training_meta(Path(data_root), good)
         torch.manual_seed(train_config.seed)
         model = self.build(config, preprocess).to(resolve_device(train_config.device))
         features = extract_features(model, images, train_config, progress)

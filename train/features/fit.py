@@ -13,13 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.dataset import summarize
-from runtime.errors import DaadError
 from runtime.optional import require
 from runtime.preprocess import PreprocessConfig
 from train.checkpoint import save_checkpoint
 from train.config import TrainConfig
-from train.fitting import CHECKPOINT_FILE, TrainResult, batches, load_split
+from train.fitting import CHECKPOINT_FILE, TrainResult, batches
 
 
 def patch_rows(features: torch.Tensor) -> np.ndarray:
@@ -38,16 +36,6 @@ def extract_features(model: Any, images: np.ndarray, train_config: TrainConfig, 
             chunks.append(model.patch_features(frames).cpu())
             bar.update(len(frames))
     return torch.cat(chunks)
-
-
-def load_good_images(data_root: Path, preprocess: PreprocessConfig, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """The good training images and what the checkpoint records of them."""
-    train_set = load_split(data_root, "train", preprocess, progress)
-    if len(train_set.images) < 2:
-        raise DaadError(f"{data_root} has {len(train_set.images)} usable training image(s): at least 2 are needed")
-    meta = {"data": summarize(data_root), "skipped_images": [str(p) for p in train_set.skipped],
-            "grey_images": [str(p) for p in train_set.grey]}  # fmt: skip
-    return train_set.images, meta
 
 
 def save_fit(out_dir: Path, model: Any, config: Any, train_config: TrainConfig, preprocess: PreprocessConfig,

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from runtime.backends.batches import infer_batches
-from runtime.dataset import ImageSet, has_test_split, summarize
+from runtime.dataset import ImageSet, has_test_split
 from runtime.errors import DaadError
 from runtime.optional import require
 from runtime.preprocess import PreprocessConfig
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import TrainConfig
-from train.fitting import CHECKPOINT_FILE, TrainResult, batches, load_split, resolve_device
+from train.fitting import (CHECKPOINT_FILE, TrainResult, batches, load_split, load_training_images, resolve_device,
+                           training_meta)
 from train.pixel.config import ModelConfig
 from train.pixel.losses import discriminator_loss, generator_loss
 from train.metrics import image_auroc
@@ -84,8 +85,7 @@ def train(
             f"{checkpoint_path} already finished {run.epoch} epoch(s), its whole budget of "
             f"{run.train_config.budget}: pass a larger --epochs or --steps to continue"
         )
-    meta = {"data": summarize(data_root), "skipped_images": [str(p) for p in data.train.skipped],
-            "grey_images": [str(p) for p in data.train.grey]}
+    meta = training_meta(data_root, data.train)
 
     bar = progress_bar(run, run.train_config.steps_per_epoch(len(data.train.images)), progress)
     for epoch in range(run.epoch, run.epochs):
@@ -135,9 +135,7 @@ def make_optimisers(model: AnomalyModel, train_config: TrainConfig) -> tuple[tor
 
 
 def load_data(data_root: Path, preprocess: PreprocessConfig, progress: bool) -> TrainData:
-    train_set = load_split(data_root, "train", preprocess, progress)
-    if len(train_set.images) < 2:
-        raise DaadError(f"{data_root} has {len(train_set.images)} usable training image(s): at least 2 are needed")
+    train_set = load_training_images(data_root, preprocess, progress)
     test_set = load_split(data_root, "test", preprocess, progress) if has_test_split(data_root) else None
     test_labels = [s.label for s in test_set.samples] if test_set else []
     if not 0 < sum(test_labels) < len(test_labels):  # AUROC needs good and defective images
