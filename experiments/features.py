@@ -10,7 +10,8 @@ and measured twice:
 - proxy (may choose): fitted on half the good training images (all of them when the set has a
   validation/good folder), scored on the other half (or validation/good) with synthetic defects
   drawn into copies (experiments.scoring.draw_defects);
-- test (reported only): fitted on every good training image, scored on the test split.
+- test (reported only): fitted on every good training image, scored on the test split (exact
+  AUPRO, as `daad eval`).
 Cost, once per variant and data set: GFLOPs per image, ONNX Runtime median ms per frame on one
 thread at batch 1, and MB of model.onnx. The backbone's features are computed once per data
 set, input size, levels and backbone and shared by every memory fitted on them.
@@ -40,7 +41,6 @@ from runtime.preprocess import PreprocessConfig, size_for_aspect
 from train.config import TrainConfig
 from train.families import family_for
 from train.fitting import detect_channels
-from train.metrics import aupro, image_auroc, pixel_auroc
 
 DEFAULT_LEVELS = ("s8", "s16")
 
@@ -153,13 +153,6 @@ def maps_of(model: Any, split: Split, batch: int = 16) -> np.ndarray:
         return torch.cat([model.score_features(split.features[i : i + batch])[1] for i in range(0, len(split.features), batch)]).numpy()[:, 0]
 
 
-def test_metrics(labelled: Labelled, maps: np.ndarray) -> dict[str, float]:
-    """What `daad eval` reports: image AUROC of the maps' maxima, pixel AUROC, exact AUPRO."""
-    peaks = maps.reshape(len(maps), -1).max(axis=1)
-    return {"image_auroc": image_auroc(labelled.labels, peaks), "pixel_auroc": pixel_auroc(labelled.masks, maps),
-            "aupro": aupro(labelled.masks, maps)}  # fmt: skip
-
-
 def cost(model: Any, preprocess: PreprocessConfig, runs: int = 60) -> dict[str, float]:
     """GFLOPs per image, ONNX Runtime median ms (one thread, batch 1) and MB of the exported graph."""
     import onnxruntime
@@ -191,7 +184,7 @@ def run_variant(data: Path, variant: Variant, prepared: Prepared, seed: int, wit
     model = fitted(variant, prepared.preprocess, prepared.fit_all, seed)
     row = {"set": data.name, "variant": variant.name, "config": asdict(variant), "seed": seed,
            "size": f"{prepared.preprocess.height}x{prepared.preprocess.width}",
-           "proxy": proxy, "test": test_metrics(prepared.test.labelled, maps_of(model, prepared.test))}  # fmt: skip
+           "proxy": proxy, "test": measure(prepared.test.labelled, maps_of(model, prepared.test), num_thresholds=None)}  # fmt: skip
     if with_cost:
         row["cost"] = cost(model, prepared.preprocess)
     row["seconds"] = time.perf_counter() - started

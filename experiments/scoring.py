@@ -159,14 +159,15 @@ def _peaks(maps: np.ndarray) -> np.ndarray:
     return maps.reshape(len(maps), -1).max(axis=1)
 
 
-def measure(labelled: Labelled, maps: np.ndarray) -> dict[str, float | None]:
-    """Image AUROC of the maps' maxima, pixel AUROC and AUPRO; image scores N: image AUROC only."""
+def measure(labelled: Labelled, maps: np.ndarray, num_thresholds: int | None = 200) -> dict[str, float | None]:
+    """Image AUROC of the maps' maxima, pixel AUROC and AUPRO (at `num_thresholds`, None: exact, as
+    `daad eval`); image scores N: image AUROC only."""
     if maps.ndim == 1:
         return {"image_auroc": image_auroc(labelled.labels, maps), "pixel_auroc": None, "aupro": None}
     return {
         "image_auroc": image_auroc(labelled.labels, _peaks(maps)),
         "pixel_auroc": pixel_auroc(labelled.masks, maps),
-        "aupro": aupro(labelled.masks, maps, num_thresholds=200),
+        "aupro": aupro(labelled.masks, maps, num_thresholds=num_thresholds),
     }
 
 
