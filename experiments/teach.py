@@ -14,8 +14,9 @@ Per data set (MVTec AD layout):
 - image AUROC of both bundles on the test split, through ONNX Runtime (target: within 0.005);
 - the two memories row by row, and a second teach with the same seed (target: identical);
 - with --latency, the taught bundle at batch 1 as one fused graph and as its backbone and head
-  parts in two sessions (runtime/backends/split_backend.py), and what a product switch costs:
-  loading the head alone against opening the fused model.onnx.
+  parts in two sessions (runtime/backends/split_backend.py, what `daad run` runs on ONNX Runtime),
+  and what a product switch costs: opening a product while another holds its backbone (the head
+  alone), opening one with nothing held (backbone and head), and opening the fused model.onnx.
 
 Everything is written under --out (teach.json, the bundles, copies of the kept images): keep
 --out outside the repository, the real images are licensed for evaluation only.
@@ -37,9 +38,9 @@ import onnx
 from onnx import numpy_helper
 
 from runtime.atomic import atomic_write_json
+from runtime.backends import open_backend
 from runtime.backends.batches import infer_batches
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-from runtime.backends.split_backend import SplitOnnxRuntimeBackend
 from runtime.bundle import open_bundle
 from runtime.dataset import find_samples, load_images
 from train.metrics import image_auroc
@@ -129,14 +130,19 @@ def measure(data: Path, out: Path, parts: int, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def latency(bundle: Path, repeats: int, threads: int) -> dict[str, float]:
-    """ms per frame at batch 1, model.onnx in one session against the two parts, frame by frame in
-    turn (a shared machine's load then weighs on both alike): medians, fastest, and the median of
-    the paired differences; and what a product switch loads: the head alone, or the fused graph."""
+def latency(bundle: Path, repeats: int, threads: int) -> dict[str, Any]:
+    """ms per frame at batch 1, model.onnx in one session against the two parts as the line opens them,
+    frame by frame in turn (a shared machine's load then weighs on both alike): medians, fastest, and
+    the median of the paired differences; and what a product switch opens: the head alone (another
+    product holds the backbone), the backbone and the head (none does), or the fused graph."""
     opened = open_bundle(bundle)
     frame = load_images(find_samples(Path(opened.metadata.training["source"]), "train")[:1], opened.preprocess).images
     times: dict[str, list[float]] = {"fused": [], "split": []}
-    with OnnxRuntimeBackend(opened, threads=threads) as fused, SplitOnnxRuntimeBackend(opened, threads=threads) as split:
+
+    def open_split() -> Any:
+        return open_backend(opened, "onnxruntime", threads=threads)
+
+    with OnnxRuntimeBackend(opened, threads=threads) as fused, open_split() as split:
         backends = {"fused": fused, "split": split}
         for index in range(repeats + 5):
             for name, backend in backends.items():
@@ -145,12 +151,15 @@ def latency(bundle: Path, repeats: int, threads: int) -> dict[str, float]:
                 if index >= 5:  # warm-up frames are not counted
                     times[name].append((time.perf_counter() - begun) * 1e3)
         head = [split.infer(frame).timings["head"] * 1e3 for _ in range(repeats)]
-        switch = _median_ms(lambda: split.switch(opened), 5)
-    result = {f"{name}_{what}_ms": float(how(values)) for name, values in times.items()
-              for what, how in (("median", np.median), ("fastest", np.min))}  # fmt: skip
+        switch = _median_ms(lambda: open_split().close(), 5)  # `split` holds the backbone: the head alone
+        graphs = split.choice.graphs
+    result: dict[str, Any] = {"split_graphs": graphs}
+    result.update({f"{name}_{what}_ms": float(how(values)) for name, values in times.items()
+                   for what, how in (("median", np.median), ("fastest", np.min))})  # fmt: skip
     result["split_minus_fused_median_ms"] = float(np.median(np.subtract(times["split"], times["fused"])))
     result["split_head_median_ms"] = float(np.median(head))
     result["switch_head_median_ms"] = switch
+    result["open_split_median_ms"] = _median_ms(lambda: open_split().close(), 5)  # nothing held: backbone and head
     result["open_fused_median_ms"] = _median_ms(lambda: OnnxRuntimeBackend(opened, threads=threads).close(), 5)
     return result
 

@@ -49,10 +49,12 @@ def read_events(path: Path) -> list[dict]:
 
 
 class Line:
-    """A real line in its own thread: frames judged by run_line over a ProductLine, logged to `events`."""
+    """A real line in its own thread: frames judged by run_line over a ProductLine, logged to `events`;
+    every part is `part` (default: a 32 x 32 frame with a blob)."""
 
-    def __init__(self, line: ProductLine, events: Path) -> None:
+    def __init__(self, line: ProductLine, events: Path, part: np.ndarray | None = None) -> None:
         self.line, self.events = line, events
+        self.part = grey_frame(SIZE, SIZE, blob=250) if part is None else part
         self.frames: queue.Queue = queue.Queue()
         self.judged = threading.Semaphore(0)
         self.next_index = 0
@@ -73,7 +75,7 @@ class Line:
     def run(self, count: int) -> None:
         """`count` parts, each with a blob: NG under product a, OK under b."""
         for _ in range(count):
-            self.frames.put(Frame(grey_frame(SIZE, SIZE, blob=250), name=f"p{self.next_index}", index=self.next_index))
+            self.frames.put(Frame(self.part, name=f"p{self.next_index}", index=self.next_index))
             self.next_index += 1
         for _ in range(count):
             assert self.judged.acquire(timeout=60), "the line stopped"

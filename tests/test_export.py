@@ -18,6 +18,7 @@ from export.export_cli import export_checkpoint
 from export.onnx_export import export_onnx
 from export.parity import SCORE_TOLERANCE, measure_parity, score_spread, synthetic_frames
 from export.trt_support import check_tensorrt_support
+from runtime.backends import open_backend
 from runtime.backends.base import InferenceResult
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.bundle import file_sha256, open_bundle
@@ -134,7 +135,8 @@ def test_model_json_describes_the_graph(exported) -> None:
     assert data["model_stats"]["flops_per_image"] > 0
     assert data["training"] == {"data": {"root": "x"}}
     assert ("discriminator features" in data["score_definition"]) == (kind == "daad+")
-    with OnnxRuntimeBackend(open_bundle(result.root)) as backend:  # the exported graph's scores, as the line gets them
+    with open_backend(open_bundle(result.root), "onnxruntime") as backend:  # the exported graph's scores, as the line gets them
+        assert isinstance(backend, OnnxRuntimeBackend) and backend.choice.graphs == "model.onnx"  # no parts to split
         scores = backend.infer(synthetic_frames(32, 32, 3)).scores
     stats = data["score_stats"]  # what a threshold must be plausible against (runtime/threshold.py)
     assert stats["images"] == 16 and stats["min"] <= stats["median"] <= stats["max"]

@@ -15,6 +15,9 @@ import torch
 
 from export.bundle_export import ParityImages, export_bundle
 from export.onnx_stats import locate_memory_banks
+from runtime.backends import open_backend
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.bundle import open_bundle
 from runtime.dataset import find_samples, load_images
 from runtime.errors import DaadError
 from train.checkpoint import load_checkpoint
@@ -127,6 +130,8 @@ def test_export_freezes_the_memory_as_an_initializer_and_matches_pytorch(product
     assert (np.abs(_ort_scores(proto, test.images[:2]) - before) > 5.0).all()
     metadata = json.loads((tmp_path / "bundle" / "model.json").read_text())
     assert "nearest neighbour among 300 good patches" in metadata["score_definition"]
+    with open_backend(open_bundle(tmp_path / "bundle"), "onnxruntime") as backend:  # exported, not taught: no parts
+        assert isinstance(backend, OnnxRuntimeBackend) and backend.choice.graphs == "model.onnx"
     assert metadata["preprocess"]["mean"] == [pytest.approx(127 / 255)]
 
 

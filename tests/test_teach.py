@@ -19,6 +19,7 @@ from onnx import numpy_helper
 from export.trt_support import check_tensorrt_support
 from patchmemory.coreset import coreset_rows
 from patchmemory.head import MEMORY_INITIALIZER
+from runtime.backends import open_backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.backends.split_backend import SplitOnnxRuntimeBackend
 from runtime.bundle import file_sha256, open_bundle
@@ -198,10 +199,12 @@ def test_teach_runs_without_torch(taught, product, backbone_part, tmp_path) -> N
     assert np.array_equal(memory_of(tmp_path / "out"), memory_of(taught))
 
 
-def test_the_split_parts_score_as_the_fused_model(taught, product, tiny_bundle, tmp_path) -> None:
+def test_the_line_runs_the_split_parts_and_they_score_as_the_fused_model(taught, product, tiny_bundle, tmp_path) -> None:
     bundle = open_bundle(taught)
     frames = load_images(find_samples(product, "test"), bundle.preprocess).images
-    with OnnxRuntimeBackend(bundle) as fused, SplitOnnxRuntimeBackend(bundle) as split:
+    with OnnxRuntimeBackend(bundle) as fused, open_backend(bundle, "auto") as split:
+        assert isinstance(split, SplitOnnxRuntimeBackend) and split.name == "onnxruntime"
+        assert split.choice.graphs == "backbone.onnx + head.onnx"
         whole, parts = fused.infer(frames), split.infer(frames)
     assert np.abs(parts.scores - whole.scores).max() <= 1e-5 * np.abs(whole.scores).max()
     assert np.abs(parts.anomaly_maps - whole.anomaly_maps).max() <= 1e-5 * np.abs(whole.anomaly_maps).max()
@@ -226,33 +229,6 @@ def test_a_video_source_gives_its_next_parts_and_a_short_one_is_named(product, b
     assert f"gave {PARTS} parts, not the 40 asked for" in err
     record = read_threshold(open_bundle(tmp_path / "out"))
     assert record.counts["good"] == 10 and str(video) in record.counts["good_source"]
-
-
-def test_a_switch_to_a_product_of_the_same_backbone_loads_only_its_head(
-    taught, product, backbone_part, tmp_path, capsys
-) -> None:
-    cap = write_product(tmp_path / "data", "cap", SynthConfig(image_size=64, train=PARTS, test_good=2, test_defect=1))
-    assert teach(capsys, backbone_part, cap, tmp_path / "cap")[0] == 0
-    other = open_bundle(tmp_path / "cap")
-    frames = load_images(find_samples(cap, "test"), other.preprocess).images
-    with SplitOnnxRuntimeBackend(open_bundle(taught)) as split, OnnxRuntimeBackend(other) as fused:
-        backbone = split._backbone
-        before = split.infer(frames).scores
-        split.switch(other)
-        after, expected = split.infer(frames).scores, fused.infer(frames).scores
-        assert split._backbone is backbone
-    assert np.abs(after - expected).max() <= 1e-5 * np.abs(expected).max() and not np.allclose(before, after)
-    # A product taught from another backbone part keeps its own backbone: refused, not mixed.
-    foreign = tmp_path / "foreign"
-    shutil.copytree(tmp_path / "cap", foreign)
-    graph = onnx.load(str(foreign / "backbone.onnx"))
-    graph.producer_name = "another export"
-    onnx.save(graph, str(foreign / "backbone.onnx"))
-    metadata = json.loads((foreign / "model.json").read_text())
-    metadata["parts"]["backbone"]["sha256"] = file_sha256(foreign / "backbone.onnx")
-    (foreign / "model.json").write_text(json.dumps(metadata))
-    with SplitOnnxRuntimeBackend(open_bundle(taught)) as split, pytest.raises(BundleError, match="another backbone part"):
-        split.switch(open_bundle(foreign))
 
 
 def test_a_fused_graph_that_does_not_score_as_its_head_gets_no_threshold(tmp_path) -> None:

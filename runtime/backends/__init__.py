@@ -6,10 +6,10 @@ Backend modules import their heavy packages only when opened, so this package im
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from runtime.backends.base import PRECISIONS, Backend, InferenceResult
-from runtime.bundle import Bundle
+from runtime.bundle import MODEL_FILE, Bundle
 from runtime.errors import DaadError, MissingDependency
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -21,10 +21,11 @@ __all__ = ["BACKENDS", "PRECISIONS", "Backend", "BackendChoice", "InferenceResul
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """Which backend `auto` resolved to, and why, so the log and the summary can say it."""
+    """Which backend `auto` resolved to, and why, and the graphs it runs, so the log and the summary can say it."""
 
     name: str
     reason: str
+    graphs: str = MODEL_FILE  # or a taught bundle's parts on ONNX Runtime: "backbone.onnx + head.onnx"
 
 
 def choose_backend(bundle: Bundle, precision: str = "fp32", batch: int = 1) -> BackendChoice:
@@ -58,7 +59,9 @@ def open_backend(
 
     threads/providers apply to ONNX Runtime (intra-op threads; e.g. ["cuda"] or ["tensorrt"]
     execution providers); batch to TensorRT (the largest batch the engine must take).
-    The chosen backend's `choice` attribute holds the BackendChoice.
+    On ONNX Runtime a bundle taught by `daad teach` runs as its backbone and head parts, the
+    backbone session shared with every open product taught from the same part (split_backend.py);
+    every other bundle runs model.onnx. The chosen backend's `choice` attribute holds the BackendChoice.
     """
     if name not in BACKENDS:
         raise DaadError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
@@ -72,7 +75,10 @@ def open_backend(
         backend: Backend = TensorRTBackend(bundle, precision=precision, batch=batch)
     else:
         from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from runtime.backends.split_backend import SplitOnnxRuntimeBackend, has_parts
 
-        backend = OnnxRuntimeBackend(bundle, precision=precision, threads=threads, providers=providers)
+        opener = SplitOnnxRuntimeBackend if has_parts(bundle.metadata) else OnnxRuntimeBackend
+        backend = opener(bundle, precision=precision, threads=threads, providers=providers)
+        choice = replace(choice, graphs=backend.graphs)
     backend.choice = choice  # type: ignore[attr-defined]
     return backend

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from runtime.backends.base import InferenceResult
-from runtime.bundle import Bundle, check_model_io
+from runtime.bundle import MODEL_FILE, Bundle, check_model_io
 from runtime.errors import DaadError
 from runtime.optional import require
 
@@ -65,6 +65,7 @@ class OnnxRuntimeBackend:
     """One InferenceSession over the bundle's model.onnx."""
 
     name = "onnxruntime"
+    graphs = MODEL_FILE
 
     def __init__(
         self,

@@ -1,12 +1,14 @@
 """A taught bundle run as its two part graphs: the shared backbone, then the product's memory head.
 
-model.onnx is one graph, so on TensorRT every product would be one engine, rebuilt for minutes
-whenever a product is taught. The parts model.json lists (`parts`: backbone.onnx and head.onnx,
-written by `daad teach`) let a device keep one backbone session or engine for every product and
-load only the small head per product. This is that scheme on ONNX Runtime: two sessions, the
-features handed from one to the other in host memory, and `switch` to another product taught
-from the same part loads its head alone. It scores what model.onnx scores (the
-same nodes, split at `features`); what the split costs in latency is measured by
+model.onnx is one graph, so a device that loads it per product loads the same backbone once per
+product, and on TensorRT builds it into every product's engine. The parts model.json lists
+(`parts`: backbone.onnx and head.onnx, written by `daad teach`) let it keep one backbone for every
+product taught from that part and load only the small head per product. This is that scheme on
+ONNX Runtime, what `open_backend` opens for a taught bundle: the backbone session is lent by
+runtime/backends/backbone_lease.py (loaded by the first product that opens it, shared by every
+open product taught from the same part), the head is this product's own session, and the features
+pass from one to the other in host memory. It scores what model.onnx scores (the same nodes, split
+at `features`); what the split costs in latency is measured by
 `python -m experiments.teach --latency` (docs/TEACH.md).
 """
 
@@ -17,17 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends.backbone_lease import lease_backbone
 from runtime.backends.base import InferenceResult
 from runtime.backends.onnxruntime_backend import open_session
-from runtime.bundle import METADATA_FILE, Bundle, file_sha256
+from runtime.bundle import METADATA_FILE, Bundle, BundleMetadata, file_sha256
 from runtime.errors import BundleError, DaadError
 
 PART_ROLES = ("backbone", "head")
 REMAKE = "teach the product again with `daad teach`"
 
 
+def has_parts(metadata: BundleMetadata) -> bool:
+    """Whether model.json lists a backbone and a head part (a bundle taught by `daad teach`)."""
+    return all(role in metadata.parts for role in PART_ROLES)
+
+
 class SplitOnnxRuntimeBackend:
-    """Two InferenceSessions: backbone.onnx (frames -> features), head.onnx (features -> score, map)."""
+    """The shared backbone session (frames -> features), then this product's head.onnx (features -> score, map)."""
 
     name = "onnxruntime"
 
@@ -35,23 +43,18 @@ class SplitOnnxRuntimeBackend:
                  providers: list[str] | None = None) -> None:  # fmt: skip
         if precision != "fp32":
             raise DaadError(f"ONNX Runtime runs {bundle.root}'s parts at fp32 only, not {precision}")
-        self.precision, self._threads = precision, threads
+        self.precision = precision
         paths = part_paths(bundle)
-        self._backbone, self.providers = open_session(paths["backbone"], threads, providers, fix=REMAKE)
-        self.backbone_sha256 = bundle.metadata.parts["backbone"]["sha256"]
-        self._frames = self._backbone.get_inputs()[0].name
-        self.switch(bundle)
-
-    def switch(self, bundle: Bundle) -> None:
-        """Score `bundle`'s product from now on, loading only its head: the backbone stays loaded.
-
-        Only a product taught from the same backbone part (the same backbone.onnx, by sha256) can
-        share it; another is refused, to be opened as a backend of its own."""
-        paths = part_paths(bundle)
-        if bundle.metadata.parts["backbone"]["sha256"] != self.backbone_sha256:
-            raise BundleError(f"{paths['backbone']} is not the backbone this backend runs (sha256 differs): "
-                              f"{bundle.root} was taught from another backbone part; open it on its own")  # fmt: skip
-        self._head, _ = open_session(paths["head"], self._threads, self.providers, fix=REMAKE)
+        self.graphs = f"{paths['backbone'].name} + {paths['head'].name}"
+        self.backbone = lease_backbone(paths["backbone"], bundle.metadata.parts["backbone"]["sha256"], threads,
+                                       providers, REMAKE)  # fmt: skip
+        try:
+            self._head, self.providers = open_session(paths["head"], threads, list(self.backbone.key.providers),
+                                                      fix=REMAKE)  # fmt: skip
+        except BaseException:
+            self.backbone.release()
+            raise
+        self._frames = self.backbone.session.get_inputs()[0].name
         self._features = self._head.get_inputs()[0].name
         self.input_shape = tuple(bundle.preprocess.shape)
 
@@ -61,7 +64,7 @@ class SplitOnnxRuntimeBackend:
             raise ValueError(f"expected uint8 N x {' x '.join(map(str, self.input_shape))} frames from "
                              f"runtime.preprocess, got {frames.dtype} {frames.shape}")  # fmt: skip
         start = time.perf_counter()
-        (features,) = self._backbone.run([self._features], {self._frames: frames})
+        (features,) = self.backbone.session.run([self._features], {self._frames: frames})
         middle = time.perf_counter()
         scores, maps = self._head.run(["score", "anomaly_map"], {self._features: features})
         end = time.perf_counter()
@@ -72,7 +75,9 @@ class SplitOnnxRuntimeBackend:
         )
 
     def close(self) -> None:
-        self._backbone = self._head = None
+        """Give the backbone back (the last product to close drops it) and drop the head."""
+        self.backbone.release()
+        self._head = None
 
     def __enter__(self) -> "SplitOnnxRuntimeBackend":
         return self
@@ -85,7 +90,7 @@ def part_paths(bundle: Bundle) -> dict[str, Path]:
     """role -> path of each part graph model.json lists, each checked against its sha256."""
     parts = bundle.metadata.parts
     where = bundle.root / METADATA_FILE
-    if not all(role in parts for role in PART_ROLES):
+    if not has_parts(bundle.metadata):
         raise BundleError(f"{where} lists no backbone and head parts: only bundles taught by `daad teach` have them; "
                           "run this bundle's model.onnx instead")  # fmt: skip
     paths = {}
