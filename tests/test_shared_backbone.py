@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from test_changeover import ONE_THREAD, Line, read_events
+from test_sources import part_frames, write_video
 from tiny_bundle import grey_frame
 
 from runtime.backends import open_backend
@@ -107,3 +108,12 @@ def test_a_changeover_loads_the_backbone_once_and_loses_no_frame(products, tmp_p
     assert [product for product, _ in line.judged_by()] == ["pcb"] * 3 + ["cap"] * 3 + ["pcb"] * 2 + ["cap"] * 2
     assert [event["product"] for event in line.switches()] == ["cap", "pcb", "cap"]
 
+
+def test_daad_run_says_the_backbone_is_shared_by_the_products_of_its_part(products, tmp_path, capsys) -> None:
+    video = write_video(tmp_path / "line.avi", part_frames(3, 64, 96))
+    assert daad(["run", "--products", str(products), "--product", "pcb", "--source", str(video), "--threads", "1",
+                 "--stats-every", "0"]) == 0  # fmt: skip
+    said = capsys.readouterr()
+    running = f"backbone.onnx + head.onnx, one backbone session for the 2 product(s) of {products} taught from " \
+              "its part (cap, pcb)"
+    assert json.loads(said.out)["backend_graphs"] == running and f"running {running}; threshold" in said.err

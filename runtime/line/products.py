@@ -22,7 +22,7 @@ import numpy as np
 
 from runtime.backends.base import Backend
 from runtime.backends.options import BackendOptions
-from runtime.bundle import METADATA_FILE, Bundle, open_bundle
+from runtime.bundle import METADATA_FILE, Bundle, open_bundle, read_metadata
 from runtime.errors import DaadError, ThresholdError
 from runtime.line.live_threshold import Calibration, LiveThreshold, Setting, ThresholdSwitch, in_force
 from runtime.preprocess import PreprocessConfig
@@ -71,6 +71,20 @@ def product_names(folder: Path) -> list[str]:
     if not folder.is_dir():
         raise ProductError(f"--products {folder} is not a folder: give the folder holding one bundle per product")
     return sorted(path.name for path in folder.iterdir() if (path / METADATA_FILE).is_file())
+
+
+def sharing_backbone(folder: Path, sha256: str) -> list[str]:
+    """The products of `folder` taught from the backbone part `sha256`: on ONNX Runtime every one of them
+    open at once runs the one backbone session (runtime/backends/backbone_lease.py)."""
+    names = []
+    for name in product_names(folder):
+        try:
+            backbone = read_metadata(folder / name).parts.get("backbone", {})
+        except DaadError:
+            continue  # refused with its reason if the line ever switches to it
+        if backbone.get("sha256") == sha256:
+            names.append(name)
+    return names
 
 
 def same_geometry(a: PreprocessConfig, b: PreprocessConfig) -> bool:

@@ -29,7 +29,8 @@ from runtime.line.input_check import InputCheck
 from runtime.line.extensions import RunContext, RunExtension, load_extensions
 from runtime.line.live_threshold import LiveThreshold
 from runtime.line.loop import RunStats, Sink, open_reader, run_line
-from runtime.line.products import Product, ProductLine, open_product, product_names, resolve_threshold
+from runtime.line.products import (Product, ProductLine, open_product, product_names, resolve_threshold,
+                                   sharing_backbone)
 from runtime.line.sources import MODES, FrameReader, Source, open_source, source_location
 from runtime.paths import OutputPathError, check_outputs
 from runtime.plant.options import PlantPlan, add_plant_options, add_plant_outputs, plan_plant_outputs
@@ -117,6 +118,18 @@ def first_product(folder: Path, chosen: str | None, events: Path | None) -> str:
         raise DaadError(f"--products {folder} holds {len(names)} products ({held}): choose the one to start on "
                         f"with --product NAME")
     return names[0]
+
+
+def graphs_run(product: Product, products: Path | None) -> str:
+    """What the product's backend runs, for the start-up line and the summary; a backbone lent to every
+    product taught from its part (a taught bundle on ONNX Runtime) is said with the products that share it."""
+    graphs = product.backend.choice.graphs  # type: ignore[attr-defined]
+    lease = getattr(product.backend, "backbone", None)
+    if lease is None or products is None:
+        return graphs
+    sharing = sharing_backbone(products, lease.key.sha256)
+    return f"{graphs}, one backbone session for the {len(sharing)} product(s) of {products} taught from its part " \
+           f"({', '.join(sharing)})"
 
 
 def check_run_outputs(args: argparse.Namespace) -> None:
@@ -258,13 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         mode = args.mode or ("realtime" if source.live else "lossless")
         choice = first.backend.choice  # type: ignore[attr-defined]
         on = f"product {first.name} of {args.products}: " if first.name else ""
-        print(f"daad run: {on}{source.name} ({mode}) -> {choice.name} {args.precision} ({choice.reason}); "
-              f"threshold {threshold:.6g} from {threshold_from}", file=sys.stderr)
+        graphs = graphs_run(first, args.products)
+        print(f"daad run: {on}{source.name} ({mode}) -> {choice.name} {args.precision} ({choice.reason}) running "
+              f"{graphs}; threshold {threshold:.6g} from {threshold_from}", file=sys.stderr)
         header = {
             "run_id": new_run_id(), "station": args.station,
             "bundle": str(bundle.root), "products": args.products and str(args.products), "product": first.name,
             "model_sha256": bundle.sha256, "source": source.name, "mode": mode,
-            "backend": choice.name, "backend_reason": choice.reason, "precision": args.precision,
+            "backend": choice.name, "backend_reason": choice.reason, "backend_graphs": graphs,
+            "precision": args.precision,
             "fault_action": args.fault_action, "threshold": threshold, "threshold_id": calibration.entry, "threshold_from": threshold_from,
             "events": str(args.events) if args.events else None,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
