@@ -36,7 +36,9 @@ class _Loaded:
     holders: int = 0
 
 
-_lock = threading.Lock()  # guards _loaded; a load happens under it, so no part is ever loaded twice
+# Guards _loaded. A load happens under it, so no part is loaded twice; the loop never waits on it
+# (`infer` runs the session its backend was lent), only another open or close does.
+_lock = threading.Lock()
 _loaded: dict[BackboneKey, _Loaded] = {}
 
 
