@@ -226,6 +226,27 @@ def test_source_with_pictures_measures_them_behind_the_verdict(tiny_bundle, tmp_
     assert overlay.is_file() and "Frames and pictures: read 12, dropped 0, artefacts_dropped" in capsys.readouterr().out
 
 
+def test_a_bundle_without_a_threshold_is_benched_without_verdicts_and_says_so_once(tiny_bundle, tmp_path,
+                                                                                    capsys) -> None:
+    """It judged every frame against an infinite threshold, a FAULT each, and never said so."""
+    from test_sources import part_frames, write_video
+
+    video = write_video(tmp_path / "line.avi", part_frames(12))
+    report = bench_json(tmp_path, "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--source", str(video),
+                        "--iterations", "1000")
+    (case,) = report["cases"]
+    assert case["status"] == "measured" and case["stages"]["end_to_end"]["count"] == 12
+    said = f"{tiny_bundle / 'threshold.json'} is missing, so no part was judged OK or NG"
+    captured = capsys.readouterr()
+    assert [warning for warning in report["warnings"] if "threshold" in warning] == [report["warnings"][0]]
+    assert report["warnings"][0].startswith(said) and captured.err.count(said) == 1
+    assert captured.out.count(said) == 1  # in the report's warnings, once for the whole run
+    with pytest.raises(DaadError, match=r"--save-ng and --output draw the verdicts, .*threshold.json is missing: "
+                                        r"calibrate the bundle first"):
+        bench_cli.main(["--bundle", str(tiny_bundle), "--source", str(video), "--output", str(tmp_path / "o.avi"),
+                        *QUICK])
+
+
 def test_fps_paces_a_file_like_a_camera_in_realtime_mode(tiny_bundle, tmp_path, capsys) -> None:
     """A 12-frame recording, looped and delivered at 30 frames/s for a second: about 30 reads, never the
     hundreds an unpaced file gives; realtime mode, so a frame the loop missed is dropped and counted."""

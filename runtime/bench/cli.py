@@ -134,6 +134,9 @@ def bench(args: argparse.Namespace) -> BenchReport:
     )
     if (args.save_ng or args.output) and args.source is None:
         raise DaadError("--save-ng and --output measure the camera loop's pictures: add --source VIDEO")
+    if (args.save_ng or args.output) and record is None:
+        raise DaadError(f"--save-ng and --output draw the verdicts, and {bundle.threshold_path} is missing: calibrate "
+                        f"the bundle first (`daad calibrate --bundle {bundle.root}`) or drop them")
     open_frames = None
     if args.source is not None:
         with closing(open_source(args.source)) as source:  # a wrong source fails now, not after the first backend

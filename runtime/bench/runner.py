@@ -137,8 +137,8 @@ class BenchReport:
 
 
 def postprocess(result: InferenceResult, threshold: float | None) -> tuple[list[str], np.ndarray]:
-    """What the loop does with a result: a verdict per frame and each map's range for display."""
-    verdicts = [judge(float(score), math.inf if threshold is None else threshold) for score in result.scores]
+    """What the loop does with a result: a verdict per frame (none without a threshold) and each map's range."""
+    verdicts = [] if threshold is None else [judge(float(score), threshold) for score in result.scores]
     maps = result.anomaly_maps.reshape(len(result.anomaly_maps), -1)
     return verdicts, np.stack([maps.min(axis=1), maps.max(axis=1)], axis=1)
 
@@ -235,6 +235,8 @@ def measure_loop(
     supply = fixed_frames(1)
     run_for(config.warmup_s, 1, lambda: time_iteration(backend, supply, preprocess, config.threshold))
     stats = RunStats(every_s=0)
+    # Without a threshold the loop's verdict is a FAULT that goes nowhere: no event file, no verdict
+    # outputs, and `daad bench` refuses the pictures that would draw it.
     threshold = math.inf if config.threshold is None else config.threshold
     mode = "realtime" if source.live or config.fps else "lossless"
     pace = Pacer(config.fps) if config.fps else None
@@ -304,7 +306,8 @@ def run_bench(
         ratios=speedups(cases, config.backends),
         repeatability=repeatability(cases),
     )
-    report.warnings = [warning for case in cases for warning in case.warnings]
+    report.warnings = [no_threshold(bundle)] if config.threshold is None else []
+    report.warnings += [warning for case in cases for warning in case.warnings]
     report.warnings += [
         f"{row['backend']} {row['precision']} batch {row['batch']}: medians of {len(row['medians_ms'])} runs "
         f"differ by {row['spread']:.0%} (> {REPEATABLE:.0%})"
@@ -312,6 +315,12 @@ def run_bench(
         if not row["repeatable"]
     ]
     return report
+
+
+def no_threshold(bundle: Bundle) -> str:
+    """What a bench of an uncalibrated bundle measured, said once."""
+    return (f"{bundle.threshold_path} is missing, so no part was judged OK or NG: latency is measured up to the score, "
+            f"without verdicts; calibrate it (`daad calibrate --bundle {bundle.root}`) to bench the verdict too")
 
 
 def bench_case(
