@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -249,6 +250,30 @@ def test_an_unreachable_broker_is_said_on_stderr_in_the_stats_line_and_the_summa
     assert any(why in text for text in summary["warnings"])
     before = [line for line in said[:said.index(warning)] if " fps | " in line]  # stats lines, 0.5 s apart
     assert len(before) < 2 * 10  # said within 10 s of the loop's start
+
+
+def test_the_summary_says_when_an_unreachable_broker_answered_instead_of_a_stale_warning(tiny_bundle, tmp_path,
+                                                                                          mqtt_broker) -> None:
+    """The broker is down when the run starts and answers later: the summary's warning said it was still unreachable."""
+    bundle, events = open_bundle(tiny_bundle), tmp_path / "events.jsonl"
+    video = write_video(tmp_path / "line.avi", part_frames(6))
+    settings = parse_publish_url(f"mqtt://127.0.0.1:{mqtt_broker.port}/plant", "cap-1")
+    mqtt_broker.stop()
+    with OnnxRuntimeBackend(bundle, threads=1) as backend, EventLog(events, "run-u") as log, \
+            open_reader(open_source(str(video)), "lossless", bundle.preprocess) as reader:
+        publisher = MqttPublisher(settings, events, unreachable_s=0.2)
+        run_loop(reader, backend, bundle.preprocess, 0.3, "line", log, [publisher], RunStats(every_s=0))
+        wait_for(lambda: publisher.counts["broker_unreachable"] == 1, what="the broker to count as unreachable")
+        still = publisher.warning
+        mqtt_broker.start()
+        wait_for(lambda: publisher.counts == {"published": 6, "pending": 0, "broker_unreachable": 0},
+                 what="the publisher to catch up once the broker answers")
+        publisher.close()
+    broker = f"the broker 127.0.0.1:{mqtt_broker.port}"
+    assert still.startswith(f"--publish: no connection to {broker} since ") and "still none at the end" in still
+    said = re.fullmatch(rf"--publish: {broker} was unreachable from (\S+) until it answered at (\S+) "
+                        r"\(nothing accepted a connection there: .*\); publishing resumed then", publisher.warning)
+    assert said is not None and said[1] <= said[2]  # ISO times in UTC, the outage's start first
 
 
 def test_port_0_is_refused_not_taken_for_the_default(tiny_bundle, tmp_path, capsys) -> None:

@@ -10,7 +10,8 @@ file. QoS 1 is at-least-once: a repeat carries the same `event_id`, so a consume
 A broker that cannot be reached (a wrong port, an unknown host, a broker down) looks, to paho,
 like one that is slow to answer; after UNREACHABLE_S without a connection the publisher says so
 on stderr, in the stats line and in the summary (`broker_unreachable`), instead of only letting
-`pending` grow.
+`pending` grow. The summary's warning says how the outage ended: still going on, or from when
+until the broker answered.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -114,6 +116,10 @@ def new_client(mqtt: Any, settings: MqttSettings, client_id: str) -> Any:
     return client
 
 
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def plant_message(line: bytes, station: str) -> bytes:
     """The message for one event line; raises ValueError when the line is not a JSON object."""
     event = json.loads(line)
@@ -133,8 +139,10 @@ class MqttPublisher:
         mqtt = require("paho.mqtt.client", "--publish")
         self.settings, self.window, self.unreachable_s = settings, window, unreachable_s
         self.unreachable = False  # no connection for unreachable_s: said once per outage, shown in the counts
-        self.warning: str | None = None  # the last such outage, for the summary
-        self._down_since = time.monotonic()
+        self.outages = 0  # times the broker counted as unreachable in this run
+        self._outage = ("", "")  # the last one: since when, and why
+        self._answered_at: str | None = None  # when the broker answered after the last one; None: it has not
+        self._down_since, self._down_at = time.monotonic(), utc_now()
         self.spool = Spool(events)
         self.published = self.skipped = 0
         self._acknowledged: set[int] = set()  # message ids the broker acknowledged, not yet settled
@@ -164,6 +172,8 @@ class MqttPublisher:
             return
         log.warning("publishing to %s:%d, topic %s", self.settings.host, self.settings.port,
                     self.settings.verdict_topic)
+        if self.unreachable:
+            self._answered_at = utc_now()
         self.unreachable = False
         self._connected.set()
         self._wake.set()
@@ -173,7 +183,7 @@ class MqttPublisher:
             log.warning("lost the broker %s:%d (%s): events wait in %s", self.settings.host, self.settings.port,
                         reason, self.spool.events)
         if self._connected.is_set():
-            self._down_since = time.monotonic()
+            self._down_since, self._down_at = time.monotonic(), utc_now()
         self._connected.clear()
         self._tried.set()
 
@@ -209,10 +219,24 @@ class MqttPublisher:
             why = "nothing accepted a connection there: a wrong port, or the broker is down or refuses this station"
         except OSError as exc:
             why = f"the host name does not resolve ({exc.strerror or exc})"
-        self.warning = (f"--publish: no connection to the broker {host}:{port} for {self.unreachable_s:.0f} s: {why}; "
-                        f"events wait in {self.spool.events} and are sent once it answers")
+        self._outage, self._answered_at = (self._down_at, why), None
+        self.outages += 1
         self.unreachable = True
-        log.warning("%s", self.warning)
+        log.warning("--publish: no connection to the broker %s:%d for %.0f s: %s; events wait in %s and are sent once "
+                    "it answers", host, port, self.unreachable_s, why, self.spool.events)
+
+    @property
+    def warning(self) -> str | None:
+        """For the summary: the last outage, and whether the broker answered after it (None: there was none)."""
+        if not self.outages:
+            return None
+        broker, (since, why) = f"the broker {self.settings.host}:{self.settings.port}", self._outage
+        times = f" (the last of {self.outages} outages in this run)" if self.outages > 1 else ""
+        if self._answered_at is None:
+            return (f"--publish: no connection to {broker} since {since}{times}, still none at the end of the run: "
+                    f"{why}; the events not sent wait in {self.spool.events} for the next run")
+        return (f"--publish: {broker} was unreachable from {since} until it answered at {self._answered_at}{times} "
+                f"({why}); publishing resumed then")
 
     def _send(self, line: bytes, end: int, in_flight: deque[tuple[int | None, int]]) -> None:
         try:
