@@ -134,6 +134,16 @@ class Recorder:
         pass
 
 
+def test_fault_action_pass_without_a_reject_pin_is_refused(tiny_bundle, tmp_path, capsys) -> None:
+    """It only changes what the reject pin does with a FAULT part: without --reject it was taken and did nothing."""
+    calibrate(tiny_bundle)
+    video = write_video(tmp_path / "line.avi", part_frames(2))
+    assert daad(["run", "--bundle", str(tiny_bundle), "--source", str(video), "--fault-action", "pass"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["daad run: error: --fault-action pass says what the reject pin does with a FAULT part, and "
+                     "this run has no --reject: add --reject gpio:PIN, or drop --fault-action pass"]
+
+
 def test_reject_spec_and_its_errors() -> None:
     assert parse_reject("gpio:7") == RejectSpec(7, 50.0, 0.0)
     assert parse_reject("gpio:12:40:350") == RejectSpec(12, 40.0, 350.0)

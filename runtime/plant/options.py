@@ -30,8 +30,8 @@ def add_plant_options(parser: argparse.ArgumentParser) -> None:
         "not be judged), DELAY_MS after its frame was captured (default pulse 50 ms, delay 0); needs "
         "daad-edge[jetson]")
     add("--fault-action", choices=FAULT_ACTIONS, default="reject",
-        help="reject (default): a FAULT part pulses the reject pin like an NG one; pass: it does not - UNSAFE, "
-        "a part the station could not judge goes on to the customer")
+        help="with --reject: reject (default): a FAULT part pulses the reject pin like an NG one; pass: it does "
+        "not - UNSAFE, a part the station could not judge goes on to the customer")
     add("--publish", default=None, metavar="mqtt://HOST[:PORT]/TOPIC",
         help="publish every event to TOPIC/STATION/verdict, QoS 1 (mqtts:// for TLS); needs --events, which is "
         "the spool that survives broker outages; needs daad-edge[plant]")
@@ -79,6 +79,9 @@ class PlantPlan:
 def plan_plant_outputs(args: argparse.Namespace) -> PlantPlan:
     """Parse --reject, --publish and the metrics options: a mistake in them is one line before the model loads."""
     reject = parse_reject(args.reject) if args.reject is not None else None
+    if args.fault_action == "pass" and reject is None:  # events, messages and metrics carry FAULT either way
+        raise DaadError("--fault-action pass says what the reject pin does with a FAULT part, and this run has no "
+                        "--reject: add --reject gpio:PIN, or drop --fault-action pass")
     settings = None
     if args.publish is not None:
         if args.events is None:
