@@ -11,6 +11,10 @@ The fit writes the whole calibrated bundle into PRODUCTS/.teach/NAME, the consol
 folder (no model.json at its top, so never listed as a product); saving renames it to
 PRODUCTS/NAME, which must not exist yet. Replacing or discarding a teach removes only its own
 staging folder: nothing the console did not create is ever written over or removed.
+
+The fit shares the device with the running line, so it takes half the cores (`daad console
+--threads N`: N) and runs at nice +10, as the line's picture threads do: the
+ONNX Runtime threads it starts inherit that, and the kernel serves the verdicts first.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from console.line_view import LineView, encode_jpeg
 from console.validate import checked
 from patchmemory.backbone_part import BACKBONE_METADATA, read_backbone_part
 from runtime.errors import DaadError, DataError
+from runtime.line.priority import renice_thread
 from runtime.preprocess import PreprocessConfig, prepare_frame
 from runtime.threshold import ThresholdRecord
 from teach.parts import GoodParts, check_enough_parts, read_good_parts
@@ -47,6 +52,7 @@ LINE = "line"  # the source that means the running line's next frames
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_PARTS = 2000  # more good parts than a shift's teach needs; each is kept prepared in memory
 TAKE_WAIT_S = 0.5  # how often a take from the line looks whether it was discarded
+FIT_NICENESS = 10  # added to the fit's thread, like the line's picture threads (runtime/line/artefacts.py)
 
 TAKING, TAKEN, FITTING, FITTED, SAVED, FAILED = "taking", "taken", "fitting", "fitted", "saved", "failed"
 
@@ -98,7 +104,8 @@ class TeachDesk:
 
     def __init__(self, products: Path, backbone: Path | None, line: LineView | None = None,
                  threads: int | None = None) -> None:  # fmt: skip
-        self.products, self.backbone, self.line, self.threads = Path(products), backbone, line, threads
+        self.products, self.backbone, self.line = Path(products), backbone, line
+        self.threads = threads or max(1, (os.cpu_count() or 1) // 2)  # the fit's: the line keeps the other half
         self._teach: Teach | None = None
         self._lock = threading.Lock()
 
@@ -226,6 +233,7 @@ class TeachDesk:
             self._taken(teach, GoodParts("the line", np.stack(images), names, skipped))
 
     def _fit(self, teach: Teach, parts: GoodParts) -> None:
+        renice_thread(FIT_NICENESS)  # this thread is the fit's alone; the sessions it opens start theirs from it
         begun = time.perf_counter()
         args = self._args(teach)
         settings, calibration = teach_cli.teach_settings(args)
@@ -239,10 +247,11 @@ class TeachDesk:
             teach.record, teach.stage, teach.step = saved.record, FITTED, ""
 
     def _args(self, teach: Teach) -> argparse.Namespace:
-        """`daad teach`'s arguments for this teach: the command line's defaults, the console's threads."""
+        """`daad teach`'s arguments for this teach: the command line's defaults, the fit's threads."""
         argv = ["--backbone", str(self.backbone), "--good", teach.source, "--out", str(teach.staged),
-                "--name", teach.name, "--no-progress", "--note", f"taught in the console from {teach.source}"]  # fmt: skip
-        return teach_cli.build_parser().parse_args(argv + (["--threads", str(self.threads)] if self.threads else []))
+                "--name", teach.name, "--no-progress", "--note", f"taught in the console from {teach.source}",
+                "--threads", str(self.threads)]  # fmt: skip
+        return teach_cli.build_parser().parse_args(argv)
 
     def _taken(self, teach: Teach, parts: GoodParts) -> None:
         thumbnails = [encode_jpeg(image) for image in parts.images[len(teach.thumbnails) :]]

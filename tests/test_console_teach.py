@@ -3,6 +3,8 @@ with OpenCV, a real line in run_loop; the product it saves is an ordinary bundle
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from console.actions import Console  # noqa: E402
 from console.routes import build_app  # noqa: E402
+from console.teach_desk import TeachDesk  # noqa: E402
 from runtime.bundle import open_bundle  # noqa: E402
 from runtime.line.sources import Frame  # noqa: E402
 from runtime.optional import cv2  # noqa: E402
@@ -206,3 +209,29 @@ def test_a_teach_that_fails_in_the_background_says_why_in_one_line(client, tmp_p
     client.post("/api/teach/take", json={"name": "cap", "source": str(broken), "parts": 4}, headers=AUTH)
     taken, _ = wait_for(client, "taken", "failed")
     assert taken["names"] == ["9.png"] and len(taken["skipped"]) == 3 and taken["skipped"][0].startswith("0.png (")
+
+
+def test_the_fit_beside_the_line_takes_half_the_cores_at_a_lower_priority(tiny_bundle, backbone_part,
+                                                                         good_parts) -> None:
+    """Under `daad run --console` without --threads the fit took every core at the loop's priority."""
+    base, steps = os.getpriority(os.PRIO_PROCESS, 0), {}
+
+    class Watched(TeachDesk):
+        def _step(self, teach, step: str) -> None:  # runs in the fit's thread
+            steps[step] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            super()._step(teach, step)
+
+    desk = Watched(tiny_bundle.parent, backbone_part)  # as the console makes it for a line without --threads
+    desk.take("cap", str(good_parts), PARTS)
+    deadline = time.monotonic() + WAIT_S
+    while desk.state()["stage"] == "taking":
+        assert time.monotonic() < deadline, "the take did not end"
+        time.sleep(0.05)
+    desk.fit([])
+    while desk.state()["stage"] == "fitting":
+        assert time.monotonic() < deadline, "the fit did not end"
+        time.sleep(0.05)
+    assert desk.state()["stage"] == "fitted", desk.state()["error"]
+    assert steps == dict.fromkeys(("features", "coreset", "calibration"), min(19, base + 10))
+    assert desk._args(desk._teach).threads == max(1, (os.cpu_count() or 1) // 2)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # only the fit's own thread gave way
