@@ -102,7 +102,7 @@ def calibration_figure(good: np.ndarray, defect: np.ndarray | None, threshold: f
     scale = ScoreScale(threshold, float(np.median(good)))
     flagged = upper_outliers(good)
     usual, outliers = good[~flagged], good[flagged]
-    figure = Figure(figsize=(11 if defect is not None else 7, 4.8), dpi=100)
+    figure = Figure(figsize=(11 if defect is not None else 7, 4.8), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2 if defect is not None else 1, squeeze=False)[0]
     everything = usual if defect is None else np.concatenate([usual, defect])
@@ -123,8 +123,7 @@ def calibration_figure(good: np.ndarray, defect: np.ndarray | None, threshold: f
     if defect is not None:
         _plot_roc(axes[1], good if outliers_kept else usual, defect, threshold)  # the parts the rates are of
     if title:
-        figure.suptitle(title)
-    figure.tight_layout()
+        figure.suptitle(title, wrap=True)
     return figure
 
 

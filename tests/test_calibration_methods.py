@@ -171,3 +171,23 @@ def test_calibration_png_draws_outliers_as_their_own_marked_series(kept) -> None
     assert list(marked.get_xdata()) == pytest.approx(list(score_position([40.0, 500.0], scale)))
     assert marked.get_marker() == "^" and histogram.get_xlim()[1] >= score_position(500.0, scale)
     assert any("good outliers" in text.get_text() for text in histogram.get_legend().get_texts())
+
+
+@pytest.mark.parametrize("defect", [None, np.array([2.0, 3.0, 2.5])])
+def test_calibration_png_keeps_a_long_title_whole_and_clear_of_the_axes(defect) -> None:
+    """The title `daad calibrate` gives (bundle, method, threshold, backend, time) ran off the left edge of the
+    good-only picture, 7 inches wide."""
+    from calibration.report import calibration_figure
+
+    title = "bottle-cap-line-3: quantile threshold 0.0634 (onnxruntime fp32, 2026-12-05T06:21:45.962+00:00)"
+    good = np.random.default_rng(0).normal(1.0, 0.05, 300)
+    figure = calibration_figure(good, defect, 1.2, title)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    said = figure.get_suptitle()
+    heading = next(text for text in figure.texts if text.get_text() == said).get_window_extent(renderer)
+    assert " ".join(said.split()) == title  # all of it, wrapped at spaces at most
+    assert 0 <= heading.x0 and heading.x1 <= figure.bbox.width and heading.y1 <= figure.bbox.height
+    for axes in figure.axes:  # the histogram, its readable-score axis on top, the ROC curve
+        drawn = axes.get_tightbbox(renderer)
+        assert 0 <= drawn.x0 and drawn.x1 <= figure.bbox.width and drawn.y1 <= heading.y0
