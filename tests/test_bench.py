@@ -247,6 +247,33 @@ def test_a_bundle_without_a_threshold_is_benched_without_verdicts_and_says_so_on
                         *QUICK])
 
 
+def test_frames_that_fault_in_the_loop_and_a_source_that_ends_early_are_said(tiny_bundle, tmp_path, capsys) -> None:
+    """A damaged image in the source was a FAULT the loop timed (preprocess only), and a truncated video ended
+    early; the report mentioned neither."""
+    from test_run_cli import calibrate
+    from test_sources import damaged_copies
+    from tiny_bundle import grey_frame
+
+    calibrate(tiny_bundle)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for index in range(6):
+        cv2.imwrite(str(parts / f"{index}.png"), grey_frame(40, 48))
+    (parts / "6.png").write_bytes(b"not a picture")
+    report = bench_json(tmp_path, "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--source", str(parts),
+                        "--iterations", "1000")
+    (case,) = report["cases"]
+    assert case["stages"]["end_to_end"]["count"] == 7 and case["counts"]["faults"] == 1
+    said = f"onnxruntime fp32 batch 1: 1 of 7 frames of {parts} were FAULTs (bad_frame 1)"
+    assert [warning for warning in report["warnings"] if warning.startswith(said)] == case["warnings"][:1]
+    assert capsys.readouterr().err.count(said) == 1
+    _, half, _ = damaged_copies(tmp_path)
+    (case,) = bench_json(tmp_path, "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--source", str(half),
+                         "--iterations", "1000")["cases"]
+    ended = f"onnxruntime fp32 batch 1: source {half} ended after "
+    assert any(warning.startswith(ended) for warning in case["warnings"])
+
+
 def test_fps_paces_a_file_like_a_camera_in_realtime_mode(tiny_bundle, tmp_path, capsys) -> None:
     """A 12-frame recording, looped and delivered at 30 frames/s for a second: about 30 reads, never the
     hundreds an unpaced file gives; realtime mode, so a frame the loop missed is dropped and counted."""

@@ -28,7 +28,7 @@ from runtime.bundle import Bundle
 from runtime.bench.environment import Environment, peak_flops
 from runtime.errors import DaadError
 from runtime.line.artefacts import ArtefactSettings, open_artefacts
-from runtime.line.events import EventLog, judge
+from runtime.line.events import THRESHOLD_NOT_FINITE, EventLog, judge
 from runtime.line.latency import LatencySummary, StageTimes
 from runtime.line.loop import RunStats, run_loop
 from runtime.preprocess import PreprocessConfig, prepare_batch
@@ -259,12 +259,29 @@ def measure_loop(
     summaries = {stage: stats.latency.summary(loop_stage) for loop_stage, stage in LOOP_STAGES.items()}
     summaries.update({stage: stats.backend.summary(stage) for stage in DEVICE_STAGES})
     case.stages = stage_stats(summaries, 1, backend.name, {})
+    case.warnings += unjudged(case, source, stats)
     summary = stats.summary()
     if summary["fps"]:
         case.stages["end_to_end"].throughput = summary["fps"]  # frames/s of the loop, with capture overlapped
     if summary["loop_overhead_pct"] is not None:
         case.loop_overhead = summary["loop_overhead_pct"] / 100.0
     return case
+
+
+def unjudged(case: CaseResult, source: Source, stats: RunStats) -> list[str]:
+    """What the source did not deliver whole, said: frames that were FAULTs (their stages stop where the
+    fault did) and a source that ended early. Without a threshold every frame is one, said once elsewhere."""
+    said = []
+    faults = {cause: count for cause, count in sorted(stats.faults.items()) if cause != THRESHOLD_NOT_FINITE}
+    if faults:
+        case.counts["faults"] = sum(faults.values())
+        causes = ", ".join(f"{cause} {count}" for cause, count in faults.items())
+        said.append(f"{case.backend} {case.precision} batch 1: {case.counts['faults']} of {stats.frames} frames of "
+                    f"{source.name} were FAULTs ({causes}): their latency stops where the fault did, and is in "
+                    f"these numbers")
+    if getattr(source, "warning", None):
+        said.append(f"{case.backend} {case.precision} batch 1: {source.warning}")
+    return said
 
 
 def _for_duration(frames: Iterable[Frame], seconds: float, at_least: int) -> Iterator[Frame]:
