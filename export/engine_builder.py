@@ -1,9 +1,14 @@
-"""Bundle -> TensorRT engine, built on the device that will run it.
+"""Bundle -> TensorRT engines, built on the device that will run them.
+
+A bundle `daad export` wrote is one engine of its model.onnx. A bundle `daad teach` wrote is two:
+its backbone part, built once per device and shared by every product taught from it, and its
+small memory head, always at fp32 (runtime.backends.engine_cache says where each is kept). So the
+minutes of a backbone build are spent once per device, and a new product costs a head build.
 
 Torch-free (a Jetson has no PyTorch); tensorrt and pycuda are imported only when a build
 starts. Written against the name-based API shared by TensorRT 8.5 to 10.x: ONNX parser,
-`set_memory_pool_limit`, an optimisation profile for `frames`, `build_serialized_network`.
-Engines and their sidecars go where runtime.backends.engine_cache says; a matching engine is reused.
+`set_memory_pool_limit`, an optimisation profile for the graph's one input,
+`build_serialized_network`. A matching engine is reused, never rebuilt.
 """
 
 from __future__ import annotations
@@ -17,19 +22,28 @@ from types import ModuleType
 from typing import Any
 
 from export.int8_data import CalibrationSet, calibration_cache_path, load_calibration_set
+from patchmemory.backbone_part import BACKBONE_FILE, read_backbone_part
 from runtime.atomic import atomic_write_bytes
-from runtime.bundle import INPUT_NAME, Bundle, open_bundle
+from runtime.bundle import Bundle, open_bundle
 from runtime.backends.engine_cache import (
+    HEAD_PRECISION,
     PRECISIONS,
     EngineRecord,
+    EngineSet,
+    EngineSource,
+    checked_source,
     current_gpu_name,
+    device_engine_dir,
     engine_path,
     find_engine,
+    model_source,
+    part_sources,
     slug,
     write_sidecar,
 )
 from runtime.errors import DaadError
 from runtime.optional import require
+from runtime.preprocess import PreprocessConfig
 
 HARDWARE = "an NVIDIA GPU, or a Jetson with JetPack (which ships TensorRT)"
 DEFAULT_WORKSPACE_MB = 1024
@@ -42,7 +56,56 @@ def build_engine(
     batch: int = 1,
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
 ) -> Path:
-    """Build (or reuse) the engine for this bundle, precision and max batch on this GPU; return its path."""
+    """Build (or reuse) the engine of the bundle's whole model.onnx for this precision and max batch on this GPU."""
+    bundle = _opened(bundle)
+    _check_request(precision, calib_data, batch, workspace_mb)
+    calibration = _calibration(calib_data, bundle.preprocess, precision, batch)
+    return _build_source(model_source(bundle), precision, batch, workspace_mb, calibration)
+
+
+def build_bundle_engines(
+    bundle: Bundle | Path,
+    precision: str = "fp32",
+    calib_data: Path | None = None,
+    batch: int = 1,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
+    whole: bool = False,
+) -> EngineSet:
+    """The engines the bundle runs on: a taught bundle's backbone (shared by the device) and head, or
+    the whole model.onnx (any other bundle, or `whole`); each reused when already built."""
+    bundle = _opened(bundle)
+    parts = part_sources(bundle)
+    if parts is None or whole:
+        return EngineSet(whole=build_engine(bundle, precision, calib_data, batch, workspace_mb))
+    _check_request(precision, calib_data, batch, workspace_mb)
+    backbone, head = (checked_source(source) for source in parts)
+    calibration = _calibration(calib_data, bundle.preprocess, precision, batch)
+    return EngineSet(backbone=_build_source(backbone, precision, batch, workspace_mb, calibration),
+                     head=_build_source(head, HEAD_PRECISION, batch, workspace_mb, None))  # fmt: skip
+
+
+def build_backbone_engine(
+    part_folder: Path,
+    precision: str = "fp32",
+    calib_data: Path | None = None,
+    batch: int = 1,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
+) -> Path:
+    """The device's engine of a backbone part (before any product is taught from it), or the one already built."""
+    _check_request(precision, calib_data, batch, workspace_mb)
+    part = read_backbone_part(part_folder)  # checks backbone.onnx against backbone.json's sha256
+    source = EngineSource(Path(part_folder) / BACKBONE_FILE, part.onnx_sha256, device_engine_dir() / "backbones",
+                          "backbone")  # fmt: skip
+    calibration = _calibration(calib_data, part.preprocess_config, precision, batch)
+    return _build_source(source, precision, batch, workspace_mb, calibration)
+
+
+def _opened(bundle: Bundle | Path) -> Bundle:
+    return bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
+
+
+def _check_request(precision: str, calib_data: Path | None, batch: int, workspace_mb: int) -> None:
+    """Refuse an impossible build before TensorRT is even imported."""
     if precision not in PRECISIONS:
         raise DaadError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "int8" and calib_data is None:
@@ -51,29 +114,34 @@ def build_engine(
             "(a folder of images or an MVTec AD data set, whose train/good is used). Uncalibrated INT8 is never built."
         )
     if calib_data is not None and precision != "int8":
-        warnings.warn(f"--calib-data is used by int8 only; ignored for {precision}", stacklevel=2)
+        warnings.warn(f"--calib-data is used by int8 only; ignored for {precision}", stacklevel=3)
     if batch < 1 or workspace_mb < 1:
         raise DaadError(f"--batch and --workspace-mb must be positive, got {batch} and {workspace_mb}")
-    if not isinstance(bundle, Bundle):
-        bundle = open_bundle(bundle)
-    fixed = bundle.metadata.input_shape[0] if bundle.metadata.input_shape else "batch"
-    if isinstance(fixed, int) and fixed != batch:
-        raise DaadError(f"{bundle.onnx_path} was exported with a fixed batch of {fixed}: build with --batch {fixed}")
+
+
+def _calibration(calib_data: Path | None, preprocess: PreprocessConfig, precision: str, batch: int) -> CalibrationSet | None:
+    return load_calibration_set(calib_data, preprocess, batch) if precision == "int8" and calib_data else None
+
+
+def _build_source(source: EngineSource, precision: str, batch: int, workspace_mb: int,
+                  calibration: CalibrationSet | None) -> Path:  # fmt: skip
+    """The engine of one graph: the matching one already built, or a new one with its sidecar."""
     trt = require("tensorrt", f"building TensorRT engines; needs {HARDWARE}")
     gpu_name = current_gpu_name()
-    existing = find_engine(bundle, precision, batch, trt_version=trt.__version__, gpu_name=gpu_name)
+    existing = find_engine(source, precision, batch, trt_version=trt.__version__, gpu_name=gpu_name)
     if existing is not None:
         return existing
-    target = engine_path(bundle, trt.__version__, gpu_name, precision, batch)
-    calibration = load_calibration_set(calib_data, bundle.preprocess, batch) if precision == "int8" else None
+    target = engine_path(source, trt.__version__, gpu_name, precision, batch)
+    print(f"building the {precision} TensorRT engine of {source.onnx_path} (batch up to {batch}); this takes minutes "
+          f"for a backbone, seconds for a memory head ...", flush=True)  # fmt: skip
     started = time.perf_counter()
-    timing = timing_cache_path(bundle, trt.__version__, gpu_name)
-    engine = _build(trt, bundle, precision, batch, workspace_mb, target, timing, calibration)
+    timing = timing_cache_path(source.folder, trt.__version__, gpu_name)
+    engine = _build(trt, source, precision, batch, workspace_mb, target, timing, calibration)
     atomic_write_bytes(target, engine)
     write_sidecar(
         target,
         EngineRecord(
-            onnx_sha256=bundle.sha256,
+            onnx_sha256=source.sha256,
             tensorrt_version=trt.__version__,
             gpu_name=gpu_name,
             precision=precision,
@@ -88,7 +156,7 @@ def build_engine(
 
 def _build(
     trt: ModuleType,
-    bundle: Bundle,
+    source: EngineSource,
     precision: str,
     batch: int,
     workspace_mb: int,
@@ -100,14 +168,14 @@ def _build(
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(bundle.onnx_path.read_bytes()):
+    if not parser.parse(source.onnx_path.read_bytes()):
         errors = "\n  ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise DaadError(f"TensorRT {trt.__version__} cannot parse {bundle.onnx_path}:\n  {errors}")
+        raise DaadError(f"TensorRT {trt.__version__} cannot parse {source.onnx_path}:\n  {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    height, width, channels = bundle.preprocess.shape
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (1, height, width, channels), (batch, height, width, channels), (batch, height, width, channels))
+    name, item = _input_of(network, source, batch)
+    profile.set_shape(name, (1, *item), (batch, *item), (batch, *item))
     config.add_optimization_profile(profile)
     timing_cache = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
     config.set_timing_cache(timing_cache, False)
@@ -129,9 +197,23 @@ def _build(
     return bytes(serialized)
 
 
-def timing_cache_path(bundle: Bundle, trt_version: str, gpu_name: str) -> Path:
+def _input_of(network: Any, source: EngineSource, batch: int) -> tuple[str, tuple[int, ...]]:
+    """The graph's one input: its name and the shape of one item (a frame, or one frame's features)."""
+    if network.num_inputs != 1:
+        raise DaadError(f"{source.onnx_path} has {network.num_inputs} inputs; a daad graph has exactly one")
+    tensor = network.get_input(0)
+    shape = [int(size) for size in tensor.shape]
+    if shape[0] not in (-1, batch):
+        raise DaadError(f"{source.onnx_path} was exported with a fixed batch of {shape[0]}: build with --batch {shape[0]}")
+    if any(size < 1 for size in shape[1:]):
+        raise DaadError(f"{source.onnx_path} takes {tensor.name!r} of shape {shape}: only the batch may be dynamic; "
+                        "export or teach it again")  # fmt: skip
+    return tensor.name, tuple(shape[1:])
+
+
+def timing_cache_path(folder: Path, trt_version: str, gpu_name: str) -> Path:
     """Kernel timings measured by earlier builds on this GPU and TensorRT; they make rebuilds fast."""
-    return bundle.engines_dir / f"timing_trt{slug(trt_version)}_{slug(gpu_name)}.cache"
+    return Path(folder) / f"timing_trt{slug(trt_version)}_{slug(gpu_name)}.cache"
 
 
 def _network_flags(trt: ModuleType) -> int:

@@ -11,6 +11,7 @@ from tiny_bundle import grey_frame
 from runtime.backends import choose_backend, open_backend
 from runtime.backends import tensorrt_backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_providers
+from runtime.backends.engine_cache import EngineSet
 from runtime.bundle import open_bundle
 from runtime.errors import DaadError, MissingDependency
 from runtime.preprocess import prepare_batch
@@ -83,7 +84,7 @@ def test_auto_falls_back_to_onnxruntime_and_says_why(bundle) -> None:
 
 def test_auto_without_a_matching_engine_picks_onnxruntime_and_names_daad_build(bundle, monkeypatch) -> None:
     monkeypatch.setattr(tensorrt_backend, "import_tensorrt", lambda: (None, None))
-    monkeypatch.setattr(tensorrt_backend, "locate_engine", lambda bundle, precision, batch: None)
+    monkeypatch.setattr(tensorrt_backend, "locate_engines", lambda bundle, precision, batch: None)
     choice = choose_backend(bundle, "fp32")
     assert choice.name == "onnxruntime" and "daad build" in choice.reason
 
@@ -91,7 +92,7 @@ def test_auto_without_a_matching_engine_picks_onnxruntime_and_names_daad_build(b
 def test_auto_with_a_matching_engine_picks_tensorrt(bundle, monkeypatch, tmp_path) -> None:
     engine = tmp_path / "model.engine"
     monkeypatch.setattr(tensorrt_backend, "import_tensorrt", lambda: (None, None))
-    monkeypatch.setattr(tensorrt_backend, "locate_engine", lambda bundle, precision, batch: engine)
+    monkeypatch.setattr(tensorrt_backend, "locate_engines", lambda bundle, precision, batch: EngineSet(whole=engine))
     assert choose_backend(bundle, "fp16").name == "tensorrt"
 
 

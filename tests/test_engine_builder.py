@@ -14,6 +14,7 @@ import pytest
 from runtime.bundle import open_bundle
 from runtime.backends.engine_cache import (
     EngineRecord,
+    EngineSet,
     engine_for_batch,
     engine_path,
     find_engine,
@@ -165,8 +166,10 @@ def test_engine_scores_match_onnxruntime(model_bundle, precision, tolerance) -> 
 
     engine = build_engine(model_bundle, precision, batch=4)
     frames = synthetic_frames(32, 32, 3, count=4, seed=5)
-    with OnnxRuntimeBackend(model_bundle) as reference, TensorRTBackend(model_bundle, precision, 4, engine) as candidate:
-        expected, actual = reference.infer(frames), candidate.infer(frames)
+    with OnnxRuntimeBackend(model_bundle) as reference:
+        expected = reference.infer(frames)
+    with TensorRTBackend(model_bundle, precision, 4, engines=EngineSet(whole=engine)) as candidate:
+        actual = candidate.infer(frames)
     assert _relative_error(actual.scores, expected.scores) <= tolerance
 
 

@@ -29,22 +29,25 @@ class BackendChoice:
 
 
 def choose_backend(bundle: Bundle, precision: str = "fp32", batch: int = 1) -> BackendChoice:
-    """TensorRT when it is importable and the bundle has an engine for this GPU; else ONNX Runtime."""
-    from runtime.backends.tensorrt_backend import import_tensorrt, locate_engine
+    """TensorRT when it is importable and the bundle's engines are built for this GPU; else ONNX Runtime."""
+    from runtime.backends.tensorrt_backend import import_tensorrt, locate_engines
 
     try:
         import_tensorrt()
     except MissingDependency:
         return BackendChoice("onnxruntime", "tensorrt/pycuda are not installed")
     try:
-        engine = locate_engine(bundle, precision, batch)
+        engines = locate_engines(bundle, precision, batch)
     except Exception as exc:  # no GPU, driver or engine-cache trouble: the CPU path still works
         return BackendChoice("onnxruntime", f"cannot look up a TensorRT engine ({exc})")
-    if engine is None:
+    if engines is None:
         return BackendChoice(
-            "onnxruntime", f"no {precision} TensorRT engine in {bundle.engines_dir} for this GPU (run `daad build`)"
+            "onnxruntime", f"no {precision} TensorRT engine for {bundle.root} on this GPU (run `daad build`)"
         )
-    return BackendChoice("tensorrt", f"TensorRT engine {engine.name} matches this GPU and TensorRT")
+    if engines.split:
+        return BackendChoice("tensorrt", f"TensorRT engines of the shared backbone {engines.backbone.name} and the "
+                                         f"memory head {engines.head.name} match this GPU and TensorRT")  # fmt: skip
+    return BackendChoice("tensorrt", f"TensorRT engine {engines.whole.name} matches this GPU and TensorRT")
 
 
 def open_backend(

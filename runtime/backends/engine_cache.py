@@ -1,20 +1,28 @@
-"""Where TensorRT engines live in a bundle, and which one may be loaded.
+"""Where TensorRT engines live, and which one may be loaded.
 
-An engine is only valid for the model.onnx, TensorRT version and GPU it was built with, so all
+An engine is only valid for the ONNX graph, TensorRT version and GPU it was built with, so all
 three are in its file name and in a JSON sidecar next to it:
 
-    engines/<onnx sha256[:16]>_trt<version>_<gpu slug>_<precision>_b<max batch>.engine
-    engines/<same stem>.json    {onnx_sha256, tensorrt_version, gpu_name, precision, batch, engine_sha256}
+    <folder>/<onnx sha256[:16]>_trt<version>_<gpu slug>_<precision>_b<max batch>.engine
+    <folder>/<same stem>.json    {onnx_sha256, tensorrt_version, gpu_name, precision, batch, engine_sha256}
 
-`find_engine` returns an engine only when its name and sidecar match the bundle, this TensorRT
+The graph is an EngineSource: a bundle's model.onnx (engines in BUNDLE/engines), or the two parts
+of a bundle `daad teach` made. A taught product's memory head is built into BUNDLE/engines too,
+always at fp32 (it is tiny, and its nearest-neighbour search is what reduced precision breaks);
+its backbone part, the same graph for every product taught from it, is built once per device
+into the device's engine folder (DEVICE_ENGINE_DIR_VARIABLE, default ~/.cache/daad-edge/engines),
+so a new product needs only its head built, in seconds, and never the backbone again.
+
+`find_engine` returns an engine only when its name and sidecar match the graph, this TensorRT
 and this GPU and its bytes match the sidecar's sha256; anything else is stale and never loaded.
-`daad build` writes here; the TensorRT backend reads through here. No tensorrt import at module
+`daad build` writes here; the TensorRT backends read through here. No tensorrt import at module
 level, so this runs (and is tested) anywhere.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,9 +30,40 @@ from pathlib import Path
 from runtime.atomic import atomic_write_json
 from runtime.backends.base import PRECISIONS
 from runtime.bundle import Bundle, file_sha256
+from runtime.errors import BundleError
 from runtime.optional import require
 
 ENGINE_SUFFIX = ".engine"
+DEVICE_ENGINE_DIR_VARIABLE = "DAAD_ENGINE_DIR"
+HEAD_PRECISION = "fp32"  # a memory head is built at fp32 whatever precision its backbone runs at
+PART_ROLES = ("backbone", "head")
+
+
+@dataclass(frozen=True)
+class EngineSource:
+    """One ONNX graph engines are built from, and the folder its engines are kept in."""
+
+    onnx_path: Path
+    sha256: str  # of the ONNX file, as model.json records it
+    folder: Path
+    role: str = "model"  # model, backbone or head: what messages call it
+
+
+@dataclass(frozen=True)
+class EngineSet:
+    """The engines one bundle runs on: its whole model.onnx, or its backbone part and memory head."""
+
+    whole: Path | None = None
+    backbone: Path | None = None
+    head: Path | None = None
+
+    @property
+    def split(self) -> bool:
+        return self.whole is None
+
+    @property
+    def files(self) -> list[Path]:
+        return [path for path in (self.whole, self.backbone, self.head) if path is not None]
 
 
 @dataclass(frozen=True)
@@ -41,23 +80,62 @@ class EngineRecord:
     build_seconds: float = 0.0
 
 
+def model_source(bundle: Bundle) -> EngineSource:
+    """The bundle's model.onnx, whose engines live in BUNDLE/engines."""
+    return EngineSource(bundle.onnx_path, bundle.sha256, bundle.engines_dir)
+
+
+def part_sources(bundle: Bundle) -> tuple[EngineSource, EngineSource] | None:
+    """(backbone, head) of a bundle `daad teach` made, as model.json's `parts` lists them; None for others."""
+    parts = bundle.metadata.parts
+    if not all(isinstance(parts.get(role), dict) for role in PART_ROLES):
+        return None
+    backbone, head = (parts[role] for role in PART_ROLES)
+    return (EngineSource(bundle.root / str(backbone.get("file", "")), str(backbone.get("sha256", "")),
+                         device_engine_dir() / "backbones", "backbone"),
+            EngineSource(bundle.root / str(head.get("file", "")), str(head.get("sha256", "")),
+                         bundle.engines_dir, "head"))  # fmt: skip
+
+
+def device_engine_dir() -> Path:
+    """Engines shared by every bundle on this device: $DAAD_ENGINE_DIR, else the user's cache folder."""
+    chosen = os.environ.get(DEVICE_ENGINE_DIR_VARIABLE)
+    if chosen:
+        return Path(chosen).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "daad-edge" / "engines"
+
+
+def checked_source(source: EngineSource) -> EngineSource:
+    """`source`, refused unless its ONNX file is there with the sha256 model.json records (before a build reads it)."""
+    if not source.onnx_path.is_file() or file_sha256(source.onnx_path) != source.sha256:
+        raise BundleError(f"{source.onnx_path} is missing or does not match the sha256 its bundle's model.json records: "
+                          "the file was changed or copied from another bundle; teach or export the bundle again")  # fmt: skip
+    return source
+
+
+def _source(target: Bundle | EngineSource) -> EngineSource:
+    return target if isinstance(target, EngineSource) else model_source(target)
+
+
 def slug(text: str) -> str:
     """'NVIDIA Jetson AGX Orin' -> 'nvidia-jetson-agx-orin' (safe in any file system)."""
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "unknown"
 
 
-def engine_path(bundle: Bundle, trt_version: str, gpu_name: str, precision: str, batch: int) -> Path:
-    """The one file name an engine for this model, TensorRT, GPU, precision and max batch has."""
+def engine_path(target: Bundle | EngineSource, trt_version: str, gpu_name: str, precision: str, batch: int) -> Path:
+    """The one file name an engine for this graph, TensorRT, GPU, precision and max batch has."""
     if batch < 1:
         raise ValueError(f"batch must be positive, got {batch}")
-    return bundle.engines_dir / f"{_stem(bundle, trt_version, gpu_name, precision)}_b{batch}{ENGINE_SUFFIX}"
+    source = _source(target)
+    return source.folder / f"{_stem(source, trt_version, gpu_name, precision)}_b{batch}{ENGINE_SUFFIX}"
 
 
-def _stem(bundle: Bundle, trt_version: str, gpu_name: str, precision: str) -> str:
+def _stem(source: EngineSource, trt_version: str, gpu_name: str, precision: str) -> str:
     """An engine's file name up to its max batch."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return f"{bundle.sha256[:16]}_trt{slug(trt_version)}_{slug(gpu_name)}_{precision}"
+    return f"{source.sha256[:16]}_trt{slug(trt_version)}_{slug(gpu_name)}_{precision}"
 
 
 def sidecar_path(engine: Path) -> Path:
@@ -78,16 +156,17 @@ def read_sidecar(engine: Path) -> EngineRecord | None:
 
 
 def find_engine(
-    bundle: Bundle, precision: str, batch: int, trt_version: str | None = None, gpu_name: str | None = None
+    target: Bundle | EngineSource, precision: str, batch: int, trt_version: str | None = None, gpu_name: str | None = None
 ) -> Path | None:
-    """The engine built for this bundle, TensorRT version and GPU, or None (then `daad build`).
+    """The engine built for this graph, TensorRT version and GPU, or None (then `daad build`).
 
     `trt_version` and `gpu_name` default to the installed TensorRT and GPU 0.
     """
+    source = _source(target)
     trt_version = trt_version or tensorrt_version()
     gpu_name = gpu_name or current_gpu_name()
-    path = engine_path(bundle, trt_version, gpu_name, precision, batch)
-    expected = EngineRecord(bundle.sha256, trt_version, gpu_name, precision, batch)
+    path = engine_path(source, trt_version, gpu_name, precision, batch)
+    expected = EngineRecord(source.sha256, trt_version, gpu_name, precision, batch)
     record = read_sidecar(path)
     if not path.is_file() or record is None:
         return None
@@ -99,26 +178,44 @@ def find_engine(
 
 
 def engine_for_batch(
-    bundle: Bundle, precision: str, batch: int, trt_version: str | None = None, gpu_name: str | None = None
+    target: Bundle | EngineSource, precision: str, batch: int, trt_version: str | None = None, gpu_name: str | None = None
 ) -> Path | None:
     """An engine that takes `batch` frames: the one built for that batch, else the valid one built
     for the smallest larger batch (every profile `daad build` writes starts at 1 frame), or None.
 
     For the backend only: `daad build` asks `find_engine`, so it still builds the batch it is asked for.
     """
+    source = _source(target)
     trt_version = trt_version or tensorrt_version()
     gpu_name = gpu_name or current_gpu_name()
-    exact = find_engine(bundle, precision, batch, trt_version, gpu_name)
-    if exact is not None or not bundle.engines_dir.is_dir():
+    exact = find_engine(source, precision, batch, trt_version, gpu_name)
+    if exact is not None or not source.folder.is_dir():
         return exact
-    stem = _stem(bundle, trt_version, gpu_name, precision)
-    built = sorted(int(match.group(1)) for path in bundle.engines_dir.glob(f"{stem}_b*{ENGINE_SUFFIX}")
+    stem = _stem(source, trt_version, gpu_name, precision)
+    built = sorted(int(match.group(1)) for path in source.folder.glob(f"{stem}_b*{ENGINE_SUFFIX}")
                    if (match := re.fullmatch(rf"{re.escape(stem)}_b(\d+){re.escape(ENGINE_SUFFIX)}", path.name)))
     for larger in (size for size in built if size > batch):
-        found = find_engine(bundle, precision, larger, trt_version, gpu_name)
+        found = find_engine(source, precision, larger, trt_version, gpu_name)
         if found is not None:
             return found
     return None
+
+
+def engines_for(
+    bundle: Bundle, precision: str, batch: int, trt_version: str | None = None, gpu_name: str | None = None
+) -> EngineSet | None:
+    """What the bundle runs on here: a taught bundle's backbone and head engines when both are built,
+    else an engine of the whole model.onnx; None when neither is (then `daad build`)."""
+    trt_version = trt_version or tensorrt_version()
+    gpu_name = gpu_name or current_gpu_name()
+    parts = part_sources(bundle)
+    if parts is not None:
+        backbone = engine_for_batch(parts[0], precision, batch, trt_version, gpu_name)
+        head = engine_for_batch(parts[1], HEAD_PRECISION, batch, trt_version, gpu_name)
+        if backbone is not None and head is not None:
+            return EngineSet(backbone=backbone, head=head)
+    whole = engine_for_batch(bundle, precision, batch, trt_version, gpu_name)
+    return None if whole is None else EngineSet(whole=whole)
 
 
 def _identity(record: EngineRecord) -> tuple[str, str, str, str, int]:
@@ -126,10 +223,12 @@ def _identity(record: EngineRecord) -> tuple[str, str, str, str, int]:
 
 
 def stale_engines(bundle: Bundle) -> list[Path]:
-    """Engines in the bundle built from another model.onnx: never loaded, safe to delete."""
+    """Engines in BUNDLE/engines built from a graph the bundle no longer has: never loaded, safe to delete."""
     if not bundle.engines_dir.is_dir():
         return []
-    return sorted(p for p in bundle.engines_dir.glob(f"*{ENGINE_SUFFIX}") if not p.name.startswith(bundle.sha256[:16]))
+    parts = part_sources(bundle)
+    current = tuple(sha[:16] for sha in [bundle.sha256, *([parts[1].sha256] if parts else [])])
+    return sorted(p for p in bundle.engines_dir.glob(f"*{ENGINE_SUFFIX}") if not p.name.startswith(current))
 
 
 def tensorrt_version() -> str:

@@ -1,15 +1,19 @@
-"""TensorRT backend: the bundle's prebuilt engine, with its buffers allocated once and one stream.
+"""TensorRT backend: the bundle's prebuilt engines, their buffers allocated once, on one stream.
 
-In the manner of TensorRT's samples/python/common_runtime.py: the engine and its execution
-context are loaded once; every input and output tensor gets one page-locked host buffer and one
-device buffer, named after the tensor and sized for the largest batch the engine's optimisation
-profile takes; `infer` is copy in, `execute_async_v3`, copy out on one stream, timed by CUDA
-events; `close` (or leaving the `with` block) frees everything in reverse order. The device's
-context is made current for each call and released after it, so one thread may open a backend
-and another use and close it (a product changeover loads the next product beside the running
-loop, runtime/line/products.py). Written against
-the name-based I/O API that TensorRT 8.5 to 10.x share (num_io_tensors, get_tensor_name/mode/
-dtype, get_tensor_profile_shape, set_input_shape, set_tensor_address, execute_async_v3).
+An exported bundle runs one engine of its model.onnx. A taught bundle (`daad teach`) runs two in
+a chain when both are built: its backbone part's engine, shared by every product taught from it
+(loaded once per process, runtime.backends.trt_engines), then its own memory head's engine, which
+reads the features straight from the backbone's device buffer (no copy through the host). The
+line's product changeover therefore loads a new product's head, never the backbone again.
+
+In the manner of TensorRT's samples/python/common_runtime.py: every engine gets its own execution
+context; every tensor one page-locked host buffer and one device buffer, sized for the largest
+batch its optimisation profile takes; `infer` is copy in, `execute_async_v3` per engine, copy out
+on one stream, timed by CUDA events; `close` (or leaving the `with` block) frees everything in
+reverse order. The device's context is made current for each call and released after it, so one
+thread may open a backend and another use and close it (a product changeover loads the next
+product beside the running loop, runtime/line/products.py). Written against the name-based I/O
+API that TensorRT 8.5 to 10.x share (trt_engines says which calls).
 
 The runtime never builds engines (a build takes minutes and belongs to `daad build`); a missing
 engine is an error that names the command to run.
@@ -18,73 +22,60 @@ engine is an error that names the command to run.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from runtime.backends.base import InferenceResult
+from runtime.backends.engine_cache import EngineSet
+from runtime.backends.trt_engines import SHARED, Stage, TensorBuffer, deserialise, import_tensorrt, open_stage
 from runtime.bundle import Bundle, check_model_io
 from runtime.errors import BundleError, DaadError
-from runtime.optional import require
 
-
-def import_tensorrt() -> tuple[Any, Any]:
-    """(tensorrt, pycuda.driver), or MissingDependency naming the [tensorrt] extra."""
-    trt = require("tensorrt", "the TensorRT backend")
-    cuda = require("pycuda.driver", "the TensorRT backend")
-    return trt, cuda
+__all__ = ["TensorRTBackend", "build_command", "import_tensorrt", "locate_engines"]
 
 
 def build_command(bundle: Bundle, precision: str, batch: int) -> str:
-    """The exact `daad build` line that makes the engine this backend looks for."""
+    """The exact `daad build` line that makes the engines this backend looks for."""
     calibration = " --calib-data GOOD_IMAGES_DIR" if precision == "int8" else ""
     return f"daad build --bundle {bundle.root} --precision {precision} --batch {batch}{calibration}"
 
 
-def locate_engine(bundle: Bundle, precision: str, batch: int) -> Path | None:
-    """The engine engine_cache files for this bundle, precision, this GPU and TensorRT that takes
-    `batch` frames (built for it, or for a larger batch)."""
-    from runtime.backends.engine_cache import engine_for_batch
+def locate_engines(bundle: Bundle, precision: str, batch: int) -> EngineSet | None:
+    """The engines engine_cache finds for this bundle, precision, GPU and TensorRT that take `batch`
+    frames: a taught bundle's backbone and head, else its whole model.onnx; None when not built."""
+    from runtime.backends.engine_cache import engines_for
 
-    return engine_for_batch(bundle, precision, batch)
-
-
-@dataclass
-class TensorBuffer:
-    """One I/O tensor's page-locked host buffer and device buffer, both for the largest batch."""
-
-    name: str
-    host: np.ndarray  # pycuda page-locked array, max batch x tensor shape
-    device: Any  # pycuda DeviceAllocation of the same size
-
-    def free(self) -> None:
-        self.device.free()
-        self.host.base.free()
+    return engines_for(bundle, precision, batch)
 
 
 class TensorRTBackend:
-    """Runs one deserialised engine; use as a context manager so GPU memory is freed on exit."""
+    """Runs a bundle's engines; use as a context manager so GPU memory is freed on exit."""
 
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle, precision: str = "fp32", batch: int = 1, device: int = 0) -> None:
+    def __init__(self, bundle: Bundle, precision: str = "fp32", batch: int = 1, device: int = 0,
+                 engines: EngineSet | None = None) -> None:  # fmt: skip
         trt, cuda = import_tensorrt()
         self._trt, self._cuda = trt, cuda
         self.precision = precision
-        with _cuda_errors(device):
-            self.engine_path = locate_engine(bundle, precision, batch)
-        if self.engine_path is None:
+        self._rebuild = build_command(bundle, precision, batch)
+        if engines is None:
+            with _cuda_errors(device):
+                engines = locate_engines(bundle, precision, batch)
+        if engines is None:
             raise BundleError(
                 f"no TensorRT engine for precision {precision}, batch {batch} on this GPU and TensorRT version "
-                f"in {bundle.engines_dir}: build it on this device with `{build_command(bundle, precision, batch)}`."
+                f"for {bundle.root}: build it on this device with `{self._rebuild}`."
             )
-        self._rebuild = build_command(bundle, precision, batch)
+        self.engines = engines
+        self.engine_path = engines.head if engines.split else engines.whole  # the product's own engine
         with _cuda_errors(device):
             cuda.init()
             self._cuda_context = cuda.Device(device).retain_primary_context()
-        self._buffers: dict[str, TensorBuffer] = {}
+        self._stages: list[Stage] = []
+        self._held: list[Path] = []
         try:
             with self._current():
                 self._load(bundle)
@@ -102,39 +93,25 @@ class TensorRTBackend:
             self._cuda_context.pop()
 
     def _load(self, bundle: Bundle) -> None:
-        trt, cuda = self._trt, self._cuda
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(Path(self.engine_path).read_bytes())
-        if self._engine is None:
-            raise BundleError(
-                f"TensorRT cannot load {self.engine_path} (built by another TensorRT version or GPU, or "
-                f"corrupt): rebuild it here with `{self._rebuild}`."
-            )
-        self._context = self._engine.create_execution_context()
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        if len(inputs) != 1:
-            raise BundleError(f"{self.engine_path} has inputs {inputs}; a daad engine has exactly one (frames).")
-        self.input_name, self.output_names = inputs[0], [n for n in names if n not in inputs]
-        largest = tuple(self._engine.get_tensor_profile_shape(self.input_name, 0)[2])  # (min, opt, max)[max]
-        self.max_batch, self.input_shape = int(largest[0]), largest[1:]  # H, W, C
-        check_model_io(bundle, Path(self.engine_path), self.input_name, largest, self.output_names)
-        self._set_batch(self.max_batch)  # the outputs take their largest shapes, to size their buffers
-        for name in names:
-            shape = tuple(self._context.get_tensor_shape(name))
-            host = cuda.pagelocked_empty(shape, np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))))
-            self._buffers[name] = TensorBuffer(name, host, cuda.mem_alloc(host.nbytes))
-            self._context.set_tensor_address(name, int(self._buffers[name].device))
-        self._stream = cuda.Stream()
-        self._events = {key: cuda.Event() for key in ("start", "h2d", "compute", "d2h")}
-
-    def _set_batch(self, count: int) -> None:
-        if not self._context.set_input_shape(self.input_name, (count, *self.input_shape)):
-            raise DaadError(f"{self.engine_path} does not accept a batch of {count}: rebuild it with `{self._rebuild}`")
+        chain = [("backbone", self.engines.backbone), ("head", self.engines.head)] if self.engines.split \
+            else [("model", self.engines.whole)]  # fmt: skip
+        handed: dict[str, TensorBuffer] = {}
+        for role, path in chain:
+            engine = SHARED.acquire(path, lambda file: deserialise(self._trt, file, self._rebuild))
+            self._held.append(path)
+            stage = open_stage(self._trt, self._cuda, role, path, engine, handed)
+            self._stages.append(stage)
+            handed |= stage.buffers
+        first, last = self._stages[0], self._stages[-1]
+        self.input_name, self.output_names = first.input_name, last.output_names
+        self.max_batch, self.input_shape = min(stage.max_batch for stage in self._stages), first.item_shape  # H, W, C
+        check_model_io(bundle, last.path, self.input_name, (self.max_batch, *self.input_shape), self.output_names)
+        self._buffers = handed
+        self._stream = self._cuda.Stream()
+        self._events = [self._cuda.Event() for _ in range(len(self._stages) + 3)]
 
     def infer(self, frames: np.ndarray) -> InferenceResult:
-        """uint8 N x H x W x C (N up to the engine's max batch) -> scores N and maps N x 1 x H x W."""
+        """uint8 N x H x W x C (N up to the engines' max batch) -> scores N and maps N x 1 x H x W."""
         count = int(frames.shape[0]) if frames.ndim == 4 else 0
         if frames.ndim != 4 or tuple(frames.shape[1:]) != self.input_shape or not 0 < count <= self.max_batch:
             raise ValueError(
@@ -145,26 +122,33 @@ class TensorRTBackend:
         frames_in = self._buffers[self.input_name]
         np.copyto(frames_in.host[:count], frames, casting="safe")
         with self._current():
-            self._set_batch(count)
-            events["start"].record(stream)
+            events[0].record(stream)
             cuda.memcpy_htod_async(frames_in.device, frames_in.host[:count], stream)
-            events["h2d"].record(stream)
-            self._context.execute_async_v3(stream.handle)
-            events["compute"].record(stream)
+            events[1].record(stream)
+            for index, stage in enumerate(self._stages):
+                stage.set_batch(count, self._rebuild)
+                stage.context.execute_async_v3(stream.handle)
+                events[2 + index].record(stream)
             for name in self.output_names:
                 cuda.memcpy_dtoh_async(self._buffers[name].host[:count], self._buffers[name].device, stream)
-            events["d2h"].record(stream)
+            events[-1].record(stream)
             stream.synchronize()
-            timings = {
-                "h2d": events["h2d"].time_since(events["start"]) / 1000.0,
-                "compute": events["compute"].time_since(events["h2d"]) / 1000.0,
-                "d2h": events["d2h"].time_since(events["compute"]) / 1000.0,
-            }
+            timings = self._timings(events)
         return InferenceResult(
             scores=np.array(self._buffers["score"].host[:count], dtype=np.float32),
             anomaly_maps=np.array(self._buffers["anomaly_map"].host[:count], dtype=np.float32),
             timings=timings,
         )
+
+    def _timings(self, events: list[Any]) -> dict[str, float]:
+        """Seconds per stage: h2d, compute (all engines), d2h, and per engine of a taught product."""
+        seconds = {"h2d": events[1].time_since(events[0]) / 1000.0,
+                   "compute": events[-2].time_since(events[1]) / 1000.0,
+                   "d2h": events[-1].time_since(events[-2]) / 1000.0}  # fmt: skip
+        if len(self._stages) > 1:
+            for index, stage in enumerate(self._stages):
+                seconds[stage.role] = events[2 + index].time_since(events[1 + index]) / 1000.0
+        return seconds
 
     def close(self) -> None:
         """Free in reverse order of creation; safe to call twice and after a failed __init__."""
@@ -173,10 +157,11 @@ class TensorRTBackend:
         with self._current():  # TensorRT's and pycuda's objects are released while their context is current
             if getattr(self, "_stream", None) is not None:
                 self._stream.synchronize()
-            for buffer in self._buffers.values():
-                buffer.free()
-            self._buffers, self._events = {}, {}
-            self._stream = self._context = self._engine = self._runtime = None
+            for stage in reversed(self._stages):
+                stage.free()  # its context before the engine it came from
+            for path in reversed(self._held):
+                SHARED.release(path)
+            self._stages, self._held, self._buffers, self._events, self._stream = [], [], {}, [], None
         self._cuda_context.detach()
         self._cuda_context = None
 
