@@ -132,8 +132,9 @@ def _build_source(source: EngineSource, precision: str, batch: int, workspace_mb
     if existing is not None:
         return existing
     target = engine_path(source, trt.__version__, gpu_name, precision, batch)
-    print(f"building the {precision} TensorRT engine of {source.onnx_path} (batch up to {batch}); this takes minutes "
-          f"for a backbone, seconds for a memory head ...", flush=True)  # fmt: skip
+    how_long = "seconds" if source.role == "head" else "minutes; it is built once and reused"
+    print(f"building the {precision} TensorRT engine of {source.onnx_path} (batch up to {batch}); this takes "
+          f"{how_long} ...", flush=True)  # fmt: skip
     started = time.perf_counter()
     timing = timing_cache_path(source.folder, trt.__version__, gpu_name)
     engine = _build(trt, source, precision, batch, workspace_mb, target, timing, calibration)

@@ -31,14 +31,15 @@ GPU = "NVIDIA Jetson AGX Orin"
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 
-def _fake_engine(bundle, precision="fp16", batch=4, data=b"serialized engine", **changes) -> Path:
-    """An engine file and sidecar as `daad build` writes them (bytes are opaque to the cache)."""
+def _fake_engine(target, precision="fp16", batch=4, data=b"serialized engine", **changes) -> Path:
+    """An engine file and sidecar as `daad build` writes them (bytes are opaque to the cache);
+    `target` is a bundle or an EngineSource (a taught bundle's backbone or head)."""
     import hashlib
 
-    path = engine_path(bundle, TRT, GPU, precision, batch)
+    path = engine_path(target, TRT, GPU, precision, batch)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    record = EngineRecord(bundle.sha256, TRT, GPU, precision, batch, hashlib.sha256(data).hexdigest())
+    record = EngineRecord(target.sha256, TRT, GPU, precision, batch, hashlib.sha256(data).hexdigest())
     write_sidecar(path, replace(record, **changes))
     return path
 
