@@ -105,7 +105,7 @@ def precision_change(bundle: Bundle, product: Path) -> str:
     if not tensorrt_here():
         return ("Skipped: TensorRT and pycuda are not installed on this machine (they need an NVIDIA GPU). "
                 "Run this command on the Jetson to fill this table.")
-    from export.engine_builder import build_engine
+    from engines.engine_builder import build_engine
     from train.evaluate import evaluate
 
     lines = ["| precision | image AUROC | change vs fp32 |", "|---|---|---|"]
@@ -122,7 +122,7 @@ def precision_change(bundle: Bundle, product: Path) -> str:
 def latency_section(bundle: Bundle, checkpoint: Path, plan: Plan, work: Path) -> str:
     """`daad bench` on this machine: ONNX Runtime beside PyTorch eager (and TensorRT where it exists)."""
     if tensorrt_here():  # bench opens each batch size with the engine built for it
-        from export.engine_builder import build_engine
+        from engines.engine_builder import build_engine
 
         for batch in plan.bench_batches:
             build_engine(bundle, "fp32", batch=batch)

@@ -109,7 +109,7 @@ def test_build_command_names_calibration_data_for_int8(bundle) -> None:
 
 @pytest.fixture
 def engine_bundle(bundle):
-    from export.engine_builder import build_engine
+    from engines.engine_builder import build_engine
 
     build_engine(bundle, precision="fp32", batch=2)
     return bundle

@@ -108,7 +108,7 @@ def test_engines_of_a_previous_export_are_listed_as_stale(tiny_bundle) -> None:
 
 
 def test_int8_without_calibration_data_is_refused_before_anything_else(tiny_bundle) -> None:
-    from export.engine_builder import build_engine
+    from engines.engine_builder import build_engine
 
     with pytest.raises(DaadError, match="int8 needs calibration images.*--calib-data.*never built"):
         build_engine(tiny_bundle, "int8", calib_data=None)
@@ -118,7 +118,7 @@ def test_int8_without_calibration_data_is_refused_before_anything_else(tiny_bund
 
 @pytest.mark.skipif(HAVE_TENSORRT, reason="checks the message shown where TensorRT is missing")
 def test_build_without_tensorrt_names_the_extra_and_the_hardware(tiny_bundle, capsys) -> None:
-    from export.engine_builder import build_engine
+    from engines.engine_builder import build_engine
     from runtime.cli import main
 
     with pytest.raises(MissingDependency, match=r"daad-edge\[tensorrt\].*") as error:
@@ -132,7 +132,7 @@ def test_builder_and_calibration_import_without_torch() -> None:
     code = (
         "import sys\n"
         "sys.modules['torch'] = None\n"
-        "import export.engine_builder, export.build_cli, export.int8_data, runtime.backends.engine_cache\n"
+        "import engines.engine_builder, engines.build_cli, engines.int8_data, runtime.backends.engine_cache\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -160,7 +160,7 @@ def _relative_error(scores: np.ndarray, reference: np.ndarray) -> float:
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("precision, tolerance", [("fp32", FP32_TOLERANCE), ("fp16", FP16_TOLERANCE)])
 def test_engine_scores_match_onnxruntime(model_bundle, precision, tolerance) -> None:
-    from export.engine_builder import build_engine
+    from engines.engine_builder import build_engine
     from export.parity import synthetic_frames
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from runtime.backends.tensorrt_backend import TensorRTBackend
@@ -176,7 +176,7 @@ def test_engine_scores_match_onnxruntime(model_bundle, precision, tolerance) -> 
 
 @pytest.mark.tensorrt
 def test_matching_engine_is_reused_and_a_stale_one_rebuilt(model_bundle) -> None:
-    from export.engine_builder import build_engine
+    from engines.engine_builder import build_engine
 
     engine = build_engine(model_bundle, "fp32", batch=2)
     built = engine.stat().st_mtime_ns

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.int8_data import calibration_cache_path, load_calibration_set
+from engines.int8_data import calibration_cache_path, load_calibration_set
 from runtime.errors import DataError
 from runtime.preprocess import PreprocessConfig, prepare_frame
 

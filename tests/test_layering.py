@@ -2,7 +2,8 @@
 
 runtime/ imports no other package of the project and never torch (a Jetson installs it alone);
 calibration/ and patchmemory/ import only runtime/ (they score and choose a memory without torch);
-teach/ (a device teaching itself a product) imports only those three, never torch; train/
+engines/ (TensorRT builds on the device) imports runtime/ and patchmemory/, never torch;
+teach/ (a device teaching itself a product) imports only those four, never torch; train/
 and export/ import only the layers below them. A module
 named in a string (importlib.import_module("train.x"), an entry-point style "export.x:Y", a dict
 value "train.x") is an import too: it fails the same way on a device without the package.
@@ -23,11 +24,12 @@ ALLOWED = {
     "runtime": {"runtime"},
     "calibration": {"runtime", "calibration"},
     "patchmemory": {"runtime", "patchmemory"},
-    "teach": {"runtime", "calibration", "patchmemory", "teach"},
+    "engines": {"runtime", "patchmemory", "engines"},
+    "teach": {"runtime", "calibration", "patchmemory", "engines", "teach"},
     "train": {"runtime", "calibration", "patchmemory", "train"},
-    "export": {"runtime", "calibration", "patchmemory", "train", "export"},
+    "export": {"runtime", "calibration", "patchmemory", "engines", "train", "export"},
 }
-TORCH_FREE = ("runtime", "calibration", "patchmemory", "teach")
+TORCH_FREE = ("runtime", "calibration", "patchmemory", "engines", "teach")
 IMPORT_CALLS = {"import_module", "__import__", "find_spec", "require"}
 MODULE_STRING = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_][\w.]*)?")
 
@@ -95,9 +97,10 @@ def test_train_and_export_import_only_the_layers_below() -> None:
     assert offenders("train") == {} and offenders("export") == {}
 
 
-def test_teach_imports_only_runtime_calibration_and_patchmemory() -> None:
+def test_teach_imports_only_runtime_calibration_patchmemory_and_engines() -> None:
     assert {"train", "export", "torch", "console"} <= forbidden("teach") and "teach" in forbidden("patchmemory")
-    assert offenders("teach") == {} and offenders("patchmemory") == {}
+    assert {"train", "export", "torch", "calibration", "teach"} <= forbidden("engines")
+    assert offenders("teach") == {} and offenders("patchmemory") == {} and offenders("engines") == {}
 
 
 def test_the_torch_free_packages_import_with_torch_blocked() -> None:

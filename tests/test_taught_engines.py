@@ -27,7 +27,6 @@ from runtime.backends.engine_cache import (
 )
 from runtime.bundle import open_bundle
 from runtime.cli import main as daad
-from runtime.errors import BundleError
 from train.synth import SynthConfig, write_product
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -147,7 +146,7 @@ def test_building_from_a_folder_that_is_no_part_says_how_to_make_one(tmp_path, d
 
 @pytest.mark.tensorrt
 def test_the_backbone_is_built_once_and_each_product_builds_its_head(products, device_dir) -> None:
-    from export.engine_builder import build_bundle_engines
+    from engines.engine_builder import build_bundle_engines
 
     first = build_bundle_engines(products["pcb"], "fp16")
     built = first.backbone.stat().st_mtime_ns
@@ -159,7 +158,7 @@ def test_the_backbone_is_built_once_and_each_product_builds_its_head(products, d
 
 @pytest.mark.tensorrt
 def test_backbone_and_head_score_as_the_whole_model_and_share_the_backbone(products, device_dir) -> None:
-    from export.engine_builder import build_bundle_engines
+    from engines.engine_builder import build_bundle_engines
     from export.parity import synthetic_frames
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from runtime.backends.trt_engines import SHARED

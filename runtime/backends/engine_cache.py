@@ -91,10 +91,14 @@ def part_sources(bundle: Bundle) -> tuple[EngineSource, EngineSource] | None:
     if not all(isinstance(parts.get(role), dict) for role in PART_ROLES):
         return None
     backbone, head = (parts[role] for role in PART_ROLES)
-    return (EngineSource(bundle.root / str(backbone.get("file", "")), str(backbone.get("sha256", "")),
-                         device_engine_dir() / "backbones", "backbone"),
+    return (backbone_source(bundle.root / str(backbone.get("file", "")), str(backbone.get("sha256", ""))),
             EngineSource(bundle.root / str(head.get("file", "")), str(head.get("sha256", "")),
                          bundle.engines_dir, "head"))  # fmt: skip
+
+
+def backbone_source(onnx_path: Path, sha256: str) -> EngineSource:
+    """A backbone part's graph: its engines are the device's, shared by every bundle taught from it."""
+    return EngineSource(Path(onnx_path), sha256, device_engine_dir() / "backbones", "backbone")
 
 
 def device_engine_dir() -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from export.engine_builder import DEFAULT_WORKSPACE_MB, build_backbone_engine, build_bundle_engines
+from engines.engine_builder import DEFAULT_WORKSPACE_MB, build_backbone_engine, build_bundle_engines
 from runtime.bundle import open_bundle
 from runtime.backends.engine_cache import DEVICE_ENGINE_DIR_VARIABLE, PRECISIONS, device_engine_dir, stale_engines
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from export.int8_data import CalibrationSet, calibration_cache_path, load_calibration_set
+from engines.int8_data import CalibrationSet, calibration_cache_path, load_calibration_set
 from patchmemory.backbone_part import BACKBONE_FILE, read_backbone_part
 from runtime.atomic import atomic_write_bytes
 from runtime.bundle import Bundle, open_bundle
@@ -31,9 +31,9 @@ from runtime.backends.engine_cache import (
     EngineRecord,
     EngineSet,
     EngineSource,
+    backbone_source,
     checked_source,
     current_gpu_name,
-    device_engine_dir,
     engine_path,
     find_engine,
     model_source,
@@ -94,10 +94,18 @@ def build_backbone_engine(
     """The device's engine of a backbone part (before any product is taught from it), or the one already built."""
     _check_request(precision, calib_data, batch, workspace_mb)
     part = read_backbone_part(part_folder)  # checks backbone.onnx against backbone.json's sha256
-    source = EngineSource(Path(part_folder) / BACKBONE_FILE, part.onnx_sha256, device_engine_dir() / "backbones",
-                          "backbone")  # fmt: skip
+    source = backbone_source(Path(part_folder) / BACKBONE_FILE, part.onnx_sha256)
     calibration = _calibration(calib_data, part.preprocess_config, precision, batch)
     return _build_source(source, precision, batch, workspace_mb, calibration)
+
+
+def build_head_engine(bundle: Bundle | Path, batch: int = 1, workspace_mb: int = DEFAULT_WORKSPACE_MB) -> Path:
+    """A taught product's memory head engine alone (fp32; seconds), for the backbone engine already on the device."""
+    parts = part_sources(_opened(bundle))
+    if parts is None:
+        raise DaadError(f"{_opened(bundle).root} was not taught by `daad teach`: it has no memory head to build")
+    _check_request(HEAD_PRECISION, None, batch, workspace_mb)
+    return _build_source(checked_source(parts[1]), HEAD_PRECISION, batch, workspace_mb, None)
 
 
 def _opened(bundle: Bundle | Path) -> Bundle:

@@ -1,0 +1,65 @@
+"""The backend a taught product is calibrated on: the one the line will score it with.
+
+A threshold is bound to the backend and precision that measured it (runtime.threshold.check_binding),
+so a product calibrated on ONNX Runtime would be refused by a line on TensorRT. On a device whose
+backbone part has its TensorRT engine (`daad build --backbone PART`, once per device), the line
+runs a taught product as that shared engine plus the product's own memory head engine; teaching
+there builds the head engine (seconds) and calibrates through both. Elsewhere, ONNX Runtime.
+The backbone engine is never built here: it takes minutes, once per device, and belongs to
+`daad build`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from patchmemory.backbone_part import BACKBONE_FILE, BackbonePart
+from runtime.backends.base import Backend
+from runtime.backends.engine_cache import backbone_source, engine_for_batch, part_sources, read_sidecar
+from runtime.backends.options import BackendOptions
+from runtime.backends.tensorrt_backend import import_tensorrt
+from runtime.bundle import Bundle
+from runtime.errors import DaadError, MissingDependency
+
+
+def backbone_engine(onnx_path: Path, sha256: str, precision: str) -> Path | None:
+    """The device's engine of this backbone at `precision` (any batch), or None; trouble reaching the GPU propagates."""
+    import_tensorrt()
+    return engine_for_batch(backbone_source(onnx_path, sha256), precision, 1)
+
+
+def check_line_backend(options: BackendOptions, part_folder: Path, part: BackbonePart) -> None:
+    """Before any fitting: refuse --backend tensorrt where the backbone part has no engine on this device."""
+    if options.backend != "tensorrt":
+        return
+    if backbone_engine(Path(part_folder) / BACKBONE_FILE, part.onnx_sha256, options.precision) is None:
+        raise DaadError(f"--backend tensorrt needs this device's {options.precision} engine of the backbone part "
+                        f"{part_folder}: build it once with `daad build --backbone {part_folder} --precision "
+                        f"{options.precision}` (minutes), or teach with --backend onnxruntime")  # fmt: skip
+
+
+def open_line_backend(bundle: Bundle, options: BackendOptions) -> Backend:
+    """TensorRT, with the product's head engine built first, when the backbone engine is on this device
+    (--backend auto or tensorrt); else ONNX Runtime. What `daad run --backend auto` will then pick."""
+    if options.backend != "onnxruntime":
+        backbone, head = part_sources(bundle)
+        try:
+            engine = backbone_engine(backbone.onnx_path, backbone.sha256, options.precision)
+        except (MissingDependency, DaadError):
+            if options.backend == "tensorrt":
+                raise
+            engine = None
+        except Exception as exc:  # no GPU or driver: as choose_backend, the CPU path still works
+            if options.backend == "tensorrt":
+                raise DaadError(f"--backend tensorrt cannot reach the GPU ({exc}): check the NVIDIA driver, or teach "
+                                "with --backend onnxruntime") from exc  # fmt: skip
+            engine = None
+        if engine is not None:
+            from engines.engine_builder import build_head_engine
+
+            record = read_sidecar(engine)
+            batch = record.batch if record is not None else 1
+            build_head_engine(bundle, batch)
+            return replace(options, backend="tensorrt", batch=batch).open(bundle)
+    return replace(options, backend="onnxruntime").open(bundle)
