@@ -87,10 +87,13 @@ def head_scores(head: Any, rows: np.ndarray, part: BackbonePart, batch_size: int
 ASSEMBLY_TOLERANCE = 1e-4
 
 
-def check_assembly(head: np.ndarray, fused: np.ndarray, model: Path) -> float:
-    """Refuse a model.onnx that does not score the held-out parts as its own head did; the error seen."""
+def check_assembly(head: np.ndarray, fused: np.ndarray, model: Path, refuse: bool = True) -> float:
+    """Refuse a model.onnx that does not score the held-out parts as its own head did; the error seen.
+
+    `refuse=False` where the bundle scored on TensorRT: its kernels (and fp16/int8) differ from ONNX
+    Runtime's by more than rounding, and the threshold is set on the engines' own scores anyway."""
     error = float(np.max(np.abs(fused - head)) / max(float(np.max(np.abs(head))), 1e-12)) if head.size else 0.0
-    if not error <= ASSEMBLY_TOLERANCE:
+    if refuse and not error <= ASSEMBLY_TOLERANCE:
         raise BundleError(f"{model} scores the held-out parts {error:.1e} (relative) away from its own memory head "
                           f"(at most {ASSEMBLY_TOLERANCE:.0e}): no threshold was written; teach the product again")  # fmt: skip
     return error

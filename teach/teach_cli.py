@@ -25,14 +25,14 @@ from patchmemory.backbone_part import BackbonePart, read_backbone_part
 from patchmemory.coreset import DEFAULT_MEMORY_SIZE, coreset_rows
 from patchmemory.head import DEFAULT_MAP_SIGMA
 from runtime.atomic import check_output_folder, remove_orphan_temp_files
-from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-from runtime.backends.options import max_threads, positive
+from runtime.backends.options import BackendOptions, add_backend_options, positive
 from runtime.bundle import open_bundle
 from runtime.errors import DaadError
 from runtime.lock import exclusive
 from runtime.paths import check_outputs
 from runtime.threshold import HISTORY_DIR, LOCK_FILE
 from teach.features import BackboneRunner
+from teach.line_backend import check_line_backend, open_line_backend
 from teach.parts import GoodParts, check_enough_parts, holdout_mask, read_good_parts
 from teach.product import (
     TAUGHT_BY,
@@ -87,12 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"share of the parts kept out of the memory to set the threshold (default {DEFAULT_HOLDOUT:g})")
     parser.add_argument("--target-frr", type=float, default=0.005,
                         help="false-reject rate the threshold aims at, as daad calibrate (default 0.005)")
-    parser.add_argument("--threads", type=positive(int, max_threads(), "4 per core"), default=None, metavar="N",
-                        help="ONNX Runtime CPU threads (default: all cores)")
     parser.add_argument("--batch", type=positive(int), default=8, metavar="N", help="frames per inference call (default 8)")
     parser.add_argument("--note", default="", help="free text kept in threshold.json, e.g. who taught it and why")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    add_backend_options(parser, batch=False)  # what calibrates: the backend the line will score the product with
     return parser
+
+
+def line_options(args: argparse.Namespace) -> BackendOptions:
+    """The backend the threshold is measured on (teach/line_backend.py); features always run on ONNX Runtime."""
+    return BackendOptions(args.backend, args.precision, args.threads, args.providers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs(inputs={"--backbone": args.backbone, "--good": good_folder}, outputs={"--out": args.out})
     settings, calibration = teach_settings(args)
     part = read_backbone_part(args.backbone)
+    check_line_backend(line_options(args), args.backbone, part)
     check_output_folder(args.out)
     check_replaceable(args.out)
     parts = read_good_parts(args.good, args.parts, part.preprocess_config)
@@ -196,15 +201,18 @@ def save_and_calibrate(args: argparse.Namespace, taught: Taught, calibration: Ca
         write_product(out, taught.part, taught.graphs, taught.settings, training, score_stats)
         bundle = open_bundle(out)
         names = training["calibration_parts"]
-        with OnnxRuntimeBackend(bundle, threads=args.threads) as backend:
+        with open_line_backend(bundle, line_options(args)) as backend:
+            batch = min(args.batch, getattr(backend, "max_batch", args.batch))  # a TensorRT engine's largest batch
             good = score_images(backend, taught.parts.images[taught.held], names, [],
-                                f"{taught.parts.source} (held-out parts)", args.batch, not args.no_progress)  # fmt: skip
+                                f"{taught.parts.source} (held-out parts)", batch, not args.no_progress)  # fmt: skip
             scored = np.isin(names, good.names)  # NaN scores are set aside by name, and named by calibration
-            error = check_assembly(taught.head_scores[scored], good.scores, bundle.onnx_path)
+            exact = backend.name == "onnxruntime"
+            error = check_assembly(taught.head_scores[scored], good.scores, bundle.onnx_path, refuse=exact)
+            scorer = "model.onnx" if exact else f"TensorRT ({backend.precision}: the shared backbone and this head's engine)"
             print(f"taught {training['product']}: {training['memory']} of {training['patches']:,} patches from "
-                  f"{len(training['memory_parts'])} parts; {len(names)} held-out parts set the threshold "
-                  f"({training['fit_seconds']:.0f} s to the memory; model.onnx scores them as its head alone "
-                  f"within {error:.2g} of the score)")  # fmt: skip
+                  f"{len(training['memory_parts'])} parts; {len(names)} held-out parts set the threshold on "
+                  f"{backend.name} {backend.precision} ({training['fit_seconds']:.0f} s to the memory; {scorer} scores "
+                  f"them as the head alone on ONNX Runtime within {error:.2g} of the score)")  # fmt: skip
             return calibrate_and_save(bundle, good, None, calibration, backend,
                                       args.note or f"taught from {taught.parts.source}", _warn)  # fmt: skip
 

@@ -183,3 +183,33 @@ def test_backbone_and_head_score_as_the_whole_model_and_share_the_backbone(produ
     for result in (one, two):
         np.testing.assert_allclose(result.scores, expected.scores, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(result.anomaly_maps, expected.anomaly_maps, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(HAVE_TENSORRT, reason="checks the message shown where TensorRT is missing")
+def test_teaching_for_a_tensorrt_line_without_tensorrt_is_refused_before_any_work(backbone_part, tmp_path, capsys):
+    out, good = tmp_path / "product", tmp_path / "good"
+    good.mkdir()
+    args = ["teach", "--backbone", str(backbone_part), "--good", str(good), "--out", str(out),
+            "--backend", "tensorrt", "--precision", "fp16"]  # fmt: skip
+    assert daad(args) == 2
+    assert "daad-edge[tensorrt]" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.tensorrt
+def test_teaching_on_a_device_with_the_backbone_engine_builds_the_head_and_calibrates_on_tensorrt(
+    backbone_part, device_dir, tmp_path
+) -> None:
+    from engines.engine_builder import build_backbone_engine
+    from runtime.backends import choose_backend
+    from runtime.threshold import check_binding, read_threshold
+
+    good = write_product(tmp_path / "data", "pcb", SynthConfig(image_size=64, train=20, test_good=1, test_defect=1))
+    out = tmp_path / "products" / "pcb"
+    args = ["teach", "--backbone", backbone_part, "--good", good, "--out", out, "--holdout", "0.5",
+            "--memory-size", "60", "--no-progress", "--precision", "fp16"]  # fmt: skip
+    assert daad([str(arg) for arg in args]) == 2  # no backbone engine yet: auto cannot run fp16 on ONNX Runtime
+    build_backbone_engine(backbone_part, "fp16")
+    assert daad([str(arg) for arg in args]) == 0
+    bundle = open_bundle(out)
+    check_binding(read_threshold(bundle), bundle, "tensorrt", "fp16")  # what `daad run --precision fp16` will use
+    assert choose_backend(bundle, "fp16").name == "tensorrt"
