@@ -1,7 +1,8 @@
-"""Patch features of prepared frames through the backbone part, on the runtime's ONNX Runtime.
+"""Patch features of prepared frames through the backbone part, on the runtime's backend.
 
-The same session settings as the ONNX Runtime backend (runtime.backends.onnxruntime_backend),
-so features are computed as the line will compute them; a batch at a time, rows kept image by
+On a device where the backbone part has its TensorRT engine (the one the line will run), the
+features come from that engine, so the memory holds what the line computes; elsewhere from ONNX
+Runtime with the ONNX Runtime backend's session settings. A batch at a time, rows kept image by
 image in row-major patch order, as train.features.fit.patch_rows lays them out.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -19,21 +21,34 @@ from runtime.optional import require
 
 
 class BackboneRunner:
-    """One ONNX Runtime session over a backbone part's backbone.onnx."""
+    """The backbone part's features: an ONNX Runtime session, or (`engine`) its TensorRT engine here."""
 
-    def __init__(self, folder: Path, part: BackbonePart, threads: int | None = None) -> None:
+    def __init__(self, folder: Path, part: BackbonePart, threads: int | None = None, engine: Path | None = None) -> None:
         self.path = Path(folder) / BACKBONE_FILE
         self.shape = (part.feature_dim, *part.grid)  # D, h, w as backbone.json gives them
-        self._session, _ = open_session(self.path, threads, fix=MAKE_ONE)
-        self._input = self._session.get_inputs()[0].name
+        self._close: Callable[[], None]
+        if engine is not None:
+            from runtime.backends.trt_engines import EngineChain
+
+            chain = EngineChain([("backbone", engine)], f"daad build --backbone {folder}")
+            self.name, self.path, self.max_batch = "tensorrt", engine, chain.max_batch
+            self._features = lambda batch: chain.run(batch)[0][FEATURES_NAME]
+            self._close = chain.close
+        else:
+            session, _ = open_session(self.path, threads, fix=MAKE_ONE)
+            frames = session.get_inputs()[0].name
+            self.name, self.max_batch = "onnxruntime", None
+            self._features = lambda batch: session.run([FEATURES_NAME], {frames: batch})[0]
+            self._close = lambda: None
 
     def rows(self, images: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
         """uint8 N x H x W x C -> float32 (N h w) x D patch rows."""
         tqdm = require("tqdm", "progress bars").tqdm
+        batch_size = min(batch_size, self.max_batch or batch_size)
         chunks = []
         with tqdm(total=len(images), desc="features", unit="image", file=sys.stderr, disable=not progress) as bar:
             for start in range(0, len(images), batch_size):
-                features = self._session.run([FEATURES_NAME], {self._input: images[start : start + batch_size]})[0]
+                features = self._features(images[start : start + batch_size])
                 if tuple(features.shape[1:]) != self.shape:
                     raise BundleError(f"{self.path} gives features of {list(features.shape[1:])} where "
                                       f"{BACKBONE_METADATA} says {list(self.shape)}: the part's files do not belong "
@@ -43,4 +58,4 @@ class BackboneRunner:
         return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
 
     def close(self) -> None:
-        self._session = None
+        self._close()

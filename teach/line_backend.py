@@ -23,43 +23,46 @@ from runtime.bundle import Bundle
 from runtime.errors import DaadError, MissingDependency
 
 
-def backbone_engine(onnx_path: Path, sha256: str, precision: str) -> Path | None:
-    """The device's engine of this backbone at `precision` (any batch), or None; trouble reaching the GPU propagates."""
-    import_tensorrt()
-    return engine_for_batch(backbone_source(onnx_path, sha256), precision, 1)
-
-
-def check_line_backend(options: BackendOptions, part_folder: Path, part: BackbonePart) -> None:
-    """Before any fitting: refuse --backend tensorrt where the backbone part has no engine on this device."""
-    if options.backend != "tensorrt":
-        return
-    if backbone_engine(Path(part_folder) / BACKBONE_FILE, part.onnx_sha256, options.precision) is None:
+def line_engine(onnx_path: Path, sha256: str, options: BackendOptions, part_folder: Path) -> Path | None:
+    """The device's TensorRT engine of this backbone at the line's precision, which the line will run
+    (and teaching computes its features on); None where the line will run ONNX Runtime (asked for,
+    or `auto` without TensorRT, a GPU or the engine). --backend tensorrt without it is refused."""
+    if options.backend == "onnxruntime":
+        return None
+    try:
+        import_tensorrt()
+        engine = engine_for_batch(backbone_source(onnx_path, sha256), options.precision, 1)
+    except (MissingDependency, DaadError):
+        if options.backend == "tensorrt":
+            raise
+        return None
+    except Exception as exc:  # no GPU or driver: as choose_backend, the CPU path still works
+        if options.backend == "tensorrt":
+            raise DaadError(f"--backend tensorrt cannot reach the GPU ({exc}): check the NVIDIA driver, or teach "
+                            "with --backend onnxruntime") from exc  # fmt: skip
+        return None
+    if engine is None and options.backend == "tensorrt":
         raise DaadError(f"--backend tensorrt needs this device's {options.precision} engine of the backbone part "
                         f"{part_folder}: build it once with `daad build --backbone {part_folder} --precision "
                         f"{options.precision}` (minutes), or teach with --backend onnxruntime")  # fmt: skip
+    return engine
+
+
+def features_engine(options: BackendOptions, part_folder: Path, part: BackbonePart) -> Path | None:
+    """Before any fitting: the engine the features come from (None: ONNX Runtime), or the refusal."""
+    return line_engine(Path(part_folder) / BACKBONE_FILE, part.onnx_sha256, options, part_folder)
 
 
 def open_line_backend(bundle: Bundle, options: BackendOptions) -> Backend:
     """TensorRT, with the product's head engine built first, when the backbone engine is on this device
     (--backend auto or tensorrt); else ONNX Runtime. What `daad run --backend auto` will then pick."""
-    if options.backend != "onnxruntime":
-        backbone, head = part_sources(bundle)
-        try:
-            engine = backbone_engine(backbone.onnx_path, backbone.sha256, options.precision)
-        except (MissingDependency, DaadError):
-            if options.backend == "tensorrt":
-                raise
-            engine = None
-        except Exception as exc:  # no GPU or driver: as choose_backend, the CPU path still works
-            if options.backend == "tensorrt":
-                raise DaadError(f"--backend tensorrt cannot reach the GPU ({exc}): check the NVIDIA driver, or teach "
-                                "with --backend onnxruntime") from exc  # fmt: skip
-            engine = None
-        if engine is not None:
-            from engines.engine_builder import build_head_engine
+    backbone, _ = part_sources(bundle)
+    engine = line_engine(backbone.onnx_path, backbone.sha256, options, bundle.root)
+    if engine is None:
+        return replace(options, backend="onnxruntime").open(bundle)
+    from engines.engine_builder import build_head_engine
 
-            record = read_sidecar(engine)
-            batch = record.batch if record is not None else 1
-            build_head_engine(bundle, batch)
-            return replace(options, backend="tensorrt", batch=batch).open(bundle)
-    return replace(options, backend="onnxruntime").open(bundle)
+    record = read_sidecar(engine)
+    batch = record.batch if record is not None else 1
+    build_head_engine(bundle, batch)
+    return replace(options, backend="tensorrt", batch=batch).open(bundle)

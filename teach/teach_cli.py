@@ -1,8 +1,9 @@
 """`daad teach`: teach a product from good parts on the device, without PyTorch, into a calibrated bundle.
 
-Features of the good parts through the backbone part on ONNX Runtime, a greedy coreset of the
-kept parts' patches (numpy), the memory written as constants of a head graph fused onto the
-backbone, then the threshold from the held-out parts through `daad calibrate`'s own code. The
+Features of the good parts through the backbone part (its TensorRT engine where the device has
+one, else ONNX Runtime), a greedy coreset of the kept parts' patches (numpy), the memory written
+as constants of a head graph fused onto the backbone, then the threshold from the held-out parts
+through `daad calibrate`'s own code, on the backend the line will run (teach/line_backend.py). The
 bundle, its threshold and its history are those `daad export` + `daad calibrate` would write.
 """
 
@@ -32,7 +33,7 @@ from runtime.lock import exclusive
 from runtime.paths import check_outputs
 from runtime.threshold import HISTORY_DIR, LOCK_FILE
 from teach.features import BackboneRunner
-from teach.line_backend import check_line_backend, open_line_backend
+from teach.line_backend import features_engine, open_line_backend
 from teach.parts import GoodParts, check_enough_parts, holdout_mask, read_good_parts
 from teach.product import (
     TAUGHT_BY,
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs(inputs={"--backbone": args.backbone, "--good": good_folder}, outputs={"--out": args.out})
     settings, calibration = teach_settings(args)
     part = read_backbone_part(args.backbone)
-    check_line_backend(line_options(args), args.backbone, part)
+    features_engine(line_options(args), args.backbone, part)  # refuses --backend tensorrt it cannot serve, now
     check_output_folder(args.out)
     check_replaceable(args.out)
     parts = read_good_parts(args.good, args.parts, part.preprocess_config)
@@ -155,7 +156,7 @@ def fit(args: argparse.Namespace, part: BackbonePart, parts: GoodParts, settings
     progress = not args.no_progress
     held = holdout_mask(len(parts.names), args.holdout)
     step("features")
-    runner = BackboneRunner(args.backbone, part, args.threads)
+    runner = BackboneRunner(args.backbone, part, args.threads, features_engine(line_options(args), args.backbone, part))
     rows = runner.rows(parts.images, args.batch, progress)
     runner.close()
     held_rows = np.repeat(held, part.grid[0] * part.grid[1])
@@ -175,6 +176,7 @@ def fit(args: argparse.Namespace, part: BackbonePart, parts: GoodParts, settings
         "skipped_images": parts.skipped,
         "grey_images": parts.grey,
         "seed": settings.seed,
+        "features_on": runner.name,
         "patches": int((~held_rows).sum()),
         "memory": len(memory),
     }

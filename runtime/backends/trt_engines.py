@@ -7,16 +7,17 @@ it and drops it when the last one lets go. Execution contexts are not shared: ea
 its own from the engine, so the loop and a changeover's test frame never run one context from two
 threads. Every call here runs with the device's CUDA context current (TensorRTBackend makes it so).
 
-Name-based I/O of TensorRT 8.5 to 10.x: num_io_tensors, get_tensor_name/mode/dtype,
+`EngineChain` runs engines one after another on one stream. Name-based I/O of TensorRT 8.5 to 10.x: num_io_tensors, get_tensor_name/mode/dtype,
 get_tensor_profile_shape, set_input_shape, get_tensor_shape, set_tensor_address.
 """
 
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -154,3 +155,110 @@ def _check_handed(buffer: TensorBuffer, name: str, shape: tuple, dtype: np.dtype
         raise BundleError(f"{path} takes {name!r} as {dtype} {list(shape[1:])}, but the backbone engine gives "
                           f"{buffer.host.dtype} {list(buffer.host.shape[1:])}: the engines belong to different parts; "
                           "rebuild them with `daad build --bundle BUNDLE`")  # fmt: skip
+
+
+class EngineChain:
+    """Engines run one after another on one stream, each reading what the one before wrote on the device.
+
+    One engine for an exported bundle; the shared backbone then a product's head for a taught one;
+    the backbone alone for `daad teach`'s features. Copy in, `execute_async_v3` per engine, copy
+    out the last engine's outputs, timed by CUDA events. The device's context is current only
+    during each call, so one thread may open a chain and another run and close it.
+    """
+
+    def __init__(self, chain: list[tuple[str, Path]], rebuild: str, device: int = 0) -> None:
+        trt, cuda = import_tensorrt()
+        self._trt, self._cuda, self.rebuild = trt, cuda, rebuild
+        self.stages: list[Stage] = []
+        self._held: list[Path] = []
+        self._buffers: dict[str, TensorBuffer] = {}
+        self._stream = None
+        with cuda_errors(device):
+            cuda.init()
+            self._cuda_context = cuda.Device(device).retain_primary_context()
+        try:
+            with self.current():
+                for role, path in chain:
+                    engine = SHARED.acquire(path, lambda file: deserialise(trt, file, rebuild))
+                    self._held.append(path)
+                    stage = open_stage(trt, cuda, role, path, engine, self._buffers)
+                    self.stages.append(stage)
+                    self._buffers |= stage.buffers
+                self._stream = cuda.Stream()
+                self._events = [cuda.Event() for _ in range(len(self.stages) + 3)]
+        except BaseException:
+            self.close()
+            raise
+        first, last = self.stages[0], self.stages[-1]
+        self.path, self.input_name, self.output_names = last.path, first.input_name, last.output_names
+        self.max_batch, self.item_shape = min(stage.max_batch for stage in self.stages), first.item_shape
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """The device's context current in the calling thread for the duration of one call."""
+        self._cuda_context.push()
+        try:
+            yield
+        finally:
+            self._cuda_context.pop()
+
+    def run(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """(the last engine's outputs for these `len(batch)` items, copied; seconds per stage)."""
+        count = len(batch)
+        cuda, stream, events = self._cuda, self._stream, self._events
+        first = self._buffers[self.input_name]
+        np.copyto(first.host[:count], batch, casting="safe")
+        with self.current():
+            events[0].record(stream)
+            cuda.memcpy_htod_async(first.device, first.host[:count], stream)
+            events[1].record(stream)
+            for index, stage in enumerate(self.stages):
+                stage.set_batch(count, self.rebuild)
+                stage.context.execute_async_v3(stream.handle)
+                events[2 + index].record(stream)
+            for name in self.output_names:
+                cuda.memcpy_dtoh_async(self._buffers[name].host[:count], self._buffers[name].device, stream)
+            events[-1].record(stream)
+            stream.synchronize()
+            timings = self._timings()
+        return {name: np.array(self._buffers[name].host[:count]) for name in self.output_names}, timings
+
+    def _timings(self) -> dict[str, float]:
+        """Seconds of h2d, compute (every engine), d2h, and of each engine where there are several."""
+        events = self._events
+        seconds = {"h2d": events[1].time_since(events[0]) / 1000.0,
+                   "compute": events[-2].time_since(events[1]) / 1000.0,
+                   "d2h": events[-1].time_since(events[-2]) / 1000.0}  # fmt: skip
+        if len(self.stages) > 1:
+            for index, stage in enumerate(self.stages):
+                seconds[stage.role] = events[2 + index].time_since(events[1 + index]) / 1000.0
+        return seconds
+
+    def close(self) -> None:
+        """Free in reverse order of creation; safe to call twice and after a failed __init__."""
+        if getattr(self, "_cuda_context", None) is None:
+            return
+        with self.current():  # TensorRT's and pycuda's objects are released while their context is current
+            if self._stream is not None:
+                self._stream.synchronize()
+            for stage in reversed(self.stages):
+                stage.free()  # its context before the engine it came from
+            for path in reversed(self._held):
+                SHARED.release(path)
+            self.stages, self._held, self._buffers, self._events, self._stream = [], [], {}, [], None
+        self._cuda_context.detach()
+        self._cuda_context = None
+
+
+@contextmanager
+def cuda_errors(device: int) -> Iterator[None]:
+    """pycuda's errors when there is no GPU or driver -> a DaadError that says what to check."""
+    try:
+        yield
+    except DaadError:
+        raise
+    except Exception as exc:
+        raise DaadError(
+            f"the TensorRT backend cannot use CUDA device {device} ({exc}): check the NVIDIA driver "
+            "(nvidia-smi, or tegrastats on a Jetson), or run with --backend onnxruntime."
+        ) from exc
