@@ -26,23 +26,24 @@ from runtime.errors import DaadError, MissingDependency
 def line_engine(onnx_path: Path, sha256: str, options: BackendOptions, part_folder: Path) -> Path | None:
     """The device's TensorRT engine of this backbone at the line's precision, which the line will run
     (and teaching computes its features on); None where the line will run ONNX Runtime (asked for,
-    or `auto` without TensorRT, a GPU or the engine). --backend tensorrt without it is refused."""
+    or `auto` at fp32 without TensorRT, a GPU or the engine). --backend tensorrt, or fp16/int8
+    (TensorRT only), without it is refused, before any work."""
     if options.backend == "onnxruntime":
         return None
     try:
         import_tensorrt()
         engine = engine_for_batch(backbone_source(onnx_path, sha256), options.precision, 1)
     except (MissingDependency, DaadError):
-        if options.backend == "tensorrt":
+        if options.backend == "tensorrt" or options.precision != "fp32":
             raise
         return None
     except Exception as exc:  # no GPU or driver: as choose_backend, the CPU path still works
-        if options.backend == "tensorrt":
+        if options.backend == "tensorrt" or options.precision != "fp32":
             raise DaadError(f"--backend tensorrt cannot reach the GPU ({exc}): check the NVIDIA driver, or teach "
                             "with --backend onnxruntime") from exc  # fmt: skip
         return None
-    if engine is None and options.backend == "tensorrt":
-        raise DaadError(f"--backend tensorrt needs this device's {options.precision} engine of the backbone part "
+    if engine is None and (options.backend == "tensorrt" or options.precision != "fp32"):
+        raise DaadError(f"--backend tensorrt (and --precision {options.precision}) needs this device's {options.precision} engine of the backbone part "
                         f"{part_folder}: build it once with `daad build --backbone {part_folder} --precision "
                         f"{options.precision}` (minutes), or teach with --backend onnxruntime")  # fmt: skip
     return engine

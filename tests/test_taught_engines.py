@@ -213,3 +213,13 @@ def test_teaching_on_a_device_with_the_backbone_engine_builds_the_head_and_calib
     bundle = open_bundle(out)
     check_binding(read_threshold(bundle), bundle, "tensorrt", "fp16")  # what `daad run --precision fp16` will use
     assert choose_backend(bundle, "fp16").name == "tensorrt"
+
+
+def test_teaching_at_reduced_precision_needs_the_backbone_engine_and_says_so_first(backbone_part, tmp_path, capsys):
+    good = tmp_path / "good"
+    good.mkdir()
+    args = ["teach", "--backbone", str(backbone_part), "--good", str(good), "--out", str(tmp_path / "out"),
+            "--precision", "fp16"]  # fmt: skip
+    assert daad(args) == 2
+    err = capsys.readouterr().err
+    assert ("daad-edge[tensorrt]" in err or "daad build --backbone" in err) and not (tmp_path / "out").exists()
