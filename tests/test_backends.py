@@ -137,5 +137,5 @@ def test_tensorrt_close_is_deterministic_and_idempotent(engine_bundle) -> None:
     backend = tensorrt_backend.TensorRTBackend(engine_bundle, batch=2)
     with backend:
         backend.infer(prepare_batch([grey_frame(32, 32)], engine_bundle.preprocess))
-    assert backend._buffers == {} and backend._cuda_context is None
+    assert backend._chain.stages == [] and backend._chain._cuda_context is None
     backend.close()
