@@ -67,4 +67,6 @@ def test_unknown_verb_and_package_verbs(capsys) -> None:
 def test_python_dash_m_package_runs_its_verbs() -> None:
     done = subprocess.run([sys.executable, "-m", "export", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0
-    assert {line.split()[0] for line in done.stdout.splitlines()[3:]} == {"build", "export"}
+    assert {line.split()[0] for line in done.stdout.splitlines()[3:]} == {"export"}
+    done = subprocess.run([sys.executable, "-m", "engines", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and {line.split()[0] for line in done.stdout.splitlines()[3:]} == {"build"}
