@@ -62,9 +62,9 @@ def open_backend(
 
     threads/providers apply to ONNX Runtime (intra-op threads; e.g. ["cuda"] or ["tensorrt"]
     execution providers); batch to TensorRT (the largest batch the engine must take).
-    On ONNX Runtime a bundle taught by `daad teach` runs as its backbone and head parts, the
-    backbone session shared with every open product taught from the same part (split_backend.py);
-    every other bundle runs model.onnx. The chosen backend's `choice` attribute holds the BackendChoice.
+    A bundle taught by `daad teach` runs as its backbone and head parts, the backbone shared with
+    every open product taught from the same part: on ONNX Runtime one session (split_backend.py),
+    on TensorRT one engine (trt_engines.py); every other bundle runs model.onnx. The chosen backend's `choice` attribute holds the BackendChoice.
     """
     if name not in BACKENDS:
         raise DaadError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
@@ -82,6 +82,6 @@ def open_backend(
 
         opener = SplitOnnxRuntimeBackend if has_parts(bundle.metadata) else OnnxRuntimeBackend
         backend = opener(bundle, precision=precision, threads=threads, providers=providers)
-        choice = replace(choice, graphs=backend.graphs)
+    choice = replace(choice, graphs=backend.graphs)  # type: ignore[attr-defined]
     backend.choice = choice  # type: ignore[attr-defined]
     return backend

@@ -65,6 +65,7 @@ class TensorRTBackend:
                 f"for {bundle.root}: build it on this device with `{self._rebuild}`."
             )
         self.engines = engines
+        self.graphs = " + ".join(path.name for path in engines.files)  # what `daad run` says it runs
         chain = [("backbone", engines.backbone), ("head", engines.head)] if engines.split else [("model", engines.whole)]
         self._chain = EngineChain(chain, self._rebuild, device)
         self.engine_path, self.max_batch, self.input_shape = self._chain.path, self._chain.max_batch, self._chain.item_shape
