@@ -130,7 +130,7 @@ class Console:
         self._lock = threading.Lock()  # one change at a time: history and review copies stay consistent
         if backbone is None and (bundle.root / BACKBONE_METADATA).is_file():
             backbone = bundle.root
-        self.teach = TeachDesk(bundle.root.parent, backbone, line, backend.threads)
+        self.teach = TeachDesk(bundle.root.parent, backbone, line, backend.threads, (backend.backend, backend.precision))
 
     # -- guards ---------------------------------------------------------------------------------------
 

@@ -103,8 +103,10 @@ class TeachDesk:
     """The console's teach: `products` is where products are saved, `backbone` the part they are taught on."""
 
     def __init__(self, products: Path, backbone: Path | None, line: LineView | None = None,
-                 threads: int | None = None) -> None:  # fmt: skip
-        self.products, self.backbone, self.line = Path(products), backbone, line
+                 threads: int | None = None, scored_on: tuple[str, str] = ("auto", "fp32")) -> None:  # fmt: skip
+        """`scored_on`: the line's backend and precision, which a new product's threshold is measured on
+        (`daad teach --backend --precision`), so the line can switch to it."""
+        self.products, self.backbone, self.line, self.scored_on = Path(products), backbone, line, scored_on
         self.threads = threads or max(1, (os.cpu_count() or 1) // 2)  # the fit's: the line keeps the other half
         self._teach: Teach | None = None
         self._lock = threading.Lock()
@@ -250,7 +252,7 @@ class TeachDesk:
         """`daad teach`'s arguments for this teach: the command line's defaults, the fit's threads."""
         argv = ["--backbone", str(self.backbone), "--good", teach.source, "--out", str(teach.staged),
                 "--name", teach.name, "--no-progress", "--note", f"taught in the console from {teach.source}",
-                "--threads", str(self.threads)]  # fmt: skip
+                "--threads", str(self.threads), "--backend", self.scored_on[0], "--precision", self.scored_on[1]]  # fmt: skip
         return teach_cli.build_parser().parse_args(argv)
 
     def _taken(self, teach: Teach, parts: GoodParts) -> None:

@@ -93,7 +93,9 @@ def test_name_take_drop_fit_and_save_a_product_from_a_folder(client, good_parts,
     assert training["taught_by"] == "daad teach" and training["product"] == "pcb-blue"
     used = training["memory_parts"] + training["calibration_parts"]
     assert len(used) == PARTS - 2 and "000.png" not in used and "007.png" not in used
-    assert read_threshold(bundle).threshold == evidence["threshold"]  # saved is what the page showed
+    record = read_threshold(bundle)
+    assert record.threshold == evidence["threshold"]  # saved is what the page showed
+    assert (record.backend, record.precision) == (ONE_THREAD.backend, ONE_THREAD.precision)  # what the line runs
     assert list((products / ".teach").iterdir()) == []
     assert client.get("/api/teach/calibration.png").status_code == 200  # still shown once saved
     again = client.post("/api/teach/save", headers=AUTH)
