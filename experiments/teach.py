@@ -3,6 +3,7 @@
     python -m experiments.teach --data /work/data/real/kolektorsdd /work/data/real/tire \
         /work/data/synth256/cap --out /tmp/teach-runs [--latency]
     python -m experiments.teach --out /tmp/teach-latency --latency /tmp/teach-runs/teach/cap
+    python -m experiments.teach --out /tmp/teach-latency --latency BUNDLE --backend tensorrt --precision fp16
 
 Per data set (MVTec AD layout):
 - a backbone part at the size `daad train --model patchcore` chooses for it (made once, not timed);
@@ -16,7 +17,10 @@ Per data set (MVTec AD layout):
 - with --latency, the taught bundle at batch 1 as one fused graph and as its backbone and head
   parts in two sessions (runtime/backends/split_backend.py, what `daad run` runs on ONNX Runtime),
   and what a product switch costs: opening a product while another holds its backbone (the head
-  alone), opening one with nothing held (backbone and head), and opening the fused model.onnx.
+  alone), opening one with nothing held (backbone and head), and opening the fused model.onnx;
+  `--backend tensorrt --precision fp16` times the same on the device's engines (the whole
+  model.onnx engine against the shared backbone engine chained to the head engine; both built
+  first), the comparison docs/EXPORT.md asks a Jetson for.
 
 Everything is written under --out (teach.json, the bundles, copies of the kept images): keep
 --out outside the repository, the real images are licensed for evaluation only.
@@ -31,7 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -130,37 +134,51 @@ def measure(data: Path, out: Path, parts: int, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def latency(bundle: Path, repeats: int, threads: int) -> dict[str, Any]:
-    """ms per frame at batch 1, model.onnx in one session against the two parts as the line opens them,
-    frame by frame in turn (a shared machine's load then weighs on both alike): medians, fastest, and
-    the median of the paired differences; and what a product switch opens: the head alone (another
-    product holds the backbone), the backbone and the head (none does), or the fused graph."""
+def openers(opened: Any, backend: str, precision: str, threads: int) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(open the fused graph, open the parts as the line does) on ONNX Runtime, or on TensorRT with
+    both the whole engine and the backbone + head engines built first (on the device)."""
+    if backend == "onnxruntime":
+        return (lambda: OnnxRuntimeBackend(opened, threads=threads),
+                lambda: open_backend(opened, "onnxruntime", threads=threads))  # fmt: skip
+    from engines.engine_builder import build_bundle_engines
+    from runtime.backends.tensorrt_backend import TensorRTBackend
+
+    whole = build_bundle_engines(opened, precision, whole=True)
+    build_bundle_engines(opened, precision)
+    return (lambda: TensorRTBackend(opened, precision, engines=whole),
+            lambda: open_backend(opened, "tensorrt", precision))  # fmt: skip
+
+
+def latency(bundle: Path, repeats: int, threads: int, backend: str = "onnxruntime",
+            precision: str = "fp32") -> dict[str, Any]:  # fmt: skip
+    """ms per frame at batch 1, model.onnx as one graph (one session, or one engine) against the two
+    parts as the line opens them, frame by frame in turn (a shared machine's load then weighs on both
+    alike): medians, fastest, and the median of the paired differences; and what a product switch
+    opens: the head alone (another product holds the backbone), the backbone and the head (none
+    does), or the fused graph."""
     opened = open_bundle(bundle)
     frame = load_images(find_samples(Path(opened.metadata.training["source"]), "train")[:1], opened.preprocess).images
     times: dict[str, list[float]] = {"fused": [], "split": []}
-
-    def open_split() -> Any:
-        return open_backend(opened, "onnxruntime", threads=threads)
-
-    with OnnxRuntimeBackend(opened, threads=threads) as fused, open_split() as split:
+    open_fused, open_split = openers(opened, backend, precision, threads)
+    with open_fused() as fused, open_split() as split:
         backends = {"fused": fused, "split": split}
         for index in range(repeats + 5):
-            for name, backend in backends.items():
+            for name, running in backends.items():
                 begun = time.perf_counter()
-                backend.infer(frame)
+                running.infer(frame)
                 if index >= 5:  # warm-up frames are not counted
                     times[name].append((time.perf_counter() - begun) * 1e3)
         head = [split.infer(frame).timings["head"] * 1e3 for _ in range(repeats)]
         switch = _median_ms(lambda: open_split().close(), 5)  # `split` holds the backbone: the head alone
         graphs = split.choice.graphs
-    result: dict[str, Any] = {"split_graphs": graphs}
+    result: dict[str, Any] = {"backend": backend, "precision": precision, "split_graphs": graphs}
     result.update({f"{name}_{what}_ms": float(how(values)) for name, values in times.items()
                    for what, how in (("median", np.median), ("fastest", np.min))})  # fmt: skip
     result["split_minus_fused_median_ms"] = float(np.median(np.subtract(times["split"], times["fused"])))
     result["split_head_median_ms"] = float(np.median(head))
     result["switch_head_median_ms"] = switch
     result["open_split_median_ms"] = _median_ms(lambda: open_split().close(), 5)  # nothing held: backbone and head
-    result["open_fused_median_ms"] = _median_ms(lambda: OnnxRuntimeBackend(opened, threads=threads).close(), 5)
+    result["open_fused_median_ms"] = _median_ms(lambda: open_fused().close(), 5)
     return result
 
 
@@ -183,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time fused vs split: these taught bundles, or (none named) those taught here")
     parser.add_argument("--repeats", type=int, default=100, help="timed frames per latency variant (default 100)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for --latency (default 1)")
+    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                        help="--latency on ONNX Runtime, or on TensorRT on the device (builds the whole engine and "
+                        "the backbone + head engines first)")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="TensorRT precision (default fp32)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"runs": [], "latency": [], "cpus": os.cpu_count()}
@@ -194,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.out / "teach.json", results)
     for bundle in [] if args.latency is None else args.latency or [args.out / "teach" / data.name for data in args.data]:
         timed = {"bundle": str(bundle), "threads": args.threads, "load_average_before": os.getloadavg()[0],
-                 **latency(bundle, args.repeats, args.threads)}  # fmt: skip
+                 **latency(bundle, args.repeats, args.threads, args.backend, args.precision)}  # fmt: skip
         print(timed, flush=True)
         results["latency"].append(timed)
         atomic_write_json(args.out / "teach.json", results)
