@@ -7,7 +7,7 @@ import json
 import queue
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -22,7 +22,7 @@ from runtime.bundle import METADATA_FILE, MODEL_FILE
 from runtime.cli import main as daad
 from runtime.line.changeover import CommandError, parse_command
 from runtime.line.events import EventLog
-from runtime.line.loop import RunStats, run_line
+from runtime.line.loop import RunStats, Sink, run_line
 from runtime.line.products import ProductError, ProductLine, open_product
 from runtime.line.sources import Frame
 
@@ -52,9 +52,11 @@ class Line:
     """A real line in its own thread: frames judged by run_line over a ProductLine, logged to `events`;
     every part is `part` (default: a 32 x 32 frame with a blob)."""
 
-    def __init__(self, line: ProductLine, events: Path, part: np.ndarray | None = None) -> None:
-        self.line, self.events = line, events
+    def __init__(self, line: ProductLine, events: Path, part: np.ndarray | None = None,
+                 sinks: Sequence[Sink] = ()) -> None:
+        self.line, self.events, self.sinks = line, events, list(sinks)
         self.part = grey_frame(SIZE, SIZE, blob=250) if part is None else part
+        self.stats = RunStats(every_s=0)
         self.frames: queue.Queue = queue.Queue()
         self.judged = threading.Semaphore(0)
         self.next_index = 0
@@ -70,12 +72,14 @@ class Line:
                 pass
 
         with EventLog(self.events, "run-c") as log:
-            run_line(iter(self.frames.get, None), self.line, "test", log, [Signal()], RunStats(every_s=0))
+            run_line(iter(self.frames.get, None), self.line, "test", log, [*self.sinks, Signal()], self.stats)
 
-    def run(self, count: int) -> None:
-        """`count` parts, each with a blob: NG under product a, OK under b."""
+    def run(self, count: int, part: Callable[[int], np.ndarray] | None = None) -> None:
+        """`count` parts, made by `part(index)` or else the line's `part` (by default with a blob: NG under product
+        a, OK under b)."""
         for _ in range(count):
-            self.frames.put(Frame(self.part, name=f"p{self.next_index}", index=self.next_index))
+            self.frames.put(Frame(self.part if part is None else part(self.next_index), name=f"p{self.next_index}",
+                                  index=self.next_index))
             self.next_index += 1
         for _ in range(count):
             assert self.judged.acquire(timeout=60), "the line stopped"
@@ -232,6 +236,9 @@ def test_daad_run_starts_on_the_chosen_product_and_names_it_on_every_line(produc
     summary = json.loads(capsys.readouterr().out)
     assert (summary["product"], summary["products"], summary["threshold"]) == ("b", str(products), 0.9)
     assert {event["product"] for event in read_events(events)} == {"b"} and len(read_events(events)) == 6
+    assert summary["products_run"] == ["b"] and summary["judged_by"] == [
+        {"product": "b", "threshold": 0.9, "threshold_id": read_events(events)[0]["threshold_id"], "frames": 6,
+         "first_frame": 0, "last_frame": 5}]
 
 
 def test_a_restart_on_the_same_events_resumes_the_product_the_line_was_on(products, tmp_path, capsys) -> None:
@@ -521,3 +528,7 @@ def test_a_new_threshold_of_a_product_reaches_its_open_copies_and_is_logged_wher
     assert line.judged_by() == [("b", "OK"), ("a", "OK"), ("a", "NG")]
     assert [(e.get("event"), e["product"], e["threshold"]) for e in events if "event" in e] == [
         ("product_switch", "b", 0.9), ("product_switch", "a", 0.95), ("threshold_switch", "a", 0.2)]
+    # the summary names every product and threshold that judged, not only those the run started with
+    assert line.stats.judged_by.products() == ["b", "a"]
+    assert [(s["product"], s["threshold"], s["frames"], s["first_frame"]) for s in line.stats.judged_by.summary()] == [
+        ("b", 0.9, 1, 0), ("a", 0.95, 1, 1), ("a", 0.2, 1, 2)]

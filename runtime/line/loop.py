@@ -26,6 +26,7 @@ import numpy as np
 from runtime.backends.base import Backend
 from runtime.line.events import (BAD_FRAME, FAULT, INFERENCE_FAILED, NG, OK, SCORE_NOT_FINITE, THRESHOLD_NOT_FINITE,
                                  EventLog, FrameEvent, judge)
+from runtime.line.judged_by import JudgedBy
 from runtime.line.latency import StageTimes
 from runtime.line.live_threshold import Calibration, LiveThreshold
 from runtime.line.products import ProductLine
@@ -103,6 +104,7 @@ class RunStats:
         self.latency = StageTimes()  # seconds per event stage
         self.backend = StageTimes()  # seconds per backend stage (h2d, compute, d2h)
         self.cycle = StageTimes()  # seconds from one finished frame to the next
+        self.judged_by = JudgedBy()  # frames per product and threshold: the run may change either
         self.first_at: float | None = None
         self.last_at: float | None = None
         self._window: list[float] = []
@@ -121,6 +123,7 @@ class RunStats:
             self.cycle.add({"cycle": now - self.last_at})
         self.last_at = now
         self.verdicts[event.verdict] += 1
+        self.judged_by.add(event)
         if event.fault_cause is not None:
             self.faults[event.fault_cause] += 1
         self.latency.add({stage: ms / 1e3 for stage, ms in event.latency_ms.items()})
@@ -168,6 +171,8 @@ class RunStats:
             "verdicts": dict(self.verdicts),
             "faults": dict(sorted(self.faults.items())),
             "sink_errors": self.sink_errors,
+            "products_run": self.judged_by.products(),
+            "judged_by": self.judged_by.summary(),
             **self.counters(),
             "elapsed_s": round(elapsed, 3),
             "fps": round(self.frames / elapsed, 2) if elapsed > 0 else None,
