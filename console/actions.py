@@ -2,7 +2,8 @@
 
 The routes are thin: they parse a request, call one method here and turn the result or the
 DaadError into a response. Every change (collect, propose, save, roll back, mark) first checks
-the token and that model.onnx is still the one the console started with.
+the token and that model.onnx is still the one the line loaded. The pages are about the product
+on the line (console/on_the_line.py): with --products, the one judging when the request came.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from calibration.drift import check_drift
 from calibration.report import calibration_plot, calibration_summary, drift_summary
 from calibration.save import part_counts, save_calibration, threshold_record
 from calibration.scoring import ScoredParts, check_enough_good, score_folder
-from console.errors import NotFound, Refused, StaleModel, Unauthorised
+from console.errors import Busy, NotFound, ProductChanged, Refused, StaleModel, Unauthorised
 from console.line_view import LineView
-from console.review import PendingReview
+from console.on_the_line import OnTheLine
+from console.review import REVIEW_DIR, PendingReview, ReviewFolders
 from console.teach_desk import TeachDesk
 from console.validate import checked, field
 from patchmemory.backbone_part import BACKBONE_METADATA
@@ -51,7 +53,6 @@ from runtime.threshold import (
     write_threshold,
 )
 
-REVIEW_DIR = "review"  # BUNDLE/review/good and BUNDLE/review/defect: parts marked in the console
 LABELS = ("good", "defect")
 MIN_DRIFT_PARTS = 20
 KEEP_PROPOSALS = 5
@@ -59,9 +60,11 @@ KEEP_PROPOSALS = 5
 
 @dataclass
 class Proposal:
-    """A computed, not yet saved, calibration: saving it writes exactly what the technician saw."""
+    """A computed, not yet saved, calibration: saving it writes exactly what the technician saw, into the
+    product it was calculated for, while that product is still on the line."""
 
     id: int
+    made_for: OnTheLine
     result: Calibration
     counts: dict[str, Any]
     good: np.ndarray
@@ -72,6 +75,7 @@ class Proposal:
         result = self.result
         return {
             "id": self.id,
+            "product": self.made_for.name,
             "threshold": result.threshold,
             "method": result.settings.method,
             "rates": result.rates(),
@@ -94,6 +98,7 @@ class ProposalRequest:
     target_frr: float = 0.005
     target_recall: float | None = None
     keep_outliers: bool = False  # good parts far above the others count too (as --keep-outliers)
+    product: str | None = None  # the product the page was loaded for; None: whichever is on the line
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProposalRequest":
@@ -107,24 +112,26 @@ class ProposalRequest:
             target_frr=field(data, "target_frr", float, 0.005),
             target_recall=None if recall is None else checked("target_recall", recall, float),
             keep_outliers=field(data, "keep_outliers", bool, False),
+            product=field(data, "product", str, None),
         )
 
 
 class Console:
-    """One bundle's console; `line` and `threshold` are the running loop's, or None without a camera."""
+    """A line's console; `line` and `threshold` are the running loop's, or None without a camera."""
 
     def __init__(self, bundle: Bundle, backend: BackendOptions, token: str, line: LineView | None = None,
-                 threshold: LiveThreshold | None = None, review: PendingReview | None = None,
+                 threshold: LiveThreshold | None = None, reviews: ReviewFolders | None = None,
                  products: ProductLine | None = None, backbone: Path | None = None) -> None:
-        """`backend`: what the line scores with (a resolved name, not "auto"); folders are scored the same way.
-        `review`: where the line keeps NG frames for review; without one, the console only reads that
-        folder (it adds nothing, so it removes nothing). `products`: the line's products with --products
-        (the console calibrates the first, `bundle`; its saves reach the line whenever that product runs).
-        `backbone`: the part the New product page teaches on (default: the bundle's own, when it was taught);
-        new products are saved beside the bundle (console/teach_desk.py says why)."""
+        """`bundle`: the one the run started with (with --products, the first product's). `backend`: what the
+        line scores with (a resolved name, not "auto"); folders are scored the same way. `reviews`: where the
+        line keeps NG frames for review; without it, the console only reads those folders (it adds nothing,
+        so it removes nothing). `products`: the line's products with --products (the pages follow the one on
+        the line; a save reaches every open copy of its product). `backbone`: the part the New product page
+        teaches on (default: the bundle's own, when it was taught); new products are saved beside the bundle
+        (console/teach_desk.py says why)."""
         self.bundle, self.backend, self.token, self.products = bundle, backend, token, products
         self.line, self.threshold = line, threshold
-        self.review = review or PendingReview(bundle.root / REVIEW_DIR, sys.maxsize)
+        self.reviews = reviews or ReviewFolders(bundle.root, products and products.folder, sys.maxsize)
         self._proposals: dict[int, Proposal] = {}
         self._proposal_ids = itertools.count(1)
         self._lock = threading.Lock()  # one change at a time: history and review copies stay consistent
@@ -139,49 +146,56 @@ class Console:
             raise Unauthorised("this change needs the console token (shown when the console started) "
                                "in the X-Console-Token header: enter it in the page's token field")
 
-    def check_model(self) -> None:
-        """Refuse changes when model.onnx was replaced since the console opened the bundle."""
-        current = file_sha256(self.bundle.onnx_path)
-        if current != self.bundle.sha256:
-            raise StaleModel(f"{self.bundle.onnx_path} changed since the console started (sha256 {current[:12]}…, "
-                             f"was {self.bundle.sha256[:12]}…): restart the line and the console with the new model")
+    def check_model(self, here: OnTheLine) -> None:
+        """Refuse changes when model.onnx was replaced since the line loaded the product."""
+        bundle = here.bundle
+        current = file_sha256(bundle.onnx_path)
+        if current != bundle.sha256:
+            fix = (f"switch to {here.name!r} again to load the new model" if here.name is not None
+                   else "restart the line and the console with the new model")
+            raise StaleModel(f"{bundle.onnx_path} changed since the console started (sha256 {current[:12]}…, "
+                             f"was {bundle.sha256[:12]}…): {fix}")
 
     # -- reading --------------------------------------------------------------------------------------
 
-    def active(self) -> ThresholdRecord | None:
-        return read_threshold(self.bundle)
+    def on_the_line(self) -> OnTheLine:
+        """The product the pages are about now: the one judging the line with --products, else the bundle."""
+        if self.products is None:
+            return OnTheLine(None, self.bundle)
+        product = self.products.current
+        return OnTheLine(product.name, product.bundle)
 
-    def shown(self, bundle: Bundle | None = None) -> tuple[ThresholdRecord | None, str | None]:
-        """(the active threshold of `bundle`, default the console's, None), or (None, why threshold.json cannot
-        be used): the pages show a damaged or implausible file and offer the roll back instead of failing to load."""
+    def review(self, here: OnTheLine) -> PendingReview:
+        """The NG frames of `here` waiting for review."""
+        return self.reviews.of(here.name)
+
+    def shown(self, here: OnTheLine) -> tuple[ThresholdRecord | None, str | None]:
+        """(the active threshold of `here`, None), or (None, why threshold.json cannot be used): the pages
+        show a damaged or implausible file and offer the roll back instead of failing to load."""
         try:
-            return read_threshold(bundle or self.bundle), None
+            return read_threshold(here.bundle), None
         except ThresholdError as exc:
             return None, str(exc)
-
-    def on_the_line(self) -> Bundle:
-        """The bundle judging the line now: another product's with --products, else the console's."""
-        return self.products.current.bundle if self.products is not None else self.bundle
 
     def live_threshold(self) -> float | None:
         if self.products is not None:  # the product on the line, which may not be the one calibrated here
             return self.products.current.threshold.value
         if self.threshold is not None:
             return self.threshold.value
-        record, _ = self.shown()
+        record, _ = self.shown(self.on_the_line())
         return None if record is None else record.threshold
 
-    def history(self) -> list[dict[str, Any]]:
-        """Every threshold this bundle has had, newest first; the newest entry is the active one.
+    def history(self, here: OnTheLine) -> list[dict[str, Any]]:
+        """Every threshold the product has had, newest first; the newest entry is the active one.
 
         Each entry is read as a roll back would read it: one that could not go live says why
         (`problem`) and is not offered. A damaged threshold.json makes no entry active.
         """
-        active, _ = self.shown()
+        active, _ = self.shown(here)
         rows = []
-        for path in reversed(history_entries(self.bundle)):
+        for path in reversed(history_entries(here.bundle)):
             try:
-                record, problem = read_threshold_file(self.bundle, path), None
+                record, problem = read_threshold_file(here.bundle, path), None
             except ThresholdError as exc:
                 record, problem = _shown_anyway(path), str(exc)
             row = {"file": path.name, "problem": problem, "active": False, "same_model": False}
@@ -193,33 +207,36 @@ class Console:
                     "precision": record.precision, "rates": finite(record.rates),
                     "counts": {k: v for k, v in record.counts.items() if isinstance(v, int)},
                     "same_model": problem is None and (record.model_sha256, record.backend, record.precision)
-                    == (self.bundle.sha256, self.backend.backend, self.backend.precision),
+                    == (here.bundle.sha256, self.backend.backend, self.backend.precision),
                     "active": not rows and active is not None and active.to_dict() == record.to_dict(),
                 }
             rows.append(row)
         return rows
 
-    def review_folders(self) -> dict[str, dict[str, Any]]:
-        """The review folders and how many images each holds, for the calibrate page to offer (and
-        where frames wait for review)."""
+    def review_folders(self, here: OnTheLine) -> dict[str, dict[str, Any]]:
+        """The product's review folders and how many images each holds, for the calibrate page to offer
+        (and where its frames wait for review)."""
         folders = {}
         for label in LABELS:
-            folder = self.bundle.root / REVIEW_DIR / label
+            folder = here.bundle.root / REVIEW_DIR / label
             folders[label] = {"path": str(folder), "images": len(list_images(folder)) if folder.is_dir() else 0}
-        folders["pending"] = {"path": str(self.review.folder)}
+        folders["pending"] = {"path": str(self.reviews.root(here.name) / "pending")}
         return folders
 
     def drift(self, parts: int) -> dict[str, Any]:
-        """The drift check of calibration/drift.py on the last `parts` scores of the line."""
+        """The drift check of calibration/drift.py on the last `parts` scores of the product on the line,
+        against its calibration; only parts it judged since it came on the line count."""
+        here = self.on_the_line()
         if self.line is None:
             raise Refused("no live line here: run the drift check with "
-                          f"`daad calibrate --check --bundle {self.bundle.root} --good DIR`")
-        record = self.active()
+                          f"`daad calibrate --check --bundle {here.bundle.root} --good DIR`")
+        record = read_threshold(here.bundle)
         if record is None:
-            raise ThresholdError(f"{self.bundle.threshold_path} is missing: calibrate before checking for drift")
-        scores = self.line.recent_scores(parts)
+            raise ThresholdError(f"{here.bundle.threshold_path} is missing: calibrate before checking for drift")
+        scores = self.line.recent_scores(parts, here.name)
         if scores.size < MIN_DRIFT_PARTS:
-            raise Refused(f"only {scores.size} scored parts so far; the drift check needs at least {MIN_DRIFT_PARTS}")
+            since = f" of {here} since it came on the line" if here.name is not None else " so far"
+            raise Refused(f"only {scores.size} scored parts{since}; the drift check needs at least {MIN_DRIFT_PARTS}")
         check = check_drift(record, scores)
         return {"drifted": check.drifted, "parts": int(scores.size), "findings": check.findings,
                 "lines": drift_summary(check, record.threshold)}
@@ -241,12 +258,18 @@ class Console:
         return apply_command(parse_command(body), line, "console")
 
     def collect(self, parts: int) -> None:
+        """Take the next `parts` parts of the product on the line as good ones (another product's are not taken)."""
         if self.line is None:
             raise Refused("no live line here: choose a folder of good parts instead")
-        self.line.collect(parts)
+        waiting = self.products.state()["pending"] if self.products is not None else None
+        if waiting is not None:
+            raise Busy(f"product {waiting!r} is loaded and takes over at the next part: collect once it is on the line")
+        self.line.collect(parts, self.on_the_line().name)
 
     def propose(self, request: ProposalRequest) -> Proposal:
-        """Score the chosen parts and calibrate them; nothing is written until `save`."""
+        """Score the chosen parts and calibrate them for the product on the line; nothing is written until `save`."""
+        here = self.on_the_line()
+        here.check_page(request.product)
         try:
             settings = CalibrationSettings(request.method, request.target_frr, request.target_recall,
                                            keep_outliers=request.keep_outliers)
@@ -254,7 +277,7 @@ class Console:
             raise Refused(str(exc)) from exc
         if request.method != "quantile" and not request.defect:
             raise Refused(f"the {request.method} method needs known defective parts: choose a defect folder")
-        good, defect = self._parts(request)
+        good, defect = self._parts(request, here)
         check_enough_good(good)
         try:
             result = calibrate(good.scores, None if defect is None else defect.scores, settings, good.names)
@@ -262,7 +285,7 @@ class Console:
             raise Refused(str(exc)) from exc
         counts = part_counts(result, good, defect)
         defect_scores = None if defect is None else defect.scores
-        proposal = Proposal(next(self._proposal_ids), result, counts, good.scores, defect_scores,
+        proposal = Proposal(next(self._proposal_ids), here, result, counts, good.scores, defect_scores,
                             calibration_plot(good.scores, defect_scores, result.threshold,
                                              outliers_kept=settings.keep_outliers))
         with self._lock:
@@ -279,78 +302,96 @@ class Console:
         return proposal
 
     def save(self, proposal_id: int, note: str, saved_by: str) -> ThresholdRecord:
-        """Write the proposal as threshold.json (same code as `daad calibrate`); the line switches at its next frame."""
+        """Write the proposal as threshold.json of the product it was calculated for (same code as `daad
+        calibrate`), only while that product is on the line; the line switches at its next frame."""
         proposal = self.proposal(proposal_id)
-        with self._lock, threshold_lock(self.bundle):
-            self.check_model()
-            record = threshold_record(self.bundle, proposal.result, proposal.counts, self.backend.backend,
+        here, made_for = self.on_the_line(), proposal.made_for
+        if not made_for.same(here):
+            raise ProductChanged(f"calibration {proposal_id} was calculated for {made_for} ({made_for.bundle.root}), "
+                                 f"but the line now runs {here}: calculate again for the product on the line")
+        bundle = made_for.bundle
+        with self._lock, threshold_lock(bundle):
+            self.check_model(made_for)
+            record = threshold_record(bundle, proposal.result, proposal.counts, self.backend.backend,
                                       self.backend.precision, note, saved_by)
-            save_calibration(self.bundle, record, proposal.good, proposal.defect)
-            return self._go_live(f"console save by {saved_by or 'unnamed'}")
+            save_calibration(bundle, record, proposal.good, proposal.defect)
+            return self._go_live(made_for, f"console save by {saved_by or 'unnamed'}")
 
-    def roll_back(self, file: str, saved_by: str) -> ThresholdRecord:
-        """Make an earlier threshold the active one again, as a new history entry that says so."""
-        path = self.bundle.root / HISTORY_DIR / file
+    def roll_back(self, file: str, saved_by: str, shown: str | None = None) -> ThresholdRecord:
+        """Make an earlier threshold of the product on the line the active one again, as a new history entry
+        that says so; `shown`: the product the page was loaded for."""
+        here = self.on_the_line()
+        here.check_page(shown)
+        bundle = here.bundle
+        path = bundle.root / HISTORY_DIR / file
         if not re.fullmatch(r"threshold-[\w.+-]+\.json", file) or not path.is_file():
             raise NotFound(f"{file} is not a threshold in {path.parent}")
-        with self._lock, threshold_lock(self.bundle):
-            self.check_model()
-            earlier = read_threshold_file(self.bundle, path)
-            check_binding(earlier, self.bundle, self.backend.backend, self.backend.precision, path)
+        with self._lock, threshold_lock(bundle):
+            self.check_model(here)
+            earlier = read_threshold_file(bundle, path)
+            check_binding(earlier, bundle, self.backend.backend, self.backend.precision, path)
             now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             record = replace(earlier, created=now, saved_by=saved_by,
                              note=f"roll back to the threshold of {earlier.created}" + (f": {earlier.note}" if earlier.note else ""))
-            write_threshold(self.bundle, record)
-            return self._go_live(f"console roll back by {saved_by or 'unnamed'} to {earlier.created}")
+            write_threshold(bundle, record)
+            return self._go_live(here, f"console roll back by {saved_by or 'unnamed'} to {earlier.created}")
 
-    def mark(self, frame_id: str, label: str) -> Path:
-        """Copy a frame waiting for review, as the camera took it, into BUNDLE/review/good (a false
-        reject) or review/defect; marked again with the other label, the copy moves."""
+    def mark(self, frame_id: str, label: str, shown: str | None = None) -> Path:
+        """Copy a frame of the product on the line waiting for review, as the camera took it, into its
+        BUNDLE/review/good (a false reject) or review/defect; marked again with the other label, the copy
+        moves. `shown`: the product the page was loaded for."""
         if label not in LABELS:
             raise Refused(f"label must be one of {', '.join(LABELS)}, got {label!r}")
+        here = self.on_the_line()
+        here.check_page(shown)
+        review, marked = self.review(here), here.bundle.root / REVIEW_DIR
         with self._lock:
-            entry = self.review.find(frame_id)
+            entry = review.find(frame_id)
             if entry is None:
-                raise NotFound(f"frame {frame_id!r} is no longer kept for review: reload the review page")
-            self.check_model()
-            copy = self.bundle.root / REVIEW_DIR / label / f"{entry.id}.png"
+                raise NotFound(f"frame {frame_id!r} is no longer kept for review in {review.folder}: reload the "
+                               f"review page")
+            self.check_model(here)
+            copy = marked / label / f"{entry.id}.png"
             if entry.label != label or not copy.is_file():
-                atomic_write_bytes(copy, self.review.frame_file(entry.id).read_bytes())
+                atomic_write_bytes(copy, review.frame_file(entry.id).read_bytes())
             if entry.label not in (None, label):  # re-marked: the copy under the other label was the console's own
-                (self.bundle.root / REVIEW_DIR / entry.label / f"{entry.id}.png").unlink(missing_ok=True)
-            self.review.mark(entry.id, label)
+                (marked / entry.label / f"{entry.id}.png").unlink(missing_ok=True)
+            review.mark(entry.id, label)
         return copy
 
-    def _parts(self, request: ProposalRequest) -> tuple[ScoredParts, ScoredParts | None]:
+    def _parts(self, request: ProposalRequest, here: OnTheLine) -> tuple[ScoredParts, ScoredParts | None]:
         folders = [Path(request.good)] if request.good != "live" else []
         if request.add_review_good:
-            folders.append(self.bundle.root / REVIEW_DIR / "good")
-        scored = self._score_folders(folders + ([Path(request.defect)] if request.defect else []))
+            folders.append(here.bundle.root / REVIEW_DIR / "good")
+        scored = self._score_folders(folders + ([Path(request.defect)] if request.defect else []), here.bundle)
         defect = scored.pop() if request.defect else None
         if request.good == "live":
-            scored.insert(0, self._collected())
+            scored.insert(0, self._collected(here))
         return merge(scored), defect
 
-    def _collected(self) -> ScoredParts:
+    def _collected(self, here: OnTheLine) -> ScoredParts:
         collection = None if self.line is None else self.line.collection()
         if collection is None or not collection.scores:
             raise Refused("no parts collected from the line yet: collect good parts first, or choose a folder")
+        if collection.product != here.name:
+            raise ProductChanged(f"the parts collected are of product {collection.product!r}, but the line now runs "
+                                 f"{here}: collect its parts again")
         if not collection.done:
             raise Refused(f"still collecting: {len(collection.scores)} of {collection.wanted} parts so far")
         return ScoredParts(f"the line ({collection.wanted} parts)", np.asarray(collection.scores), collection.names)
 
-    def _score_folders(self, folders: list[Path]) -> list[ScoredParts]:
+    def _score_folders(self, folders: list[Path], bundle: Bundle) -> list[ScoredParts]:
         if not folders:
             return []
-        with self.backend.open(self.bundle) as backend:
-            return [score_folder(backend, folder, self.bundle.preprocess) for folder in folders]
+        with self.backend.open(bundle) as backend:
+            return [score_folder(backend, folder, bundle.preprocess) for folder in folders]
 
-    def _go_live(self, origin: str) -> ThresholdRecord:
+    def _go_live(self, here: OnTheLine, origin: str) -> ThresholdRecord:
         """Switch the line to threshold.json as just written, read back by the reader `daad run` starts with."""
-        record = read_threshold(self.bundle)
-        calibration = in_force(self.bundle, record)  # the whole calibration: scale and entry too
-        if self.products is not None:  # whenever this product is on the line, also when loaded again
-            self.products.recalibrate(self.bundle.root.name, calibration, origin)
+        record = read_threshold(here.bundle)
+        calibration = in_force(here.bundle, record)  # the whole calibration: scale and entry too
+        if self.products is not None:  # every open copy of the product, as when it is loaded again
+            self.products.recalibrate(here.name, calibration, origin)
         elif self.threshold is not None:
             self.threshold.set(calibration, origin)
         return record

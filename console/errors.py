@@ -29,5 +29,11 @@ class StaleModel(Refused):
     status = 409
 
 
+class ProductChanged(Refused):
+    """A change prepared for a product that is no longer on the line."""
+
+    status = 409
+
+
 class TooLarge(Refused):
     status = 413

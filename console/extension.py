@@ -1,7 +1,8 @@
 """`daad run --console [HOST:]PORT`: the console attached to the running loop.
 
 runtime/ finds this class through the `daad.run_extensions` entry point; the loop feeds the
-returned sink and the console's saves and roll backs reach the loop through its LiveThreshold.
+returned sink and the console's saves and roll backs reach the loop through its LiveThreshold
+(with --products, through the ProductLine, to the product they were made for).
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ class ConsoleExtension:
         group.add_argument("--console-token", default=None, metavar="SECRET",
                            help="token that changes (save, roll back, mark) must send; default: made up and printed")
         group.add_argument("--console-review-mb", type=positive(float), default=DEFAULT_REVIEW_MB, metavar="MB",
-                           help=f"disk cap of the NG frames kept for the Review page in BUNDLE/review/pending; the "
-                           f"oldest of its own go first (default {DEFAULT_REVIEW_MB:g})")
+                           help=f"disk cap of the NG frames kept for the Review page in BUNDLE/review/pending (with "
+                           f"--products, of each product's); the oldest of its own go first (default "
+                           f"{DEFAULT_REVIEW_MB:g})")
         group.add_argument("--console-backbone", type=Path, default=None, metavar="PART",
                            help="backbone part the New product page teaches on (default: the bundle's own, when it "
                            "was taught); new products are saved beside the bundle (docs/TEACH.md)")
@@ -69,19 +71,18 @@ class ConsoleExtension:
 
 def attach(address: Address, token: str | None, review_bytes: int, run: RunContext,
            backbone: Path | None = None) -> AttachedConsole:
-    from console.actions import REVIEW_DIR, Console
+    from console.actions import Console
     from console.line_view import LineView
-    from console.review import KeepForReview, PendingReview
+    from console.review import KeepForReview, ReviewFolders
     from console.routes import build_app
     from runtime.line.artefacts import ArtefactWriter
 
     secret = console_token(address, token)
-    product = run.products.current.name if run.products is not None else None
-    view = LineView(run.bundle.preprocess, run.counters, run_id=run.run_id, product=product)
-    review = PendingReview(run.bundle.root / REVIEW_DIR, review_bytes)
-    console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold, review,
+    view = LineView(run.bundle.preprocess, run.counters, run_id=run.run_id)
+    reviews = ReviewFolders(run.bundle.root, run.products and run.products.folder, review_bytes)
+    console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold, reviews,
                       run.products, backbone)
     server = ConsoleServer(build_app(console), address)
-    keeper = ArtefactWriter([KeepForReview(review, view.picture_image, run.run_id)])
+    keeper = ArtefactWriter([KeepForReview(reviews, view.picture_image, run.run_id)])
     announce(server.address, secret, generated=token is None)  # only once it answers there
     return AttachedConsole(view, keeper, server, secret)

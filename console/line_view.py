@@ -1,7 +1,9 @@
 """What the console sees of the running line: a sink that only keeps references and counts.
 
 `emit` runs in the loop's thread, so it does no image work: it keeps the latest outcome, a
-bounded trend of scores and latencies, and the parts being collected for calibration (NG frames
+bounded trend of scores and latencies, and the parts being collected for calibration. The trend
+holds the scores of the product on the line since it came on (the drift check compares them with
+that product's calibration); a part is collected only for the product the collection began on (NG frames
 for review go to disk from a picture writer's thread: console/review.py). Drawing and encoding
 the picture happens in the web server's thread, on a frame shrunk to PICTURE_WIDTH, at most
 `max_fps` times a second however often browsers ask: that is what keeps the console's cost to
@@ -36,9 +38,10 @@ TAKE_QUEUE = 8  # camera frames waiting for a teach to prepare them: a few full-
 
 @dataclass
 class Collection:
-    """The next `wanted` scored parts of the line, taken as good parts for calibration."""
+    """The next `wanted` scored parts of `product` on the line, taken as good parts for its calibration."""
 
     wanted: int
+    product: str | None = None  # None: a run of one --bundle
     scores: list[float] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
 
@@ -51,14 +54,14 @@ class LineView:
     """Sink: the live state of the line, read by the console's routes from other threads."""
 
     def __init__(self, config: PreprocessConfig, counters: Callable[[], dict[str, int]] = dict,
-                 max_fps: float = 2.0, run_id: str | None = None, product: str | None = None) -> None:
-        """`product`: the one the console calibrates; parts of another product on the line are not collected."""
-        self.config, self.counters, self.run_id, self.product = config, counters, run_id, product
+                 max_fps: float = 2.0, run_id: str | None = None) -> None:
+        self.config, self.counters, self.run_id = config, counters, run_id
         self.min_interval = 1.0 / max_fps
         self._lock = threading.Lock()
         self._latest: Outcome | None = None
         self._verdicts = {OK: 0, NG: 0, FAULT: 0}
         self._trend: deque[tuple[int, float, float]] = deque(maxlen=TREND)  # frame, score, threshold
+        self._trend_product: str | None = None  # whose scores the trend holds
         self._latency: deque[float] = deque(maxlen=TREND)  # seconds from capture to verdict
         self._done_at: deque[float] = deque(maxlen=TREND)
         self._collection: Collection | None = None
@@ -79,11 +82,15 @@ class LineView:
                     self._taking.put_nowait(frame)
                 except queue.Full:
                     pass
+            if outcome.product != self._trend_product:  # another product came on: its scores start afresh
+                self._trend.clear()
+                self._trend_product = outcome.product
             if math.isfinite(score):
                 self._trend.append((frame.index, score, outcome.threshold))
-                if self._collection is not None and not self._collection.done and outcome.product == self.product:
-                    self._collection.scores.append(score)
-                    self._collection.names.append(frame.name or f"frame {frame.index}")
+                collection = self._collection
+                if collection is not None and not collection.done and outcome.product == collection.product:
+                    collection.scores.append(score)
+                    collection.names.append(frame.name or f"frame {frame.index}")
 
     def close(self) -> None:
         """Nothing to release: the view holds references only."""
@@ -111,8 +118,11 @@ class LineView:
                       "threshold": [t[2] for t in trend]},
         }
 
-    def recent_scores(self, count: int) -> np.ndarray:
+    def recent_scores(self, count: int, product: str | None = None) -> np.ndarray:
+        """The last `count` scores of `product` since it came on the line; none while another one's are held."""
         with self._lock:
+            if product != self._trend_product:
+                return np.empty(0, dtype=np.float64)
             return np.array([score for _, score, _ in self._trend][-count:], dtype=np.float64)
 
     def frame_jpeg(self) -> tuple[Outcome, bytes] | None:
@@ -150,12 +160,12 @@ class LineView:
             outcome = replace(outcome, frame=replace(outcome.frame, image=image))
         return render(outcome, self.config)
 
-    def collect(self, wanted: int) -> None:
-        """Start taking the next `wanted` parts as good ones (replacing a collection under way)."""
+    def collect(self, wanted: int, product: str | None = None) -> None:
+        """Start taking the next `wanted` parts of `product` as good ones (replacing a collection under way)."""
         if wanted < 1:
             raise DaadError(f"the number of parts to collect must be at least 1, got {wanted}")
         with self._lock:
-            self._collection = Collection(wanted)
+            self._collection = Collection(wanted, product)
 
     def take_frames(self) -> "queue.Queue[Frame]":
         """Hand the camera frames from now on to the returned queue, until `stop_taking`: the parts a
@@ -174,7 +184,8 @@ class LineView:
         with self._lock:
             if self._collection is None:
                 return None
-            return Collection(self._collection.wanted, list(self._collection.scores), list(self._collection.names))
+            held = self._collection
+            return Collection(held.wanted, held.product, list(held.scores), list(held.names))
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:

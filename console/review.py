@@ -1,6 +1,8 @@
 """Frames waiting for review, on disk, so the Review page survives the end of a run and a restart.
 
-Every NG frame of the line goes into BUNDLE/review/pending/ twice: as the camera took it
+Every NG frame of the line goes into BUNDLE/review/pending/ of the product that judged it
+(with --products each product's own bundle, so a frame of one product is never offered to
+another's calibration), twice: as the camera took it
 (ID.png, what a mark copies into review/good or review/defect) and with its heat map as the
 console draws it (ID.heat.png, what the page shows). The folder is an NgStore, with its manifest
 rules: the console counts and removes only files it wrote and listed in the manifest, keeps
@@ -16,6 +18,7 @@ import logging
 import math
 import re
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +33,7 @@ from runtime.line.ng_store import NgStore
 
 log = logging.getLogger(__name__)
 
+REVIEW_DIR = "review"  # BUNDLE/review/good and BUNDLE/review/defect: parts marked in the console
 PENDING_DIR = "pending"  # BUNDLE/review/pending
 LISTED = 100  # the newest frames a page lists
 HEAT = ".heat"  # ID.heat.png beside ID.png
@@ -108,29 +112,65 @@ class PendingReview:
         return {"review_saved": self.store.saved, "review_removed": self.store.removed}
 
 
+class ReviewFolders:
+    """The review folder of each product, opened when first needed: one PendingReview per folder,
+    shared by the picture writer (adding) and the pages (listing, marking), so each cap is kept once.
+
+    `bundle_root`: the bundle of the single --bundle run, or of the first product; `products`: the
+    --products folder, whose product NAME keeps its frames in products/NAME/review. Each folder has
+    its own cap of `max_bytes`.
+    """
+
+    def __init__(self, bundle_root: Path, products: Path | None, max_bytes: int) -> None:
+        self.bundle_root, self.products, self.max_bytes = Path(bundle_root), products, max_bytes
+        self._open: dict[Path, PendingReview] = {}
+        self._lock = threading.Lock()  # the picture writer's thread and the web server's open folders
+
+    def root(self, product: str | None) -> Path:
+        """BUNDLE/review of `product` (a name from the product line, never from a request)."""
+        bundle = self.products / product if self.products is not None and product is not None else self.bundle_root
+        return bundle / REVIEW_DIR
+
+    def of(self, product: str | None) -> PendingReview:
+        root = self.root(product)
+        with self._lock:
+            if root not in self._open:
+                self._open[root] = PendingReview(root, self.max_bytes)
+            return self._open[root]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Frames kept and removed over the cap, in every product's folder."""
+        with self._lock:
+            opened = list(self._open.values())
+        return {key: sum(review.counts[key] for review in opened) for key in ("review_saved", "review_removed")}
+
+
 class KeepForReview:
-    """Sink (behind a picture writer's queue): every NG frame with pixels into PendingReview.
+    """Sink (behind a picture writer's queue): every NG frame with pixels into the review folder of
+    the product that judged it.
 
     A full or read-only disk costs the frame's place on the Review page, never the inspection:
     the failure is logged and counted.
     """
 
-    def __init__(self, review: PendingReview, picture: Callable[[Outcome], np.ndarray | None], run_id: str) -> None:
-        self.review, self.picture, self.run_id = review, picture, run_id
+    def __init__(self, reviews: ReviewFolders, picture: Callable[[Outcome], np.ndarray | None], run_id: str) -> None:
+        self.reviews, self.picture, self.run_id = reviews, picture, run_id
         self.failed = 0
 
     def emit(self, outcome: Outcome) -> None:
         if outcome.verdict != NG or outcome.frame.image is None or outcome.frame.image.size == 0:
             return
         try:
-            self.review.add(outcome, self.picture(outcome), self.run_id)
+            self.reviews.of(outcome.product).add(outcome, self.picture(outcome), self.run_id)
         except (OSError, DaadError) as exc:
             self.failed += 1
-            log.warning("could not keep NG frame %d for review in %s: %s", outcome.frame.index, self.review.folder, exc)
+            log.warning("could not keep NG frame %d for review in %s: %s", outcome.frame.index,
+                        self.reviews.root(outcome.product), exc)
 
     @property
     def counts(self) -> dict[str, int]:
-        return {**self.review.counts, "review_failed": self.failed}
+        return {**self.reviews.counts, "review_failed": self.failed}
 
     def close(self) -> None:
         """Nothing to release: every frame was written whole when it was kept."""

@@ -41,9 +41,10 @@ def build_app(console: Console) -> Starlette:
 
     def page(name: str):
         async def show(request: Request) -> Response:
-            context = {"page": name, "pages": PAGES, "bundle": console.bundle.root, "has_line": console.line is not None,
-                       "has_products": console.products is not None,
-                       "review_folders": console.review_folders(), "token_header": TOKEN_HEADER}
+            here = console.on_the_line()  # the pages are about the product on the line when they are loaded
+            context = {"page": name, "pages": PAGES, "bundle": here.bundle.root, "product": here.name,
+                       "has_line": console.line is not None, "has_products": console.products is not None,
+                       "review_folders": console.review_folders(here), "token_header": TOKEN_HEADER}
             return templates.TemplateResponse(request, f"{name}.html", context)
         return show
 
@@ -106,10 +107,11 @@ async def _change(request: Request, known: set[str]) -> tuple[Console, dict[str,
 async def live_state(request: Request) -> JSONResponse:
     console = _console(request)
     state = console.line.snapshot() if console.line is not None else {}
-    active, problem = console.shown(console.on_the_line())
+    here = console.on_the_line()
+    active, problem = console.shown(here)
     products = console.products.state() if console.products is not None else None
     state.update(threshold=console.live_threshold(), has_line=console.line is not None, threshold_problem=problem,
-                 products=products,
+                 products=products, bundle=str(here.bundle.root),
                  calibrated=None if active is None else {"created": active.created, "method": active.method,
                                                          "note": active.note, "saved_by": active.saved_by})
     return JSONResponse(state, headers=NO_STORE)
@@ -167,12 +169,16 @@ async def save(request: Request) -> JSONResponse:
 
 async def history(request: Request) -> JSONResponse:
     console = _console(request)
-    return JSONResponse({"entries": console.history(), "active_problem": console.shown()[1]}, headers=NO_STORE)
+    here = console.on_the_line()
+    return JSONResponse({"product": here.name, "entries": await run_in_threadpool(console.history, here),
+                         "active_problem": console.shown(here)[1]}, headers=NO_STORE)
 
 
 async def roll_back(request: Request) -> JSONResponse:
-    console, body = await _change(request, {"file", "saved_by"})
-    record = await run_in_threadpool(console.roll_back, field(body, "file", str), field(body, "saved_by", str, ""))
+    """{"file": ENTRY, "saved_by": WHO, "product": the one the page shows}: refused once another is on the line."""
+    console, body = await _change(request, {"file", "saved_by", "product"})
+    record = await run_in_threadpool(console.roll_back, field(body, "file", str), field(body, "saved_by", str, ""),
+                                     field(body, "product", str, None))
     return JSONResponse(record.to_dict())
 
 
@@ -240,16 +246,19 @@ async def teach_discard(request: Request) -> JSONResponse:
 # -- review -------------------------------------------------------------------------------------------
 
 async def review(request: Request) -> JSONResponse:
-    """The frames waiting for review, newest first, of this run and earlier ones (`earlier`: from another run)."""
+    """The frames of the product on the line waiting for review, newest first, of this run and earlier ones
+    (`earlier`: from another run)."""
     console = _console(request)
-    pending = await run_in_threadpool(console.review.pending)
+    here = console.on_the_line()
+    pending = await run_in_threadpool(lambda: console.review(here).pending())
     current = console.line.run_id if console.line is not None else None
-    return JSONResponse([{**entry.to_dict(), "earlier": entry.run_id != current} for entry in pending],
-                        headers=NO_STORE)
+    return JSONResponse([{**entry.to_dict(), "product": here.name, "earlier": entry.run_id != current}
+                         for entry in pending], headers=NO_STORE)
 
 
 async def review_picture(request: Request) -> Response:
-    review = _console(request).review
+    console = _console(request)
+    review = await run_in_threadpool(lambda: console.review(console.on_the_line()))
     entry = await run_in_threadpool(review.find, request.path_params["id"])
     if entry is None:
         raise NotFound(f"frame {request.path_params['id']!r} is no longer kept for review")
@@ -257,6 +266,7 @@ async def review_picture(request: Request) -> Response:
 
 
 async def mark(request: Request) -> JSONResponse:
-    console, body = await _change(request, {"label"})
-    copy = await run_in_threadpool(console.mark, request.path_params["id"], field(body, "label", str))
+    console, body = await _change(request, {"label", "product"})
+    copy = await run_in_threadpool(console.mark, request.path_params["id"], field(body, "label", str),
+                                   field(body, "product", str, None))
     return JSONResponse({"copied_to": str(copy)})

@@ -24,7 +24,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from console.actions import Console  # noqa: E402
 from console.line_view import LineView  # noqa: E402
-from console.review import KeepForReview, PendingReview  # noqa: E402
+from console.review import KeepForReview, ReviewFolders  # noqa: E402
 from runtime.score_scale import ScoreScale  # noqa: E402
 from console.routes import TOKEN_HEADER, build_app  # noqa: E402
 from console.server import Address, console_token, parse_address  # noqa: E402
@@ -61,7 +61,7 @@ class Line:
         self.bundle = open_bundle(bundle_root)
         self.threshold = LiveThreshold(0.3, "test")
         self.view = LineView(self.bundle.preprocess, run_id=run_id)
-        self.review = PendingReview(self.bundle.root / "review", review_bytes)
+        self.review = ReviewFolders(self.bundle.root, None, review_bytes)
         self.run_id = run_id
         self.events_path = events_path
         self.rng = np.random.default_rng(0)
@@ -365,7 +365,7 @@ def test_the_review_folder_keeps_the_ng_store_rules(tiny_bundle, tmp_path) -> No
     line = Line(tiny_bundle, tmp_path / "events.jsonl", run_id="run1", review_bytes=3 * one_frame)
     try:
         line.run(6, defect_every=1)  # six NG frames; room for three
-        kept = [entry.frame for entry in line.review.pending()]
+        kept = [entry.frame for entry in line.review.of(None).pending()]
         own = list(pending.glob("run1_*.png"))
         assert len(kept) >= 2 and kept == list(range(5, 5 - len(kept), -1))  # the newest, the oldest gone first
         assert sum(path.stat().st_size for path in own) <= 3 * one_frame and not list(pending.glob("probe_*"))

@@ -9,6 +9,8 @@ tokenField.value = sessionStorage.getItem("daad-token") || "";
 tokenField.addEventListener("change", () => sessionStorage.setItem("daad-token", tokenField.value));
 
 const $ = (id) => document.getElementById(id);
+// The product this page was loaded for: a change sent from it is refused once another one is on the line.
+const forProduct = () => document.body.dataset.product ? { product: document.body.dataset.product } : {};
 const fmt = (value, digits = 4) => (value === null || value === undefined) ? "-" : Number(value).toPrecision(digits);
 
 function say(text, error = false) {
@@ -99,6 +101,7 @@ async function refreshLive() {
       drawTrend($("trend"), state.trend);
     }
     if (state.products) showProducts(state.products);
+    if (state.bundle) document.querySelector("header .bundle").textContent = state.bundle;
     if (state.threshold_problem) say(`${state.threshold_problem} (History page: Roll back)`, true);
     const calibrated = state.calibrated;
     $("calibrated").textContent = calibrated ? `calibrated ${calibrated.created} (${calibrated.method})`
@@ -161,6 +164,7 @@ function startCalibrate() {
       target_frr: Number($("target-frr").value),
       target_recall: $("target-recall").value === "" ? null : Number($("target-recall").value),
       keep_outliers: $("keep-outliers").checked,
+      ...forProduct(),
     };
     say("scoring and calculating...");
     try {
@@ -195,7 +199,7 @@ async function refreshReview() {
       <button data-label="good">False reject</button> <button data-label="defect">Real defect</button></figcaption>`;
     card.querySelectorAll("button").forEach((button) => button.onclick = async () => {
       try {  // update this card only: the others stay where the technician sees them
-        await change(`/api/review/${encodeURIComponent(picture.id)}`, { label: button.dataset.label });
+        await change(`/api/review/${encodeURIComponent(picture.id)}`, { label: button.dataset.label, ...forProduct() });
         card.className = `picture ${button.dataset.label}`;
         card.querySelector(".label").textContent = markedText(button.dataset.label);
         say("");
@@ -228,7 +232,7 @@ async function refreshHistory() {
       button.textContent = "Roll back";
       button.onclick = async () => {
         try {
-          const record = await change("/api/rollback", { file: row.file, saved_by: prompt("your name") || "" });
+          const record = await change("/api/rollback", { file: row.file, saved_by: prompt("your name") || "", ...forProduct() });
           say(`rolled back: the line now uses threshold ${fmt(record.threshold)}`); refreshHistory();
         } catch (error) { say(error.message, true); }
       };
