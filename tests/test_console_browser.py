@@ -221,7 +221,8 @@ def test_after_a_restart_review_lists_the_earlier_run_and_a_damaged_threshold_of
 
 def test_the_technician_switches_the_product_and_rolls_it_back_from_the_live_page(tmp_path, browser) -> None:
     """`daad run --products` with the console: the Live page switches to product b (refused without the token),
-    the line judges by b from a frame boundary on, and one click rolls it back to a."""
+    the line judges by b from a frame boundary on, the Calibrate page is then b's, and one click rolls it back to a,
+    whose History page it then is."""
     from runtime.bundle import open_bundle
     from runtime.threshold import ThresholdRecord, write_threshold
 
@@ -253,9 +254,19 @@ def test_the_technician_switches_the_product_and_rolls_it_back_from_the_live_pag
         browser.find_element(By.ID, "switch-button").click()
         wait.until(lambda d: "'b' is loaded and checked" in text_of(d, "message"))
         wait.until(lambda d: text_of(d, "product") == "b" and text_of(d, "product-previous") == "a")
+        bundle_shown = browser.find_element(By.CSS_SELECTOR, "header .bundle")
+        wait.until(lambda _: bundle_shown.text == str(products / "b"))  # the pages follow the product on the line
         screenshot(browser, "product")
+        browser.find_element(By.LINK_TEXT, "Calibrate").click()
+        wait.until(lambda d: "of product b" in d.find_element(By.TAG_NAME, "h1").text)
+        assert str(products / "b" / "review" / "good") in browser.page_source
+        browser.find_element(By.LINK_TEXT, "Live").click()
+        wait.until(lambda d: text_of(d, "product") == "b" and d.find_element(By.ID, "rollback-button").is_enabled())
+        browser.find_element(By.ID, "product-by").send_keys("anna")
         browser.find_element(By.ID, "rollback-button").click()
         wait.until(lambda d: text_of(d, "product") == "a" and text_of(d, "product-previous") == "b")
+        browser.find_element(By.LINK_TEXT, "History").click()
+        wait.until(lambda d: "of product a" in d.find_element(By.TAG_NAME, "h1").text)
         assert process.poll() is None  # the line never stopped
     finally:
         process.send_signal(signal.SIGTERM)
