@@ -131,7 +131,8 @@ class Console:
         (console/teach_desk.py says why)."""
         self.bundle, self.backend, self.token, self.products = bundle, backend, token, products
         self.line, self.threshold = line, threshold
-        self.reviews = reviews or ReviewFolders(bundle.root, products and products.folder, sys.maxsize)
+        folder = products.folder if products is not None else None
+        self.reviews = reviews or ReviewFolders(bundle.root, folder, sys.maxsize)
         self._proposals: dict[int, Proposal] = {}
         self._proposal_ids = itertools.count(1)
         self._lock = threading.Lock()  # one change at a time: history and review copies stay consistent

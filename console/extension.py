@@ -79,7 +79,7 @@ def attach(address: Address, token: str | None, review_bytes: int, run: RunConte
 
     secret = console_token(address, token)
     view = LineView(run.bundle.preprocess, run.counters, run_id=run.run_id)
-    reviews = ReviewFolders(run.bundle.root, run.products and run.products.folder, review_bytes)
+    reviews = ReviewFolders(run.bundle.root, run.products.folder if run.products is not None else None, review_bytes)
     console = Console(run.bundle, BackendOptions(run.backend, run.precision), secret, view, run.threshold, reviews,
                       run.products, backbone)
     server = ConsoleServer(build_app(console), address)

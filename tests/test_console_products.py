@@ -47,7 +47,8 @@ class Watched:
 
     def switch(self, name: str) -> None:
         """Switch through the console; the product judges from the next part on."""
-        answer = self.client.post("/api/product", json={"action": "switch", "product": name, "by": "anna"}, headers=AUTH)
+        command = {"action": "switch", "product": name, "by": "anna"}
+        answer = self.client.post("/api/product", json=command, headers=AUTH)
         assert answer.status_code == 200, answer.text
 
     def roll_back(self) -> None:
@@ -97,7 +98,8 @@ def test_after_a_switch_calibrate_and_history_are_the_new_products(watched, prod
     saved = client.post("/api/save", json={"proposal": proposal["id"], "saved_by": "anna"},
                         headers=AUTH)
     assert saved.status_code == 200, saved.text
-    assert watched.threshold_of("b")["saved_by"] == "anna" and watched.threshold_of("b")["threshold"] == proposal["threshold"]
+    b = watched.threshold_of("b")
+    assert (b["saved_by"], b["threshold"]) == ("anna", proposal["threshold"])
     assert (products / "a" / "threshold.json").read_bytes() == a_before  # the product the run started with: untouched
     assert watched.line.line.current.threshold.value == proposal["threshold"]
     watched.good(1)
@@ -112,7 +114,8 @@ def test_after_a_switch_calibrate_and_history_are_the_new_products(watched, prod
     rolled = client.post("/api/rollback", json={"file": rows[1]["file"], "saved_by": "carl", "product": "b"},
                          headers=AUTH)
     assert rolled.status_code == 200 and watched.threshold_of("b")["threshold"] == 0.2
-    assert watched.line.line.current.threshold.value == 0.2 and (products / "a" / "threshold.json").read_bytes() == a_before
+    assert watched.line.line.current.threshold.value == 0.2
+    assert (products / "a" / "threshold.json").read_bytes() == a_before
 
 
 def test_ng_frames_are_kept_for_the_review_of_the_product_that_judged_them(watched, products) -> None:
@@ -160,7 +163,8 @@ def test_drift_and_the_trend_use_only_the_parts_of_the_product_on_the_line(watch
     steady = client.get("/api/drift?parts=200").json()
     assert steady["parts"] == 40 and not steady["drifted"], steady
     trend = client.get("/api/live").json()["trend"]
-    assert len(trend["score"]) == 40 and max(trend["score"]) < 0.2 and set(trend["threshold"]) == {proposal["threshold"]}
+    assert len(trend["score"]) == 40 and max(trend["score"]) < 0.2
+    assert set(trend["threshold"]) == {proposal["threshold"]}
 
 
 def test_a_calculation_for_one_product_is_refused_once_another_is_on_the_line(watched, products, tmp_path) -> None:
@@ -192,5 +196,6 @@ def test_a_calculation_for_one_product_is_refused_once_another_is_on_the_line(wa
 
     watched.roll_back()  # a is back as it ran: its calculation is good for it again
     watched.good(1)
-    assert client.post("/api/save", json={"proposal": from_line["id"], "saved_by": "anna"}, headers=AUTH).status_code == 200
+    saved = client.post("/api/save", json={"proposal": from_line["id"], "saved_by": "anna"}, headers=AUTH)
+    assert saved.status_code == 200, saved.text
     assert watched.threshold_of("a")["threshold"] == from_line["threshold"] and watched.threshold_of("b") == before["b"]
