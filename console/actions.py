@@ -29,7 +29,7 @@ from calibration.scoring import ScoredParts, check_enough_good, score_folder
 from console.errors import Busy, NotFound, ProductChanged, Refused, StaleModel, Unauthorised
 from console.line_view import LineView
 from console.on_the_line import OnTheLine
-from console.review import REVIEW_DIR, PendingReview, ReviewFolders
+from console.review import PENDING_DIR, REVIEW_DIR, PendingReview, ReviewFolders
 from console.teach_desk import TeachDesk
 from console.validate import checked, field
 from patchmemory.backbone_part import BACKBONE_METADATA
@@ -152,9 +152,10 @@ class Console:
         bundle = here.bundle
         current = file_sha256(bundle.onnx_path)
         if current != bundle.sha256:
-            fix = (f"switch to {here.name!r} again to load the new model" if here.name is not None
-                   else "restart the line and the console with the new model")
-            raise StaleModel(f"{bundle.onnx_path} changed since the console started (sha256 {current[:12]}…, "
+            since, fix = (("the line loaded it", f"switch to {here.name!r} again to load the new model")
+                          if here.name is not None else
+                          ("the console started", "restart the line and the console with the new model"))
+            raise StaleModel(f"{bundle.onnx_path} changed since {since} (sha256 {current[:12]}…, "
                              f"was {bundle.sha256[:12]}…): {fix}")
 
     # -- reading --------------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ class Console:
             return None, str(exc)
 
     def live_threshold(self) -> float | None:
-        if self.products is not None:  # the product on the line, which may not be the one calibrated here
+        if self.products is not None:  # the product on the line, as it judges (also before a save is read back)
             return self.products.current.threshold.value
         if self.threshold is not None:
             return self.threshold.value
@@ -221,7 +222,7 @@ class Console:
         for label in LABELS:
             folder = here.bundle.root / REVIEW_DIR / label
             folders[label] = {"path": str(folder), "images": len(list_images(folder)) if folder.is_dir() else 0}
-        folders["pending"] = {"path": str(self.reviews.root(here.name) / "pending")}
+        folders["pending"] = {"path": str(self.reviews.root(here.name) / PENDING_DIR)}
         return folders
 
     def drift(self, parts: int) -> dict[str, Any]:
