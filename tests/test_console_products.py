@@ -32,7 +32,7 @@ class Watched:
         self.view = LineView(first.preprocess, run_id="run1")
         self.reviews = ReviewFolders(first.bundle.root, products, 10**9)
         self.keeper = KeepForReview(self.reviews, self.view.picture_image, "run1")
-        self.line = Line(ProductLine(first, products, ONE_THREAD), events, [self.view, self.keeper])
+        self.line = Line(ProductLine(first, products, ONE_THREAD), events, sinks=[self.view, self.keeper])
         console = Console(first.bundle, ONE_THREAD, TOKEN, self.view, first.threshold, self.reviews, self.line.line)
         self.client = TestClient(build_app(console))
         self.rng = np.random.default_rng(0)
