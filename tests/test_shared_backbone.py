@@ -59,10 +59,10 @@ def test_products_of_one_part_share_one_backbone_session_until_the_last_closes(p
         expected = alone.infer(frames).scores
     first, second = open_backend(pcb, "onnxruntime", threads=1), open_backend(cap, "onnxruntime", threads=1)
     key = first.backbone.key
-    assert second.backbone.key == key and second.backbone.session is first.backbone.session
+    assert second.backbone.key == key and second.backbone.value is first.backbone.value
     assert holders()[key] == 2
     with open_backend(cap, "onnxruntime", threads=2) as other:  # other settings: a session of their own
-        assert other.backbone.session is not first.backbone.session and holders()[key] == 2
+        assert other.backbone.value is not first.backbone.value and holders()[key] == 2
     pcb_scores = first.infer(frames).scores
     first.close()
     first.close()  # a second close gives nothing back twice
@@ -76,7 +76,7 @@ def test_products_of_one_part_share_one_backbone_session_until_the_last_closes(p
 def test_a_product_of_another_backbone_part_gets_its_own_session(products) -> None:
     with open_backend(open_bundle(products / "cap"), "onnxruntime", threads=1) as cap, \
             open_backend(open_bundle(products / "other"), "onnxruntime", threads=1) as other:  # fmt: skip
-        assert other.backbone.key != cap.backbone.key and other.backbone.session is not cap.backbone.session
+        assert other.backbone.key != cap.backbone.key and other.backbone.value is not cap.backbone.value
         assert holders()[cap.backbone.key] == holders()[other.backbone.key] == 1
         frames = frames_of(products)
         assert np.allclose(other.infer(frames).scores, cap.infer(frames).scores, rtol=1e-5)  # the same weights
@@ -87,19 +87,19 @@ def test_a_changeover_loads_the_backbone_once_and_loses_no_frame(products, tmp_p
     line = Line(ProductLine(open_product(products, "pcb", ONE_THREAD), products, ONE_THREAD),
                 tmp_path / "events.jsonl", grey_frame(64, 96, blob=250))  # fmt: skip
     first = line.line.current.backend.backbone
-    key, session = first.key, first.session
+    key, session = first.key, first.value
     try:
         line.run(3)
         cap = line.line.switch("cap", "test switch")
-        assert cap.backend.backbone.session is session and holders()[key] == 2  # cap loaded its head alone
+        assert cap.backend.backbone.value is session and holders()[key] == 2  # cap loaded its head alone
         line.run(3)
         again = line.line.switch("pcb", "test reload")  # a fresh copy of pcb; the first one is retired, still open
         line.run(2)
-        assert again.backend.backbone.session is session and holders()[key] == 3
+        assert again.backend.backbone.value is session and holders()[key] == 3
         assert line.line.roll_back("test roll back") is cap  # closes the retired first copy of pcb
         line.run(2)
-        assert first.session is None and holders()[key] == 2  # the backbone stays for the two still open
-        assert cap.backend.backbone.session is again.backend.backbone.session is session
+        assert first.value is None and holders()[key] == 2  # the backbone stays for the two still open
+        assert cap.backend.backbone.value is again.backend.backbone.value is session
     finally:
         line.stop()
     assert key not in holders()

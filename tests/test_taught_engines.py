@@ -161,7 +161,7 @@ def test_backbone_and_head_score_as_the_whole_model_and_share_the_backbone(produ
     from engines.engine_builder import build_bundle_engines
     from export.parity import synthetic_frames
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from runtime.backends.trt_engines import SHARED
+    from runtime.backends.trt_engines import ENGINES
 
     pcb, cap = (open_bundle(path) for path in products.values())
     split = build_bundle_engines(pcb, "fp32", batch=2)
@@ -173,13 +173,13 @@ def test_backbone_and_head_score_as_the_whole_model_and_share_the_backbone(produ
     with tensorrt_backend.TensorRTBackend(pcb, "fp32", 2, engines=whole) as fused:
         one = fused.infer(frames)
     with tensorrt_backend.TensorRTBackend(pcb, "fp32", 2) as first, tensorrt_backend.TensorRTBackend(cap, "fp32", 2) as second:
-        assert first.engines == split and SHARED.users(split.backbone) == 2
+        assert first.engines == split and ENGINES.holders()[split.backbone.resolve()] == 2
         two = first.infer(frames)
         second.close()
-        assert SHARED.users(split.backbone) == 1
+        assert ENGINES.holders()[split.backbone.resolve()] == 1
         assert np.isfinite(first.infer(frames).scores).all()  # the other product's close left it running
         assert {"backbone", "head", "compute"} <= set(two.timings)
-    assert SHARED.users(split.backbone) == 0
+    assert split.backbone.resolve() not in ENGINES.holders()
     for result in (one, two):
         np.testing.assert_allclose(result.scores, expected.scores, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(result.anomaly_maps, expected.anomaly_maps, rtol=1e-3, atol=1e-3)

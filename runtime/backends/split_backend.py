@@ -54,7 +54,7 @@ class SplitOnnxRuntimeBackend:
         except BaseException:
             self.backbone.release()
             raise
-        self._frames = self.backbone.session.get_inputs()[0].name
+        self._frames = self.backbone.value.get_inputs()[0].name
         self._features = self._head.get_inputs()[0].name
         self.input_shape = tuple(bundle.preprocess.shape)
 
@@ -64,7 +64,7 @@ class SplitOnnxRuntimeBackend:
             raise ValueError(f"expected uint8 N x {' x '.join(map(str, self.input_shape))} frames from "
                              f"runtime.preprocess, got {frames.dtype} {frames.shape}")  # fmt: skip
         start = time.perf_counter()
-        (features,) = self.backbone.session.run([self._features], {self._frames: frames})
+        (features,) = self.backbone.value.run([self._features], {self._frames: frames})
         middle = time.perf_counter()
         scores, maps = self._head.run(["score", "anomaly_map"], {self._features: features})
         end = time.perf_counter()

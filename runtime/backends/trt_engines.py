@@ -13,14 +13,14 @@ get_tensor_profile_shape, set_input_shape, get_tensor_shape, set_tensor_address.
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
+from runtime.backends.shared import Lease, SharedPool
 from runtime.errors import BundleError, DaadError
 from runtime.optional import require
 
@@ -45,58 +45,20 @@ class TensorBuffer:
         self.host.base.free()
 
 
-@dataclass
-class _Held:
-    engine: Any
-    runtime: Any
-    users: int = 0
-
-
-class SharedEngines:
-    """Deserialised engines by file, each loaded by its first user and dropped after its last."""
-
-    def __init__(self) -> None:
-        self._held: dict[Path, _Held] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, path: Path, load: Callable[[Path], tuple[Any, Any]]) -> Any:
-        """The engine of `path`; `load(path)` -> (engine, runtime) runs only when no one holds it."""
-        path = Path(path).resolve()
-        with self._lock:
-            held = self._held.get(path)
-            if held is None:
-                held = self._held[path] = _Held(*load(path))
-            held.users += 1
-            return held.engine
-
-    def release(self, path: Path) -> None:
-        path = Path(path).resolve()
-        with self._lock:
-            held = self._held.get(path)
-            if held is None:
-                return
-            held.users -= 1
-            if held.users <= 0:
-                del self._held[path]  # the engine, then its runtime, go with their last reference
-
-    def users(self, path: Path) -> int:
-        """How many open backends hold the engine of `path` (0: not loaded)."""
-        with self._lock:
-            held = self._held.get(Path(path).resolve())
-            return 0 if held is None else held.users
-
-
-SHARED = SharedEngines()
+# The deserialised engines of this process by file, each as (runtime, engine), dropped after its
+# last holder. The engine must go before its runtime: CPython releases a tuple's items last to
+# first, and TensorRT's bindings also keep a runtime alive while an engine of it lives.
+ENGINES: SharedPool[Path, tuple[Any, Any]] = SharedPool()
 
 
 def deserialise(trt: Any, path: Path, rebuild: str) -> tuple[Any, Any]:
-    """(engine, runtime) of an engine file; an engine TensorRT cannot load names the command that rebuilds it."""
+    """(runtime, engine) of an engine file; an engine TensorRT cannot load names the command that rebuilds it."""
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
     if engine is None:
         raise BundleError(f"TensorRT cannot load {path} (built by another TensorRT version or GPU, or corrupt): "
                           f"rebuild it here with `{rebuild}`.")  # fmt: skip
-    return engine, runtime
+    return runtime, engine
 
 
 @dataclass
@@ -170,7 +132,7 @@ class EngineChain:
         trt, cuda = import_tensorrt()
         self._trt, self._cuda, self.rebuild = trt, cuda, rebuild
         self.stages: list[Stage] = []
-        self._held: list[Path] = []
+        self._held: list[Lease[Path, tuple[Any, Any]]] = []
         self._buffers: dict[str, TensorBuffer] = {}
         self._stream = None
         with cuda_errors(device):
@@ -179,9 +141,9 @@ class EngineChain:
         try:
             with self.current():
                 for role, path in chain:
-                    engine = SHARED.acquire(path, lambda file: deserialise(trt, file, rebuild))
-                    self._held.append(path)
-                    stage = open_stage(trt, cuda, role, path, engine, self._buffers)
+                    held = ENGINES.lease(Path(path).resolve(), lambda: deserialise(trt, path, rebuild))
+                    self._held.append(held)
+                    stage = open_stage(trt, cuda, role, path, held.value[1], self._buffers)
                     self.stages.append(stage)
                     self._buffers |= stage.buffers
                 self._stream = cuda.Stream()
@@ -243,8 +205,8 @@ class EngineChain:
                 self._stream.synchronize()
             for stage in reversed(self.stages):
                 stage.free()  # its context before the engine it came from
-            for path in reversed(self._held):
-                SHARED.release(path)
+            for held in reversed(self._held):
+                held.release()
             self.stages, self._held, self._buffers, self._events, self._stream = [], [], {}, [], None
         self._cuda_context.detach()
         self._cuda_context = None
