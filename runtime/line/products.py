@@ -116,7 +116,8 @@ def open_product(folder: Path, name: str, options: BackendOptions, geometry: Pre
         try_model(backend, bundle.preprocess)
     except Exception as exc:
         backend.close()
-        raise ProductError(f"product {name!r}: {bundle.onnx_path} did not score a test frame ({exc}): "
+        ran = getattr(backend, "graphs", bundle.onnx_path.name)  # model.onnx, or a taught product's parts or engines
+        raise ProductError(f"product {name!r}: {bundle.root}'s {ran} did not score a test frame ({exc}): "
                            f"re-export or re-teach it") from exc
     return Product(name, bundle.preprocess, backend, LiveThreshold(calibration, origin), bundle)
 
