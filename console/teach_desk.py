@@ -42,6 +42,7 @@ from console.validate import checked
 from patchmemory.backbone_part import BACKBONE_METADATA, read_backbone_part
 from runtime.errors import DaadError, DataError
 from runtime.line.priority import renice_thread
+from runtime.optional import require
 from runtime.preprocess import PreprocessConfig, prepare_frame
 from runtime.threshold import ThresholdRecord
 from teach.parts import GoodParts, check_enough_parts, read_good_parts
@@ -242,7 +243,9 @@ class TeachDesk:
         shutil.rmtree(teach.staged, ignore_errors=True)  # an earlier fit of this teach: the console's own
         teach.staged.mkdir(parents=True)
         part = read_backbone_part(self.backbone)
-        taught = teach_cli.fit(args, part, parts, settings, lambda step: self._step(teach, step))
+        limits = require("threadpoolctl", "the console's teach").threadpool_limits
+        with limits(limits=self.threads):  # numpy's BLAS (the coreset) to the fit's share too
+            taught = teach_cli.fit(args, part, parts, settings, lambda step: self._step(teach, step))
         taught.training["fit_seconds"] = time.perf_counter() - begun  # as `daad teach` records it
         saved = teach_cli.save_and_calibrate(args, taught, calibration, lambda step: self._step(teach, step))
         with self._lock:
