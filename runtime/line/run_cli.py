@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             "model_sha256": bundle.sha256, "source": source.name, "mode": mode,
             "backend": choice.name, "backend_reason": choice.reason, "backend_graphs": graphs,
             "precision": args.precision,
-            "fault_action": args.fault_action, "threshold": threshold, "threshold_id": calibration.entry, "threshold_from": threshold_from,
+            "fault_action": args.fault_action if getattr(args, "reject", None) else None,  # it acts on the reject pin alone
+            "threshold": threshold, "threshold_id": calibration.entry, "threshold_from": threshold_from,
             "events": str(args.events) if args.events else None,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
