@@ -117,3 +117,20 @@ def test_daad_run_says_the_backbone_is_shared_by_the_products_of_its_part(produc
     running = f"backbone.onnx + head.onnx, one backbone session for the 2 product(s) of {products} taught from " \
               "its part (cap, pcb)"
     assert json.loads(said.out)["backend_graphs"] == running and f"running {running}; threshold" in said.err
+
+
+def test_bench_shows_the_backbone_and_the_head_within_compute_for_a_taught_bundle(products, tmp_path) -> None:
+    from runtime.backends.options import BackendOptions
+    from runtime.bench import cli as bench_cli
+    from runtime.bench.environment import Environment
+    from runtime.bench.report import write_markdown
+    from runtime.bench.runner import BenchConfig, run_bench
+
+    bundle = open_bundle(products / "cap")
+    config = BenchConfig(backends=("onnxruntime",), warmup_s=0, duration_s=0, min_iterations=3)
+    report = run_bench(bundle, config, bench_cli.make_opener(bundle, ONE_THREAD, None), Environment())
+    stages = report.cases[0].stages
+    assert stages["backbone"].status == stages["head"].status == "measured"
+    assert stages["backbone"].median + stages["head"].median <= stages["compute"].median * 1.5
+    text = write_markdown(report.to_dict(), tmp_path / "bench.md").read_text()
+    assert "memory head (of compute)" in text and text.index("compute") < text.index("memory head (of compute)")

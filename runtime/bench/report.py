@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.atomic import atomic_write_json, atomic_write_text
-from runtime.bench.runner import CAMERA_FRAME, STAGES
+from runtime.bench.runner import CAMERA_FRAME, PART_STAGES, STAGES
 
 STAGE_LABELS = {
     "capture": "capture/decode",
@@ -18,12 +18,15 @@ STAGE_LABELS = {
     "preprocess": "preprocess",
     "h2d": "host to device",
     "compute": "compute",
+    "backbone": "  backbone (of compute)",
+    "head": "  memory head (of compute)",
     "d2h": "device to host",
     "inference": "inference (infer call)",
     "postprocess": "postprocess",
     "end_to_end": "end to end",
     "outputs": "verdict outputs and picture queue",
 }
+REPORT_ORDER = tuple(name for stage in STAGES for name in ((stage, *PART_STAGES) if stage == "compute" else (stage,)))
 STAT_COLUMNS = ("min", "mean", "median", "p90", "p95", "p99", "max")
 
 
@@ -120,7 +123,7 @@ def skipped_lines(cases: list[dict[str, Any]]) -> list[str]:
 
 def stage_table(case: dict[str, Any]) -> list[str]:
     rows = []
-    for stage in (stage for stage in STAGES if stage in case["stages"]):
+    for stage in (stage for stage in REPORT_ORDER if stage in case["stages"]):
         stats = case["stages"][stage]
         if stats["status"] != "measured":
             rows.append([STAGE_LABELS[stage], stats["reason"]] + [""] * (len(STAT_COLUMNS) + 1))

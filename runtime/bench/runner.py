@@ -43,6 +43,9 @@ SOURCE_STAGES = ("capture", "queue", "outputs")  # only the camera loop has them
 LOOP_STAGES = {"capture": "capture", "queue": "queue", "preprocess": "preprocess", "infer": "inference",
                "postprocess": "postprocess", "total": "end_to_end", "outputs": "outputs"}
 DEVICE_STAGES = ("h2d", "compute", "d2h")
+# A taught bundle's backbone and memory head, each within compute (ONNX Runtime sessions or TensorRT
+# engines): a case has them only where its backend reports them, so the split's cost is in the table.
+PART_STAGES = ("backbone", "head")
 STEADY_STAGES = ("compute", "inference", "end_to_end")  # the ones whose spread earns a warning
 HIGH_CV = 0.10  # std/mean above this: clocks not locked, thermal throttling or a busy machine
 REPEATABLE = 0.10  # medians of repeated runs within this fraction of each other
@@ -167,7 +170,8 @@ def time_iteration(
         "postprocess": done - inferred,
         "end_to_end": done - start,
     }
-    sample.update({stage: float(result.timings[stage]) for stage in DEVICE_STAGES if stage in result.timings})
+    sample.update({stage: float(result.timings[stage]) for stage in (*DEVICE_STAGES, *PART_STAGES)
+                   if stage in result.timings})  # fmt: skip
     return sample
 
 
@@ -194,6 +198,11 @@ def stage_stats(
         else:
             throughput = batch / summary.mean if summary.mean > 0 else None
             stats[stage] = StageStats("measured", throughput=throughput, **summary.to_ms())
+    for stage in PART_STAGES:  # only where reported: other bundles have no parts
+        summary = summaries.get(stage)
+        if summary is not None and summary.count > 0:
+            stats[stage] = StageStats("measured", throughput=batch / summary.mean if summary.mean > 0 else None,
+                                      **summary.to_ms())  # fmt: skip
     return stats
 
 
@@ -221,7 +230,8 @@ def measure_fixed(
     times = run_for(config.duration_s, config.min_iterations, step)
     skipped = {stage: f"n/a: fixed frames, no {stage} (use --source)" for stage in SOURCE_STAGES}
     case = CaseResult(backend.name, backend.precision, batch, run, "measured")
-    case.stages = stage_stats({stage: times.summary(stage) for stage in STAGES}, batch, backend.name, skipped)
+    case.stages = stage_stats({stage: times.summary(stage) for stage in (*STAGES, *PART_STAGES)}, batch, backend.name,
+                              skipped)  # fmt: skip
     inference, end_to_end = times.summary("inference").mean, times.summary("end_to_end").mean
     case.loop_overhead = (end_to_end - inference) / inference if inference > 0 else None
     return case
@@ -257,7 +267,7 @@ def measure_loop(
         case.status, case.reason = "skipped", f"source {source.name} delivered no frames"
         return case
     summaries = {stage: stats.latency.summary(loop_stage) for loop_stage, stage in LOOP_STAGES.items()}
-    summaries.update({stage: stats.backend.summary(stage) for stage in DEVICE_STAGES})
+    summaries.update({stage: stats.backend.summary(stage) for stage in (*DEVICE_STAGES, *PART_STAGES)})
     case.stages = stage_stats(summaries, 1, backend.name, {})
     case.warnings += unjudged(case, source, stats)
     summary = stats.summary()
