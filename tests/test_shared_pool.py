@@ -9,7 +9,7 @@ from runtime.backends.shared import SharedPool
 
 def test_the_first_holder_loads_the_last_drops_and_a_second_release_counts_nothing() -> None:
     loads, dropped = [], []
-    pool: SharedPool[str, object] = SharedPool(dropped=dropped.append)
+    pool: SharedPool[str, object] = SharedPool(dropped=lambda key, value: dropped.append(key))
     first = pool.lease("lite0", lambda: loads.append(1) or object())
     second = pool.lease("lite0", lambda: loads.append(1) or object())
     assert second.value is first.value and loads == [1] and pool.holders() == {"lite0": 2}

@@ -32,7 +32,7 @@ class BackboneKey:
 
 
 _SESSIONS: SharedPool[BackboneKey, Any] = SharedPool(
-    dropped=lambda key: log.info("backbone %s: dropped, no open backend runs it", key.sha256[:12]))
+    dropped=lambda key, session: log.info("backbone %s: dropped, no open backend runs it", key.sha256[:12]))
 
 
 def lease_backbone(path: Path, sha256: str, threads: int | None, providers: list[str] | None,

@@ -40,10 +40,10 @@ class Lease(Generic[K, V]):
 class SharedPool(Generic[K, V]):
     """Shared objects by key, each with the count of its holders."""
 
-    def __init__(self, dropped: Callable[[K], None] = lambda key: None) -> None:
+    def __init__(self, dropped: Callable[[K, V], None] = lambda key, value: None) -> None:
         self._loaded: dict[K, _Loaded[V]] = {}
         self._lock = threading.Lock()
-        self._dropped = dropped  # told when the last holder of a key let go (a log line)
+        self._dropped = dropped  # told when the last holder of a key let go: release the object in order, log it
 
     def lease(self, key: K, load: Callable[[], V]) -> Lease[K, V]:
         """A hold on the object of `key`; `load()` makes it only when no one holds it."""
@@ -64,7 +64,7 @@ class SharedPool(Generic[K, V]):
             loaded.holders -= 1
             if loaded.holders == 0:
                 del self._loaded[lease.key]
-                self._dropped(lease.key)
+                self._dropped(lease.key, loaded.value)
             return True
 
     def holders(self) -> dict[K, int]:

@@ -45,20 +45,34 @@ class TensorBuffer:
         self.host.base.free()
 
 
-# The deserialised engines of this process by file, each as (runtime, engine), dropped after its
-# last holder. The engine must go before its runtime: CPython releases a tuple's items last to
-# first, and TensorRT's bindings also keep a runtime alive while an engine of it lives.
-ENGINES: SharedPool[Path, tuple[Any, Any]] = SharedPool()
+@dataclass
+class LoadedEngine:
+    """A deserialised engine with the runtime and logger it came from, released in that order."""
+
+    logger: Any
+    runtime: Any
+    engine: Any
+
+    def release(self) -> None:
+        """The engine before its runtime, the runtime before its logger: TensorRT's own order of destruction."""
+        self.engine = None
+        self.runtime = None
+        self.logger = None
 
 
-def deserialise(trt: Any, path: Path, rebuild: str) -> tuple[Any, Any]:
-    """(runtime, engine) of an engine file; an engine TensorRT cannot load names the command that rebuilds it."""
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+# The deserialised engines of this process by file, dropped after their last holder.
+ENGINES: SharedPool[Path, LoadedEngine] = SharedPool(dropped=lambda path, loaded: loaded.release())
+
+
+def deserialise(trt: Any, path: Path, rebuild: str) -> LoadedEngine:
+    """An engine file loaded; an engine TensorRT cannot load names the command that rebuilds it."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
     if engine is None:
         raise BundleError(f"TensorRT cannot load {path} (built by another TensorRT version or GPU, or corrupt): "
                           f"rebuild it here with `{rebuild}`.")  # fmt: skip
-    return runtime, engine
+    return LoadedEngine(logger, runtime, engine)
 
 
 @dataclass
@@ -96,18 +110,22 @@ def open_stage(trt: Any, cuda: Any, role: str, path: Path, engine: Any, given: d
     largest = tuple(int(size) for size in engine.get_tensor_profile_shape(inputs[0], 0)[2])  # (min, opt, max)[max]
     stage = Stage(role, Path(path), engine, context, inputs[0], [name for name in names if name != inputs[0]],
                   largest[1:], largest[0])  # fmt: skip
-    if not context.set_input_shape(stage.input_name, largest):  # outputs take their largest shapes, to size buffers
-        raise BundleError(f"{path} refuses its own largest input shape {list(largest)}: rebuild it")
-    for name in names:
-        shape = tuple(context.get_tensor_shape(name))
-        dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-        if name in given:
-            _check_handed(given[name], name, shape, dtype, path)
-            buffer = given[name]
-        else:
-            host = cuda.pagelocked_empty(shape, dtype)
-            buffer = stage.buffers[name] = TensorBuffer(name, host, cuda.mem_alloc(host.nbytes))
-        context.set_tensor_address(name, int(buffer.device))
+    try:
+        if not context.set_input_shape(stage.input_name, largest):  # outputs take their largest shapes: buffer sizes
+            raise BundleError(f"{path} refuses its own largest input shape {list(largest)}: rebuild it")
+        for name in names:
+            shape = tuple(context.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            if name in given:
+                _check_handed(given[name], name, shape, dtype, path)
+                buffer = given[name]
+            else:
+                host = cuda.pagelocked_empty(shape, dtype)
+                buffer = stage.buffers[name] = TensorBuffer(name, host, cuda.mem_alloc(host.nbytes))
+            context.set_tensor_address(name, int(buffer.device))
+    except BaseException:
+        stage.free()  # what it allocated so far: the chain never holds a stage that failed
+        raise
     return stage
 
 
@@ -132,7 +150,7 @@ class EngineChain:
         trt, cuda = import_tensorrt()
         self._trt, self._cuda, self.rebuild = trt, cuda, rebuild
         self.stages: list[Stage] = []
-        self._held: list[Lease[Path, tuple[Any, Any]]] = []
+        self._held: list[Lease[Path, LoadedEngine]] = []
         self._buffers: dict[str, TensorBuffer] = {}
         self._stream = None
         with cuda_errors(device):
@@ -143,7 +161,7 @@ class EngineChain:
                 for role, path in chain:
                     held = ENGINES.lease(Path(path).resolve(), lambda: deserialise(trt, path, rebuild))
                     self._held.append(held)
-                    stage = open_stage(trt, cuda, role, path, held.value[1], self._buffers)
+                    stage = open_stage(trt, cuda, role, path, held.value.engine, self._buffers)
                     self.stages.append(stage)
                     self._buffers |= stage.buffers
                 self._stream = cuda.Stream()
