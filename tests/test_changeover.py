@@ -4,8 +4,6 @@ thread, the real console over HTTP, `daad switch`, and a real mosquitto broker f
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -15,6 +13,7 @@ import pytest
 from mqtt_broker import Subscriber, wait_for
 from test_run_cli import calibrate
 from test_sources import part_frames, write_video
+from threaded_line import Judged, ThreadedLine
 from tiny_bundle import grey_frame, write_tiny_bundle
 
 from runtime.backends.options import BackendOptions
@@ -48,7 +47,7 @@ def read_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-class Line:
+class Line(ThreadedLine):
     """A real line in its own thread: frames judged by run_line over a ProductLine, logged to `events`;
     every part is `part` (default: a 32 x 32 frame with a blob)."""
 
@@ -57,36 +56,20 @@ class Line:
         self.line, self.events, self.sinks = line, events, list(sinks)
         self.part = grey_frame(SIZE, SIZE, blob=250) if part is None else part
         self.stats = RunStats(every_s=0)
-        self.frames: queue.Queue = queue.Queue()
-        self.judged = threading.Semaphore(0)
-        self.next_index = 0
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
+        self.start()
 
-    def _loop(self) -> None:
-        class Signal:
-            def emit(_, outcome) -> None:
-                self.judged.release()
-
-            def close(_) -> None:
-                pass
-
+    def judge(self, frames: Iterator[Frame], judged: Judged) -> None:
         with EventLog(self.events, "run-c") as log:
-            run_line(iter(self.frames.get, None), self.line, "test", log, [*self.sinks, Signal()], self.stats)
+            run_line(frames, self.line, "test", log, [*self.sinks, judged], self.stats)
 
     def run(self, count: int, part: Callable[[int], np.ndarray] | None = None) -> None:
         """`count` parts, made by `part(index)` or else the line's `part` (by default with a blob: NG under product
         a, OK under b)."""
-        for _ in range(count):
-            self.frames.put(Frame(self.part if part is None else part(self.next_index), name=f"p{self.next_index}",
-                                  index=self.next_index))
-            self.next_index += 1
-        for _ in range(count):
-            assert self.judged.acquire(timeout=60), "the line stopped"
+        first = self.next_index
+        self.feed((self.part if part is None else part(index), f"p{index}") for index in range(first, first + count))
 
     def stop(self) -> None:
-        self.frames.put(None)
-        self.thread.join(timeout=60)
+        super().stop()
         self.line.close()
 
     def judged_by(self) -> list[tuple[str, str]]:

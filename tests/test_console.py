@@ -6,12 +6,10 @@ The line is real too: run_loop scores frames through the backend and feeds the c
 from __future__ import annotations
 
 import json
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -37,6 +35,7 @@ from runtime.line.live_threshold import Calibration, LiveThreshold  # noqa: E402
 from runtime.line.loop import run_loop  # noqa: E402
 from runtime.line.sources import Frame  # noqa: E402
 from runtime.optional import cv2  # noqa: E402
+from threaded_line import Judged, ThreadedLine  # noqa: E402
 from tiny_bundle import grey_frame  # noqa: E402
 
 TOKEN = "s3cret"
@@ -53,7 +52,7 @@ def part(index: int, rng: np.random.Generator, defect: bool = False) -> np.ndarr
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-class Line:
+class Line(ThreadedLine):
     """A real line running in its own thread: frames scored by ONNX Runtime in run_loop, judged by a
     LiveThreshold, seen by a LineView and logged; `run` feeds it frames and waits until they are judged."""
 
@@ -65,36 +64,18 @@ class Line:
         self.run_id = run_id
         self.events_path = events_path
         self.rng = np.random.default_rng(0)
-        self.frames: queue.Queue = queue.Queue()
-        self.judged = threading.Semaphore(0)
-        self.next_index = 0
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
+        self.start()
 
-    def _loop(self) -> None:
-        class Signal:
-            def emit(_, outcome) -> None:
-                self.judged.release()
-
-            def close(_) -> None:
-                pass
-
+    def judge(self, frames: Iterator[Frame], judged: Judged) -> None:
         with ONE_THREAD.open(self.bundle) as backend, EventLog(self.events_path) as events:
-            run_loop(iter(self.frames.get, None), backend, self.bundle.preprocess, self.threshold, "test", events,
-                     [self.view, KeepForReview(self.review, self.view.picture_image, self.run_id), Signal()])
+            run_loop(frames, backend, self.bundle.preprocess, self.threshold, "test", events,
+                     [self.view, KeepForReview(self.review, self.view.picture_image, self.run_id), judged])
 
     def run(self, count: int, defect_every: int = 0) -> None:
-        for _ in range(count):
-            index = self.next_index
-            defect = defect_every > 0 and index % defect_every == defect_every - 1
-            self.frames.put(Frame(part(index, self.rng, defect), name=f"part{index:04d}.png", index=index))
-            self.next_index += 1
-        for _ in range(count):
-            assert self.judged.acquire(timeout=60), "the line stopped"
-
-    def stop(self) -> None:
-        self.frames.put(None)
-        self.thread.join(timeout=60)
+        """`count` parts, every `defect_every`-th of them with a defect."""
+        first = self.next_index
+        self.feed((part(index, self.rng, defect_every > 0 and index % defect_every == defect_every - 1),
+                   f"part{index:04d}.png") for index in range(first, first + count))  # fmt: skip
 
 
 def write_parts(folder, count: int, defect: bool = False, seed: int = 1):

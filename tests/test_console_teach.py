@@ -19,7 +19,6 @@ from console.actions import Console  # noqa: E402
 from console.routes import build_app  # noqa: E402
 from console.teach_desk import TeachDesk  # noqa: E402
 from runtime.bundle import open_bundle  # noqa: E402
-from runtime.line.sources import Frame  # noqa: E402
 from runtime.optional import cv2  # noqa: E402
 from runtime.threshold import read_threshold  # noqa: E402
 from test_console import AUTH, ONE_THREAD, TOKEN, Line, one_line_refusal  # noqa: E402
@@ -162,9 +161,7 @@ def test_take_the_next_parts_from_the_running_line(tiny_bundle, backbone_part, g
         while client.get("/api/teach").json()["stage"] == "taking":
             assert fed < 100, "the teach took no frames from the line"
             image = cv2().imread(str(images[fed % len(images)]))
-            line.frames.put(Frame(image, name=f"belt{fed:03d}.png", index=line.next_index))
-            line.next_index += 1
-            assert line.judged.acquire(timeout=60)  # the loop judges every frame while the teach takes them
+            line.feed([(image, f"belt{fed:03d}.png")])  # the loop judges every frame while the teach takes them
             fed += 1
         state = client.get("/api/teach").json()
         assert state["stage"] == "taken" and state["taken"] == 12 and state["names"][0].startswith("belt")
