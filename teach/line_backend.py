@@ -20,7 +20,7 @@ from runtime.backends.engine_cache import backbone_source, engine_for_batch, par
 from runtime.backends.options import BackendOptions
 from runtime.backends.tensorrt_backend import import_tensorrt
 from runtime.bundle import Bundle
-from runtime.errors import DaadError, MissingDependency
+from runtime.errors import DaadError
 
 
 def line_engine(onnx_path: Path, sha256: str, options: BackendOptions, part_folder: Path) -> Path | None:
@@ -30,22 +30,24 @@ def line_engine(onnx_path: Path, sha256: str, options: BackendOptions, part_fold
     (TensorRT only), without it is refused, before any work."""
     if options.backend == "onnxruntime":
         return None
+    asked = "--backend tensorrt" if options.backend == "tensorrt" else None
+    asked = asked or (f"--precision {options.precision}" if options.precision != "fp32" else None)  # TensorRT only
     try:
         import_tensorrt()
         engine = engine_for_batch(backbone_source(onnx_path, sha256), options.precision, 1)
-    except (MissingDependency, DaadError):
-        if options.backend == "tensorrt" or options.precision != "fp32":
+    except DaadError:  # TensorRT not installed, or its engine cache unreadable
+        if asked:
             raise
         return None
     except Exception as exc:  # no GPU or driver: as choose_backend, the CPU path still works
-        if options.backend == "tensorrt" or options.precision != "fp32":
-            raise DaadError(f"--backend tensorrt cannot reach the GPU ({exc}): check the NVIDIA driver, or teach "
-                            "with --backend onnxruntime") from exc  # fmt: skip
+        if asked:
+            raise DaadError(f"{asked} cannot reach the GPU ({exc}): check the NVIDIA driver, or teach with "
+                            "--backend onnxruntime --precision fp32") from exc  # fmt: skip
         return None
-    if engine is None and (options.backend == "tensorrt" or options.precision != "fp32"):
-        raise DaadError(f"--backend tensorrt (and --precision {options.precision}) needs this device's {options.precision} engine of the backbone part "
-                        f"{part_folder}: build it once with `daad build --backbone {part_folder} --precision "
-                        f"{options.precision}` (minutes), or teach with --backend onnxruntime")  # fmt: skip
+    if engine is None and asked:
+        raise DaadError(f"{asked} needs this device's {options.precision} engine of the backbone part {part_folder}: "
+                        f"build it once with `daad build --backbone {part_folder} --precision {options.precision}` "
+                        "(minutes), or teach with --backend onnxruntime --precision fp32")  # fmt: skip
     return engine
 
 

@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def line_options(args: argparse.Namespace) -> BackendOptions:
-    """The backend the threshold is measured on (teach/line_backend.py); features always run on ONNX Runtime."""
+    """The backend the line will score the product with (teach/line_backend.py): the features come from its
+    backbone, the threshold is measured on it."""
     return BackendOptions(args.backend, args.precision, args.threads, args.providers)
 
 
