@@ -59,8 +59,7 @@ def build_engine(
     """Build (or reuse) the engine of the bundle's whole model.onnx for this precision and max batch on this GPU."""
     bundle = _opened(bundle)
     _check_request(precision, calib_data, batch, workspace_mb)
-    calibration = _calibration(calib_data, bundle.preprocess, precision, batch)
-    return _build_source(model_source(bundle), precision, batch, workspace_mb, calibration)
+    return _build_source(model_source(bundle), precision, batch, workspace_mb, calib_data, bundle.preprocess)
 
 
 def build_bundle_engines(
@@ -79,9 +78,8 @@ def build_bundle_engines(
         return EngineSet(whole=build_engine(bundle, precision, calib_data, batch, workspace_mb))
     _check_request(precision, calib_data, batch, workspace_mb)
     backbone, head = (checked_source(source) for source in parts)
-    calibration = _calibration(calib_data, bundle.preprocess, precision, batch)
-    return EngineSet(backbone=_build_source(backbone, precision, batch, workspace_mb, calibration),
-                     head=_build_source(head, HEAD_PRECISION, batch, workspace_mb, None))  # fmt: skip
+    return EngineSet(backbone=_build_source(backbone, precision, batch, workspace_mb, calib_data, bundle.preprocess),
+                     head=_build_source(head, HEAD_PRECISION, batch, workspace_mb))  # fmt: skip
 
 
 def build_backbone_engine(
@@ -95,17 +93,17 @@ def build_backbone_engine(
     _check_request(precision, calib_data, batch, workspace_mb)
     part = read_backbone_part(part_folder)  # checks backbone.onnx against backbone.json's sha256
     source = backbone_source(Path(part_folder) / BACKBONE_FILE, part.onnx_sha256)
-    calibration = _calibration(calib_data, part.preprocess_config, precision, batch)
-    return _build_source(source, precision, batch, workspace_mb, calibration)
+    return _build_source(source, precision, batch, workspace_mb, calib_data, part.preprocess_config)
 
 
 def build_head_engine(bundle: Bundle | Path, batch: int = 1, workspace_mb: int = DEFAULT_WORKSPACE_MB) -> Path:
     """A taught product's memory head engine alone (fp32; seconds), for the backbone engine already on the device."""
-    parts = part_sources(_opened(bundle))
+    bundle = _opened(bundle)
+    parts = part_sources(bundle)
     if parts is None:
-        raise DaadError(f"{_opened(bundle).root} was not taught by `daad teach`: it has no memory head to build")
+        raise DaadError(f"{bundle.root} was not taught by `daad teach`: it has no memory head to build")
     _check_request(HEAD_PRECISION, None, batch, workspace_mb)
-    return _build_source(checked_source(parts[1]), HEAD_PRECISION, batch, workspace_mb, None)
+    return _build_source(checked_source(parts[1]), HEAD_PRECISION, batch, workspace_mb)
 
 
 def _opened(bundle: Bundle | Path) -> Bundle:
@@ -127,19 +125,19 @@ def _check_request(precision: str, calib_data: Path | None, batch: int, workspac
         raise DaadError(f"--batch and --workspace-mb must be positive, got {batch} and {workspace_mb}")
 
 
-def _calibration(calib_data: Path | None, preprocess: PreprocessConfig, precision: str, batch: int) -> CalibrationSet | None:
-    return load_calibration_set(calib_data, preprocess, batch) if precision == "int8" and calib_data else None
-
-
 def _build_source(source: EngineSource, precision: str, batch: int, workspace_mb: int,
-                  calibration: CalibrationSet | None) -> Path:  # fmt: skip
-    """The engine of one graph: the matching one already built, or a new one with its sidecar."""
+                  calib_data: Path | None = None, preprocess: PreprocessConfig | None = None) -> Path:  # fmt: skip
+    """The engine of one graph: the matching one already built, or a new one with its sidecar (int8:
+    calibrated on `calib_data` prepared as `preprocess` frames, read only when a build is needed)."""
     trt = require("tensorrt", f"building TensorRT engines; needs {HARDWARE}")
     gpu_name = current_gpu_name()
     existing = find_engine(source, precision, batch, trt_version=trt.__version__, gpu_name=gpu_name)
     if existing is not None:
         return existing
     target = engine_path(source, trt.__version__, gpu_name, precision, batch)
+    calibration = None
+    if precision == "int8" and calib_data is not None and preprocess is not None:
+        calibration = load_calibration_set(calib_data, preprocess, batch)
     how_long = "seconds" if source.role == "head" else "minutes; it is built once and reused"
     print(f"building the {precision} TensorRT engine of {source.onnx_path} (batch up to {batch}); this takes "
           f"{how_long} ...", flush=True)  # fmt: skip
