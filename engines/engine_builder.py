@@ -24,7 +24,7 @@ from typing import Any
 from engines.int8_data import CalibrationSet, calibration_cache_path, load_calibration_set
 from patchmemory.backbone_part import BACKBONE_FILE, read_backbone_part
 from runtime.atomic import atomic_write_bytes
-from runtime.bundle import Bundle, open_bundle
+from runtime.bundle import Bundle, checked_parts, open_bundle
 from runtime.backends.engine_cache import (
     HEAD_PRECISION,
     PRECISIONS,
@@ -32,7 +32,6 @@ from runtime.backends.engine_cache import (
     EngineSet,
     EngineSource,
     backbone_source,
-    checked_source,
     current_gpu_name,
     engine_path,
     find_engine,
@@ -77,7 +76,8 @@ def build_bundle_engines(
     if parts is None or whole:
         return EngineSet(whole=build_engine(bundle, precision, calib_data, batch, workspace_mb))
     _check_request(precision, calib_data, batch, workspace_mb)
-    backbone, head = (checked_source(source) for source in parts)
+    checked_parts(bundle)  # before a build reads them
+    backbone, head = parts
     return EngineSet(backbone=_build_source(backbone, precision, batch, workspace_mb, calib_data, bundle.preprocess),
                      head=_build_source(head, HEAD_PRECISION, batch, workspace_mb))  # fmt: skip
 
@@ -103,7 +103,8 @@ def build_head_engine(bundle: Bundle | Path, batch: int = 1, workspace_mb: int =
     if parts is None:
         raise DaadError(f"{bundle.root} was not taught by `daad teach`: it has no memory head to build")
     _check_request(HEAD_PRECISION, None, batch, workspace_mb)
-    return _build_source(checked_source(parts[1]), HEAD_PRECISION, batch, workspace_mb)
+    checked_parts(bundle)
+    return _build_source(parts[1], HEAD_PRECISION, batch, workspace_mb)
 
 
 def _opened(bundle: Bundle | Path) -> Bundle:

@@ -25,6 +25,7 @@ THRESHOLD_FILE = "threshold.json"
 ENGINES_DIR = "engines"
 INPUT_NAME = "frames"
 OUTPUT_NAMES = ("score", "anomaly_map")
+PART_ROLES = ("backbone", "head")  # the graphs a bundle `daad teach` made carries beside model.onnx
 
 
 @dataclass
@@ -176,6 +177,32 @@ def check_model_io(bundle: Bundle, model_file: Path, input_name: str, input_shap
     if problems:
         raise BundleError(f"{where} describes {'; '.join(problems)}: model.json was edited or belongs to another "
                           "model; re-export the bundle with `daad export`.")
+
+
+def has_parts(metadata: BundleMetadata) -> bool:
+    """Whether model.json lists a backbone and a head part (a bundle taught by `daad teach`)."""
+    return all(isinstance(metadata.parts.get(role), dict) for role in PART_ROLES)
+
+
+def listed_parts(bundle: Bundle) -> dict[str, tuple[Path, str]]:
+    """role -> (file, sha256) of the part graphs model.json lists; refused for a bundle without them."""
+    if not has_parts(bundle.metadata):
+        raise BundleError(f"{bundle.root / METADATA_FILE} lists no backbone and head parts: only bundles taught by "
+                          "`daad teach` have them; run this bundle's model.onnx instead")  # fmt: skip
+    parts = bundle.metadata.parts
+    return {role: (bundle.root / str(parts[role].get("file", "")), str(parts[role].get("sha256", "")))
+            for role in PART_ROLES}  # fmt: skip
+
+
+def checked_parts(bundle: Bundle) -> dict[str, Path]:
+    """role -> file of each part graph, each checked against the sha256 model.json records."""
+    paths = {}
+    for role, (path, sha256) in listed_parts(bundle).items():
+        if not path.is_file() or file_sha256(path) != sha256:
+            raise BundleError(f"{path} is missing or does not match {bundle.root / METADATA_FILE} (sha256): the part "
+                              "was changed or copied from another bundle; teach the product again with `daad teach`")
+        paths[role] = path
+    return paths
 
 
 def open_bundle(root: str | Path, verify: bool = True) -> Bundle:

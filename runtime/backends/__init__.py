@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from runtime.backends.base import PRECISIONS, Backend, InferenceResult
-from runtime.bundle import MODEL_FILE, Bundle
+from runtime.bundle import MODEL_FILE, Bundle, has_parts
 from runtime.errors import DaadError, MissingDependency
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -78,7 +78,7 @@ def open_backend(
         backend: Backend = TensorRTBackend(bundle, precision=precision, batch=batch)
     else:
         from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-        from runtime.backends.split_backend import SplitOnnxRuntimeBackend, has_parts
+        from runtime.backends.split_backend import SplitOnnxRuntimeBackend
 
         opener = SplitOnnxRuntimeBackend if has_parts(bundle.metadata) else OnnxRuntimeBackend
         backend = opener(bundle, precision=precision, threads=threads, providers=providers)

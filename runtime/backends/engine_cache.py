@@ -29,14 +29,12 @@ from pathlib import Path
 
 from runtime.atomic import atomic_write_json
 from runtime.backends.base import PRECISIONS
-from runtime.bundle import Bundle, file_sha256
-from runtime.errors import BundleError
+from runtime.bundle import Bundle, file_sha256, has_parts, listed_parts
 from runtime.optional import require
 
 ENGINE_SUFFIX = ".engine"
 DEVICE_ENGINE_DIR_VARIABLE = "DAAD_ENGINE_DIR"
 HEAD_PRECISION = "fp32"  # a memory head is built at fp32 whatever precision its backbone runs at
-PART_ROLES = ("backbone", "head")
 
 
 @dataclass(frozen=True)
@@ -87,13 +85,10 @@ def model_source(bundle: Bundle) -> EngineSource:
 
 def part_sources(bundle: Bundle) -> tuple[EngineSource, EngineSource] | None:
     """(backbone, head) of a bundle `daad teach` made, as model.json's `parts` lists them; None for others."""
-    parts = bundle.metadata.parts
-    if not all(isinstance(parts.get(role), dict) for role in PART_ROLES):
+    if not has_parts(bundle.metadata):
         return None
-    backbone, head = (parts[role] for role in PART_ROLES)
-    return (backbone_source(bundle.root / str(backbone.get("file", "")), str(backbone.get("sha256", ""))),
-            EngineSource(bundle.root / str(head.get("file", "")), str(head.get("sha256", "")),
-                         bundle.engines_dir, "head"))  # fmt: skip
+    (backbone, backbone_sha256), (head, head_sha256) = listed_parts(bundle).values()
+    return backbone_source(backbone, backbone_sha256), EngineSource(head, head_sha256, bundle.engines_dir, "head")
 
 
 def backbone_source(onnx_path: Path, sha256: str) -> EngineSource:
@@ -108,14 +103,6 @@ def device_engine_dir() -> Path:
         return Path(chosen).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "daad-edge" / "engines"
-
-
-def checked_source(source: EngineSource) -> EngineSource:
-    """`source`, refused unless its ONNX file is there with the sha256 model.json records (before a build reads it)."""
-    if not source.onnx_path.is_file() or file_sha256(source.onnx_path) != source.sha256:
-        raise BundleError(f"{source.onnx_path} is missing or does not match the sha256 its bundle's model.json records: "
-                          "the file was changed or copied from another bundle; teach or export the bundle again")  # fmt: skip
-    return source
 
 
 def _source(target: Bundle | EngineSource) -> EngineSource:

@@ -15,23 +15,16 @@ at `features`); what the split costs in latency is measured by
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from runtime.backends.backbone_lease import lease_backbone
 from runtime.backends.base import InferenceResult
 from runtime.backends.onnxruntime_backend import open_session
-from runtime.bundle import METADATA_FILE, Bundle, BundleMetadata, file_sha256
-from runtime.errors import BundleError, DaadError
+from runtime.bundle import Bundle, checked_parts
+from runtime.errors import DaadError
 
-PART_ROLES = ("backbone", "head")
 REMAKE = "teach the product again with `daad teach`"
-
-
-def has_parts(metadata: BundleMetadata) -> bool:
-    """Whether model.json lists a backbone and a head part (a bundle taught by `daad teach`)."""
-    return all(role in metadata.parts for role in PART_ROLES)
 
 
 class SplitOnnxRuntimeBackend:
@@ -44,7 +37,7 @@ class SplitOnnxRuntimeBackend:
         if precision != "fp32":
             raise DaadError(f"ONNX Runtime runs {bundle.root}'s parts at fp32 only, not {precision}")
         self.precision = precision
-        paths = part_paths(bundle)
+        paths = checked_parts(bundle)
         self.graphs = f"{paths['backbone'].name} + {paths['head'].name}"
         self.backbone = lease_backbone(paths["backbone"], bundle.metadata.parts["backbone"]["sha256"], threads,
                                        providers, REMAKE)  # fmt: skip
@@ -84,20 +77,3 @@ class SplitOnnxRuntimeBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def part_paths(bundle: Bundle) -> dict[str, Path]:
-    """role -> path of each part graph model.json lists, each checked against its sha256."""
-    parts = bundle.metadata.parts
-    where = bundle.root / METADATA_FILE
-    if not has_parts(bundle.metadata):
-        raise BundleError(f"{where} lists no backbone and head parts: only bundles taught by `daad teach` have them; "
-                          "run this bundle's model.onnx instead")  # fmt: skip
-    paths = {}
-    for role in PART_ROLES:
-        path = bundle.root / str(parts[role].get("file", ""))
-        if not path.is_file() or file_sha256(path) != parts[role].get("sha256"):
-            raise BundleError(f"{path} is missing or does not match {where} (sha256): the part was changed or "
-                              f"copied from another bundle; {REMAKE}")  # fmt: skip
-        paths[role] = path
-    return paths
