@@ -148,7 +148,7 @@ class EngineChain:
 
     def __init__(self, chain: list[tuple[str, Path]], rebuild: str, device: int = 0) -> None:
         trt, cuda = import_tensorrt()
-        self._trt, self._cuda, self.rebuild = trt, cuda, rebuild
+        self._cuda, self.rebuild = cuda, rebuild
         self.stages: list[Stage] = []
         self._held: list[Lease[Path, LoadedEngine]] = []
         self._buffers: dict[str, TensorBuffer] = {}
